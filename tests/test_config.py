@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from voiced import config
+from voiced.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+DOCUMENTED = REPO / "config" / "voiced.yaml"
+
+
+def test_documented_default_file_equals_builtin_defaults() -> None:
+    assert config.load(DOCUMENTED) == config.Settings()
+
+
+def test_every_documented_key_has_a_comment() -> None:
+    lines = DOCUMENTED.read_text().splitlines()
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or (stripped.endswith(":") and line[0] != " "):
+            continue
+        if line.startswith("    "):  # values of a mapping key such as llm.options
+            continue
+        assert lines[index - 1].strip().startswith("#"), f"undocumented key: {stripped}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("vad:\n  silence_ms: 50\n", "silence_ms: Input should be greater than or equal to 100"),
+        ("vad:\n  silnce_ms: 500\n", "vad.silnce_ms: unknown key"),
+        ("stt:\n  threads: '4'\n", "stt.threads: Input should be a valid integer (got '4')"),
+        ("llm:\n  think: maybe\n", "llm.think: Input should be 'low', 'medium' or 'high'"),
+        ("tools:\n  enabled: [shell]\n", "tools.enabled.0: Input should be"),
+        ("colour: blue\n", "colour: unknown key"),
+        ("- a\n", "expected a mapping of sections, got list"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_invalid_files_name_file_key_and_expectation(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_precedence_defaults_file_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = tmp_path / "user.yaml"
+    user.write_text("stt:\n  model: base.en\n  threads: 3\n")
+    monkeypatch.setenv("VOICED_CONFIG", str(user))
+    settings = config.load(overrides={"stt.threads": 1, "stt.language": None})
+    assert settings.stt.model == "base.en"  # from the file
+    assert settings.stt.threads == 1  # flag beats file
+    assert settings.stt.language == "en"  # default, None flag ignored
+    assert settings.vad == config.VadSettings()
+
+
+def test_user_file_under_voiced_home(voiced_home: Path) -> None:
+    (voiced_home / "config.yaml").write_text("vad:\n  silence_ms: 900\n")
+    assert config.load().vad.silence_ms == 900
+
+
+def test_missing_voiced_config_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VOICED_CONFIG", str(tmp_path / "nope.yaml"))
+    with pytest.raises(config.ConfigError, match="no such config file"):
+        config.load()
+
+
+def test_flag_out_of_range_is_reported_as_command_line() -> None:
+    with pytest.raises(config.ConfigError, match="command line"):
+        config.load(overrides={"stt.threads": -1})
+
+
+def test_config_show_prints_effective_yaml(voiced_home: Path) -> None:
+    (voiced_home / "config.yaml").write_text("wake:\n  phrases: []\n")
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 0, result.output
+    shown = config.Settings.model_validate(__import__("yaml").safe_load(result.output))
+    assert shown.wake.phrases == []
+    assert shown.stt == config.SttSettings()
+
+
+def test_config_check(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("stt:\n  beam_size: 5\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stt:\n  beam_size: 0\n")
+    runner = CliRunner()
+    ok = runner.invoke(main, ["config", "check", str(good)])
+    assert ok.exit_code == 0 and "ok" in ok.output
+    fail = runner.invoke(main, ["config", "check", str(bad)])
+    assert fail.exit_code == 1
+    assert "stt.beam_size" in fail.output
+    assert "Traceback" not in fail.output
+
+
+def test_bad_config_makes_commands_fail_cleanly(voiced_home: Path) -> None:
+    (voiced_home / "config.yaml").write_text("stt:\n  model: 5\n")
+    result = CliRunner().invoke(main, ["config", "show"])
+    assert result.exit_code == 2
+    assert "stt.model" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

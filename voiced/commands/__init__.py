@@ -1,0 +1,1 @@
+"""Click commands, one module per ``voiced`` subcommand (imported lazily by voiced.cli)."""

@@ -1,0 +1,230 @@
+"""Settings: typed, validated, frozen, built once.
+
+Order of precedence: built-in defaults < user file < command-line flags. The user file is
+``--config PATH``, else ``VOICED_CONFIG``, else ``$XDG_CONFIG_HOME/voiced/config.yaml``
+(see :mod:`voiced.paths`). ``config/voiced.yaml`` in the repository documents every key and
+holds exactly the built-in defaults (a test keeps the two in step).
+
+Any problem in a file is reported as a :class:`ConfigError` naming the file, the key path
+and what was expected, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from voiced import paths
+
+
+class _Section(BaseModel):
+    # strict: "5" is not silently an int; extra="forbid": a typo in a key is an error.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+Device = int | str | None
+
+
+class AudioSettings(_Section):
+    input_device: Device = None
+    output_device: Device = None
+    block_ms: Literal[10, 20, 30] = 30
+    queue_blocks: int = Field(200, ge=10, le=10_000)
+
+
+class VadSettings(_Section):
+    aggressiveness: int = Field(2, ge=0, le=3)
+    frame_ms: Literal[10, 20, 30] = 30
+    pre_roll_ms: int = Field(300, ge=0, le=2000)
+    speech_start_ms: int = Field(150, ge=10, le=2000)
+    silence_ms: int = Field(700, ge=100, le=5000)
+    min_utterance_ms: int = Field(400, ge=0, le=10_000)
+    max_utterance_s: float = Field(20.0, ge=1.0, le=120.0)
+    timeout_s: float = Field(15.0, ge=1.0, le=600.0)
+
+
+class SttSettings(_Section):
+    model: str = "tiny.en"
+    language: str = "en"
+    threads: int = Field(0, ge=0, le=256)
+    beam_size: int = Field(1, ge=1, le=16)
+    no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    logprob_threshold: float = Field(-1.0, ge=-20.0, le=0.0)
+    energy_floor_dbfs: float = Field(-55.0, ge=-120.0, le=0.0)
+    max_segment_chars: int = Field(0, ge=0, le=1000)
+
+
+class TtsSettings(_Section):
+    voice: str = "en_US-joe-medium"
+    length_scale: float = Field(1.0, ge=0.25, le=4.0)
+    volume: float = Field(1.0, ge=0.0, le=4.0)
+    sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)
+
+
+class LlmSettings(_Section):
+    host: str | None = None
+    model: str = "gpt-oss:20b"
+    think: Literal["low", "medium", "high"] | bool = "low"
+    keep_alive: str | int = "30m"
+    options: dict[str, float | int | str | bool] = Field(
+        default_factory=lambda: {"temperature": 0.7, "num_ctx": 8192}
+    )
+    request_timeout_s: float = Field(120.0, ge=1.0, le=3600.0)
+    idle_timeout_s: float = Field(30.0, ge=1.0, le=600.0)
+    max_tool_rounds: int = Field(5, ge=1, le=50)
+    history_turns: int = Field(10, ge=0, le=1000)
+    history_tokens: int = Field(4000, ge=256, le=1_000_000)
+    system_prompt: str = (
+        "You are voiced, a voice assistant on the user's Linux desktop. Your replies are "
+        "spoken aloud: answer in one to three short sentences of plain speech, with no "
+        "markdown, lists, tables, code blocks or URLs. Use the tools to look at the system "
+        "instead of guessing. Today is {date}."
+    )
+
+
+class WakeSettings(_Section):
+    phrases: list[str] = Field(default_factory=lambda: ["computer", "hey computer"])
+    follow_up_s: float = Field(8.0, ge=0.0, le=300.0)
+
+
+class ToolsSettings(_Section):
+    enabled: list[Literal["time", "audio", "system", "files", "commands"]] = Field(
+        default_factory=lambda: ["time", "audio", "system", "files", "commands"]
+    )
+    file_roots: list[str] = Field(default_factory=lambda: ["~"])
+    timeout_s: float = Field(10.0, ge=0.1, le=600.0)
+    max_output_chars: int = Field(4000, ge=100, le=1_000_000)
+
+
+class TranscriptsSettings(_Section):
+    enabled: bool = True
+    retention_days: int = Field(30, ge=0, le=36_500)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    audio: AudioSettings = AudioSettings()
+    vad: VadSettings = VadSettings()
+    stt: SttSettings = SttSettings()
+    tts: TtsSettings = TtsSettings()
+    llm: LlmSettings = LlmSettings()
+    wake: WakeSettings = WakeSettings()
+    tools: ToolsSettings = ToolsSettings()
+    transcripts: TranscriptsSettings = TranscriptsSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+class ConfigError(Exception):
+    """A config file or override that cannot be used; the message is for the user."""
+
+
+def _describe(error: Mapping[str, Any], loc: tuple) -> str:
+    key = ".".join(str(part) for part in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    given = error.get("input")
+    if isinstance(given, Mapping):
+        return f"{key}: {error['msg']}"
+    return f"{key}: {error['msg']} (got {given!r})"
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and (part in {"int", "str", "bool", "none"} or "[" in part)
+
+
+def _validate(data: Mapping[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        # Union types report one error per alternative; keep the first per key path.
+        seen: dict[tuple, str] = {}
+        for error in exc.errors():
+            # pydantic appends the union member tried ("int", "literal['low']") to the path.
+            loc = tuple(p for p in error["loc"] if not _is_union_tag(p))
+            seen.setdefault(loc, _describe(error, loc))
+        lines = "\n".join(f"  {line}" for line in seen.values())
+        raise ConfigError(f"{source}: invalid configuration\n{lines}") from None
+
+
+def _deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Read one YAML config file into a dict (empty file = empty dict)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def dotted_to_nested(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"stt.model": "x"}`` -> ``{"stt": {"model": "x"}}``; None values are skipped."""
+    nested: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Build the effective settings.
+
+    ``path`` is an explicit config file (``--config``); it must exist. Without it the user
+    file from :func:`voiced.paths.user_config_path` is used when present. ``overrides`` are
+    command-line values keyed by dotted path (``{"stt.model": "base.en"}``).
+    """
+    data: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        data = read_file(path)
+        source = str(path)
+    else:
+        user = paths.user_config_path()
+        if user.is_file():
+            data = read_file(user)
+            source = str(user)
+        elif "VOICED_CONFIG" in os.environ:
+            raise ConfigError(f"{user}: no such config file (from VOICED_CONFIG)")
+    settings = _validate(data, source)
+    if overrides:
+        nested = dotted_to_nested(overrides)
+        if nested:
+            merged = _deep_merge(settings.model_dump(), nested)
+            settings = _validate(merged, "command line")
+    return settings
+
+
+def to_yaml(settings: Settings) -> str:
+    """The settings as YAML, in declaration order."""
+    return yaml.safe_dump(settings.model_dump(), sort_keys=False, allow_unicode=True)
