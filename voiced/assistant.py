@@ -1,0 +1,558 @@
+"""The assistant's brain: a gpt-oss conversation over Ollama, with tools, made for speech.
+
+:class:`Assistant` holds one conversation. :meth:`Assistant.ask` runs one user turn:
+
+1. sends the system prompt (spoken style, today's date), the bounded history and the user's
+   words to ``/api/chat`` with the enabled tools, streaming;
+2. hands every ``content`` piece to the consumer callback as it arrives (the TTS in the daemon,
+   stdout in ``voiced chat``); ``thinking`` is never handed on, but it is kept in the turn's
+   assistant messages across tool rounds, as Ollama asks for gpt-oss;
+3. when the reply carries tool calls, appends ONE assistant message with everything the round
+   streamed (thinking, content, tool_calls), runs each call through the
+   :class:`~voiced.tools.registry.ToolRegistry`, appends ``role: tool`` results with
+   ``tool_name``, and asks again, up to ``llm.max_tool_rounds`` rounds;
+4. returns a :class:`TurnResult` (text, tool calls with decisions, error, timings).
+
+Failures never raise out of :meth:`ask` and never hang: connection refused, a missing model,
+HTTP errors, an ``{"error"}`` line mid-stream (gpt-oss's ``error parsing tool call``), a
+dropped stream, a stalled server (``llm.idle_timeout_s`` between chunks), unparseable chunks
+and runaway tool loops each end the turn with a short sentence meant to be spoken
+(:attr:`TurnResult.error_message`), after one retry where a retry is safe (nothing was spoken
+yet in that round). Mangled tool names such as ``assistant<|channel|>analysis`` and bad
+arguments go back to the model as tool errors, so it can correct itself.
+
+History keeps what was said (user text, spoken reply), bounded by ``llm.history_turns`` and an
+estimate of ``llm.history_tokens``. After a barge-in, :meth:`Assistant.clip_last_reply` cuts the
+last reply down to what was actually spoken.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import httpx
+import ollama
+from pydantic import ValidationError
+
+from voiced.config import LlmSettings, Settings
+from voiced.tools.registry import ToolOutcome, ToolRegistry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+# Retries of one request when a retry cannot repeat anything already spoken.
+RETRIES = 1
+CONNECT_TIMEOUT_S = 5.0
+
+
+class TurnError(str, enum.Enum):
+    """Why a turn ended early."""
+
+    UNREACHABLE = "unreachable"
+    MODEL_MISSING = "model_missing"
+    BAD_REQUEST = "bad_request"
+    SERVER_ERROR = "server_error"
+    STREAM_ERROR = "stream_error"
+    DROPPED = "dropped"
+    STALLED = "stalled"
+    TIMEOUT = "timeout"
+    MALFORMED = "malformed"
+    EMPTY = "empty"
+    TOOL_ROUNDS = "tool_rounds"
+    INTERNAL = "internal"
+
+
+def spoken_model_name(model: str) -> str:
+    """``gpt-oss:20b`` -> ``gpt-oss 20b``: how a model name sounds best through TTS."""
+    name, _, tag = model.partition(":")
+    return f"{name} {tag}" if tag and tag != "latest" else name
+
+
+def error_sentence(error: TurnError, model: str) -> str:
+    """A short sentence for the user, written to be spoken."""
+    return {
+        TurnError.UNREACHABLE: "I can't reach the language model right now. Is Ollama running?",
+        TurnError.MODEL_MISSING: (
+            f"The model {spoken_model_name(model)} is not installed in Ollama yet."
+        ),
+        TurnError.BAD_REQUEST: "The language model turned down my request.",
+        TurnError.SERVER_ERROR: "The language model ran into an error. Please try again.",
+        TurnError.STREAM_ERROR: "The language model ran into an error. Please try again.",
+        TurnError.DROPPED: "The connection to the language model dropped. Please try again.",
+        TurnError.STALLED: "The language model stopped responding. Please try again.",
+        TurnError.TIMEOUT: "That took too long, so I stopped.",
+        TurnError.MALFORMED: "I got a garbled answer from the language model. Please try again.",
+        TurnError.EMPTY: "I don't have an answer for that.",
+        TurnError.TOOL_ROUNDS: "That needed too many steps, so I stopped.",
+        TurnError.INTERNAL: "Something went wrong on my side. Please try again.",
+    }[error]
+
+
+def resolve_host(settings: LlmSettings) -> str:
+    """The server URL in use: ``llm.host``, else ``$OLLAMA_HOST``, else the default."""
+    return settings.host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
+
+
+def make_client(settings: LlmSettings) -> ollama.Client:
+    """The real Ollama client; the read timeout is the idle limit between streamed chunks."""
+    timeout = httpx.Timeout(
+        connect=min(CONNECT_TIMEOUT_S, settings.request_timeout_s),
+        read=settings.idle_timeout_s,
+        write=settings.idle_timeout_s,
+        pool=settings.idle_timeout_s,
+    )
+    # host=None lets the client read OLLAMA_HOST itself.
+    return ollama.Client(host=settings.host, timeout=timeout)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token, plus message overhead)."""
+    return len(text) // 4 + 4
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class ToolCallRecord:
+    """One tool call in a turn, as transcripts record it."""
+
+    name: str
+    arguments: Any
+    decision: str
+    result: str
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    @classmethod
+    def from_outcome(cls, outcome: ToolOutcome) -> ToolCallRecord:
+        return cls(
+            name=outcome.name,
+            arguments=outcome.arguments,
+            decision=outcome.decision,
+            result=outcome.summary(),
+            error=outcome.error,
+            duration_ms=round(outcome.duration_s * 1000, 1),
+        )
+
+
+@dataclass
+class TurnTimings:
+    """Milliseconds from the start of :meth:`Assistant.ask`."""
+
+    first_chunk_ms: float | None = None
+    first_token_ms: float | None = None
+    llm_ms: float = 0.0
+    tools_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+@dataclass
+class TurnResult:
+    user: str
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    error: TurnError | None = None
+    error_message: str | None = None
+    interrupted: bool = False
+    requests: int = 0
+    retries: int = 0
+    tool_rounds: int = 0
+    done_reason: str | None = None
+    prompt_tokens: int | None = None
+    eval_tokens: int | None = None
+    timings: TurnTimings = field(default_factory=TurnTimings)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# --------------------------------------------------------------------------- internals
+
+
+class _RoundFailed(Exception):
+    def __init__(self, error: TurnError, detail: str, *, retryable: bool) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.retryable = retryable
+
+
+@dataclass
+class _Round:
+    content: str = ""
+    thinking: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    done_reason: str | None = None
+    prompt_tokens: int | None = None
+    eval_tokens: int | None = None
+    interrupted: bool = False
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.thinking:
+            message["thinking"] = self.thinking
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
+
+
+@dataclass
+class _Turn:
+    user: str
+    assistant: str
+
+
+def _classify(exc: BaseException) -> _RoundFailed:
+    if isinstance(exc, _RoundFailed):
+        return exc
+    if isinstance(exc, (ConnectionError, httpx.ConnectError)):
+        return _RoundFailed(TurnError.UNREACHABLE, str(exc), retryable=False)
+    if isinstance(exc, ollama.ResponseError):
+        status = exc.status_code
+        if status == 404:
+            return _RoundFailed(TurnError.MODEL_MISSING, exc.error, retryable=False)
+        if status == -1:  # an {"error"} line after the stream started
+            return _RoundFailed(TurnError.STREAM_ERROR, exc.error, retryable=True)
+        if 400 <= status < 500:
+            return _RoundFailed(TurnError.BAD_REQUEST, exc.error, retryable=False)
+        return _RoundFailed(TurnError.SERVER_ERROR, f"{status}: {exc.error}", retryable=True)
+    if isinstance(exc, httpx.TimeoutException):
+        return _RoundFailed(
+            TurnError.STALLED, f"no data for the idle limit: {exc}", retryable=False
+        )
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError)):
+        return _RoundFailed(TurnError.DROPPED, str(exc) or type(exc).__name__, retryable=True)
+    if isinstance(exc, (ValidationError, json.JSONDecodeError, TypeError, KeyError)):
+        return _RoundFailed(TurnError.MALFORMED, f"{type(exc).__name__}: {exc}", retryable=True)
+    if isinstance(exc, httpx.HTTPError):
+        return _RoundFailed(TurnError.DROPPED, f"{type(exc).__name__}: {exc}", retryable=True)
+    return _RoundFailed(TurnError.INTERNAL, f"{type(exc).__name__}: {exc}", retryable=False)
+
+
+TextConsumer = Callable[[str], None]
+
+
+class Assistant:
+    """One conversation with the model. Thread-safe: one turn at a time."""
+
+    def __init__(
+        self,
+        settings: LlmSettings,
+        registry: ToolRegistry | None = None,
+        *,
+        client: ollama.Client | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.client = client or make_client(settings)
+        self.host = resolve_host(settings)
+        self._turns: list[_Turn] = []
+        self._lock = threading.RLock()
+        self._turn_lock = threading.Lock()
+        self._busy = False
+        self._pending_clip: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        tools: bool = True,
+        confirm: Any = None,
+        on_call: Any = None,
+        policy: Any = None,
+    ) -> Assistant:
+        """An assistant with the tool groups of ``tools.enabled`` (or none with tools=False)."""
+        registry = None
+        if tools:
+            kwargs: dict[str, Any] = {"confirm": confirm, "on_call": on_call}
+            if policy is not None:
+                kwargs["policy"] = policy
+            registry = ToolRegistry.from_settings(settings.tools, **kwargs)
+        return cls(settings.llm, registry)
+
+    # -- conversation state
+
+    def system_prompt(self, today: date | None = None) -> str:
+        day = today or date.today()
+        spoken_date = f"{day:%A} {day.day} {day:%B %Y}"
+        return self.settings.system_prompt.replace("{date}", spoken_date)
+
+    def history(self) -> list[dict[str, str]]:
+        """The remembered conversation as chat messages (no system prompt)."""
+        with self._lock:
+            messages: list[dict[str, str]] = []
+            for turn in self._turns:
+                messages.append({"role": "user", "content": turn.user})
+                if turn.assistant:
+                    messages.append({"role": "assistant", "content": turn.assistant})
+            return messages
+
+    def history_tokens(self) -> int:
+        return sum(estimate_tokens(m["content"]) for m in self.history())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._turns.clear()
+
+    def clip_last_reply(self, spoken_text: str) -> None:
+        """After a barge-in: remember only the part of the last reply that was spoken."""
+        with self._lock:
+            if self._busy:
+                self._pending_clip = spoken_text
+                return
+            if self._turns:
+                self._turns[-1].assistant = spoken_text.strip()
+
+    def _commit(self, user: str, assistant: str) -> None:
+        with self._lock:
+            if self._pending_clip is not None:
+                assistant = self._pending_clip.strip()
+                self._pending_clip = None
+            self._turns.append(_Turn(user=user, assistant=assistant))
+            self._trim()
+
+    def _trim(self) -> None:
+        limit_turns = self.settings.history_turns
+        if limit_turns == 0:
+            self._turns.clear()
+            return
+        while len(self._turns) > limit_turns:
+            self._turns.pop(0)
+
+        def tokens() -> int:
+            return sum(
+                estimate_tokens(t.user) + (estimate_tokens(t.assistant) if t.assistant else 0)
+                for t in self._turns
+            )
+
+        while len(self._turns) > 1 and tokens() > self.settings.history_tokens:
+            self._turns.pop(0)
+
+    # -- the model
+
+    def warm_up(self) -> None:
+        """Load the model now (Ollama loads on a chat with no messages) so turn one is quick.
+
+        Raises the client's error when the server is down or the model is missing.
+        """
+        self.client.chat(
+            model=self.settings.model, messages=[], keep_alive=self.settings.keep_alive
+        )
+
+    def ask(
+        self,
+        text: str,
+        on_text: TextConsumer | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> TurnResult:
+        """Run one user turn. Content pieces go to ``on_text`` as they stream in.
+
+        Setting ``cancel`` (a barge-in) stops the reply at the next chunk; the result is then
+        ``interrupted`` and the caller should :meth:`clip_last_reply` to what was spoken.
+        """
+        with self._turn_lock:
+            with self._lock:
+                self._busy = True
+                self._pending_clip = None
+            try:
+                return self._ask(text, on_text, cancel)
+            finally:
+                with self._lock:
+                    self._busy = False
+
+    def _ask(
+        self, text: str, on_text: TextConsumer | None, cancel: threading.Event | None
+    ) -> TurnResult:
+        started = time.monotonic()
+        result = TurnResult(user=text)
+        prior = [{"role": "system", "content": self.system_prompt()}, *self.history()]
+        turn_messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
+        spoken: list[str] = []
+
+        def emit(piece: str) -> None:
+            if result.timings.first_token_ms is None:
+                result.timings.first_token_ms = (time.monotonic() - started) * 1000
+            spoken.append(piece)
+            if on_text is not None:
+                try:
+                    on_text(piece)
+                except Exception:
+                    log.exception("the text consumer failed; the reply goes on")
+
+        max_rounds = self.settings.max_tool_rounds
+        try:
+            for round_index in range(max_rounds + 1):
+                with_tools = bool(self.registry) and round_index < max_rounds
+                tools = self.registry.schemas() if with_tools and self.registry else None
+                round_ = self._request(prior + turn_messages, tools, emit, cancel, started, result)
+                result.thinking += round_.thinking
+                result.done_reason = round_.done_reason
+                result.prompt_tokens = round_.prompt_tokens
+                result.eval_tokens = round_.eval_tokens
+                if round_.interrupted:
+                    result.interrupted = True
+                    break
+                if not round_.tool_calls:
+                    if not round_.content and not spoken:
+                        raise _RoundFailed(
+                            TurnError.EMPTY, "no content in the reply", retryable=False
+                        )
+                    break
+                if round_index == max_rounds:
+                    raise _RoundFailed(
+                        TurnError.TOOL_ROUNDS,
+                        f"tool calls after {max_rounds} rounds",
+                        retryable=False,
+                    )
+                turn_messages.append(round_.message())
+                result.tool_rounds += 1
+                for call in round_.tool_calls:
+                    if cancel is not None and cancel.is_set():
+                        result.interrupted = True
+                        break
+                    turn_messages.append(self._run_tool(call, result))
+                if result.interrupted:
+                    break
+        except _RoundFailed as failure:
+            result.error = failure.error
+            result.error_message = error_sentence(failure.error, self.settings.model)
+            log.warning("turn failed (%s): %s", failure.error.value, failure.detail)
+        except Exception as exc:  # a bug must not kill the daemon's loop
+            log.exception("turn failed unexpectedly")
+            result.error = TurnError.INTERNAL
+            result.error_message = error_sentence(TurnError.INTERNAL, self.settings.model)
+            log.debug("internal error detail: %s", exc)
+        result.text = "".join(spoken)
+        result.timings.total_ms = (time.monotonic() - started) * 1000
+        if result.text or result.error is None:
+            self._commit(text, result.text.strip())
+        return result
+
+    def _run_tool(self, call: dict[str, Any], result: TurnResult) -> dict[str, Any]:
+        function = call.get("function") or {}
+        raw_name = function.get("name", "")
+        arguments = function.get("arguments")
+        began = time.monotonic()
+        if self.registry is None:
+            outcome = ToolOutcome(
+                name=str(raw_name),
+                arguments=arguments,
+                decision="unknown",
+                error="no tools are available in this conversation",
+            )
+        else:
+            outcome = self.registry.call(raw_name, arguments)
+        result.timings.tools_ms += (time.monotonic() - began) * 1000
+        result.tool_calls.append(ToolCallRecord.from_outcome(outcome))
+        log.info("tool %s -> %s", outcome.name, outcome.decision)
+        return {"role": "tool", "tool_name": outcome.name, "content": outcome.text_for_model()}
+
+    def _request(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        emit: TextConsumer,
+        cancel: threading.Event | None,
+        started: float,
+        result: TurnResult,
+    ) -> _Round:
+        attempt = 0
+        while True:
+            round_ = _Round()
+            emitted = False
+
+            def emit_once(piece: str) -> None:
+                nonlocal emitted
+                emitted = True
+                emit(piece)
+
+            began = time.monotonic()
+            result.requests += 1
+            try:
+                self._stream(messages, tools, round_, emit_once, cancel, started, result)
+                return round_
+            except Exception as exc:
+                failure = _classify(exc)
+                if failure.retryable and not emitted and attempt < RETRIES:
+                    attempt += 1
+                    result.retries += 1
+                    log.info("retrying after %s: %s", failure.error.value, failure.detail)
+                    continue
+                raise failure from None
+            finally:
+                result.timings.llm_ms += (time.monotonic() - began) * 1000
+
+    def _stream(
+        self,
+        messages: Sequence[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        round_: _Round,
+        emit: TextConsumer,
+        cancel: threading.Event | None,
+        started: float,
+        result: TurnResult,
+    ) -> None:
+        settings = self.settings
+        deadline = time.monotonic() + settings.request_timeout_s
+        stream = self.client.chat(
+            model=settings.model,
+            messages=list(messages),
+            tools=tools,
+            stream=True,
+            think=settings.think,
+            options=dict(settings.options) or None,
+            keep_alive=settings.keep_alive,
+        )
+        try:
+            for chunk in stream:
+                if result.timings.first_chunk_ms is None:
+                    result.timings.first_chunk_ms = (time.monotonic() - started) * 1000
+                if cancel is not None and cancel.is_set():
+                    round_.interrupted = True
+                    return
+                message = chunk.message
+                if message.thinking:
+                    round_.thinking += message.thinking
+                if message.content:
+                    round_.content += message.content
+                    emit(message.content)
+                for call in message.tool_calls or ():
+                    round_.tool_calls.append(
+                        {
+                            "function": {
+                                "name": call.function.name,
+                                "arguments": dict(call.function.arguments),
+                            }
+                        }
+                    )
+                if chunk.done:
+                    round_.done_reason = chunk.done_reason
+                    round_.prompt_tokens = chunk.prompt_eval_count
+                    round_.eval_tokens = chunk.eval_count
+                    return
+                if time.monotonic() > deadline:
+                    raise _RoundFailed(
+                        TurnError.TIMEOUT,
+                        f"request ran past {settings.request_timeout_s:g} s",
+                        retryable=False,
+                    )
+            # The body ended without a done chunk.
+            raise _RoundFailed(TurnError.DROPPED, "stream ended before done", retryable=True)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
