@@ -82,16 +82,20 @@ def _decode_stream(
             log.warning("%s: mono audio has no %s channel; using its only channel", stream, channel)
         else:
             pick = 0 if channel == "left" else 1
-    # Planar float keeps channels apart when one is picked; ffmpeg downmixes for "mix".
-    layout = "mono" if pick is None else stream.layout.name
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+    # Planar float at the source layout, then an average of the channels: ffmpeg's own
+    # stereo-to-mono matrix adds them at -3 dB each and can push loud audio past full scale.
+    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sample_rate)
     pieces: list[np.ndarray] = []
+
+    def keep(frames: list[av.AudioFrame]) -> None:
+        for out in frames:
+            planes = out.to_ndarray()
+            pieces.append(planes.mean(axis=0) if pick is None else planes[pick])
+
     try:
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                pieces.append(out.to_ndarray()[0 if pick is None else pick])
-        for out in resampler.resample(None):
-            pieces.append(out.to_ndarray()[0 if pick is None else pick])
+            keep(resampler.resample(frame))
+        keep(resampler.resample(None))
     except av.error.FFmpegError as exc:
         raise DecodeError(f"corrupt or truncated audio ({_reason(exc)})") from None
     if not pieces:

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import re
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import encode
+from voiced.decode import DecodeError, decode_file, resample
+
+RATE = 16000
+
+
+def tone(seconds: float, freq: float, amplitude: float, rate: int = RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio))))
+
+
+def write_pcm_wav(path: Path, frames: np.ndarray, rate: int, width: int) -> Path:
+    """``frames``: float32 (samples, channels) written as integer PCM of ``width`` bytes."""
+    scale = {1: 127, 2: 32767, 3: 8388607, 4: 2147483647}[width]
+    ints = np.round(np.clip(frames, -1, 1) * scale).astype(np.int64)
+    if width == 1:
+        raw = (ints + 128).astype(np.uint8).tobytes()
+    else:
+        little = ints.astype("<i8").view(np.uint8).reshape(-1, 8)[:, :width]
+        raw = little.tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(frames.shape[1])
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(raw)
+    return path
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_wav_of_any_rate_and_width_becomes_16k_mono_float(
+    tmp_path: Path, rate: int, width: int
+) -> None:
+    source = tone(1.0, 440, 0.5, rate)[:, np.newaxis]
+    path = write_pcm_wav(tmp_path / "x.wav", source, rate, width)
+    audio = decode_file(path)
+    assert audio.dtype == np.float32
+    assert audio.ndim == 1
+    assert abs(audio.size - RATE) <= 32
+    assert rms(audio) == pytest.approx(0.5 / np.sqrt(2), rel=0.03)
+
+
+def test_stereo_is_downmixed_or_one_channel_picked(tmp_path: Path) -> None:
+    left, right = tone(1.0, 440, 0.8, 44100), tone(1.0, 440, 0.2, 44100)
+    path = write_pcm_wav(tmp_path / "st.wav", np.stack([left, right], axis=1), 44100, 2)
+    mixed = decode_file(path)
+    assert rms(mixed) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)  # mean of the channels
+    assert rms(decode_file(path, channel="left")) == pytest.approx(0.8 / np.sqrt(2), rel=0.02)
+    assert rms(decode_file(path, channel="right")) == pytest.approx(0.2 / np.sqrt(2), rel=0.02)
+
+
+def test_loud_identical_channels_do_not_clip(tmp_path: Path) -> None:
+    loud = tone(1.0, 300, 0.95, 48000)
+    path = write_pcm_wav(tmp_path / "loud.wav", np.stack([loud, loud], axis=1), 48000, 2)
+    assert np.abs(decode_file(path)).max() < 0.97
+
+
+@pytest.mark.parametrize(
+    ("suffix", "rate"), [(".mp3", 44100), (".flac", 22050), (".ogg", 48000), (".m4a", 44100)]
+)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_compressed_formats(tmp_path: Path, suffix: str, rate: int, channels: int) -> None:
+    path = encode(
+        tmp_path / f"x{suffix}", tone(2.0, 300, 0.3), RATE, channels=channels, to_rate=rate
+    )
+    audio = decode_file(path)
+    assert abs(audio.size - 2 * RATE) < 0.05 * RATE
+    assert rms(audio) == pytest.approx(0.3 / np.sqrt(2), rel=0.08)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path: Path) -> None:
+    good = write_pcm_wav(tmp_path / "good.wav", tone(3.0, 440, 0.5)[:, None], RATE, 2)
+    data = good.read_bytes()
+    cases = {
+        "missing.wav": (None, "no such file"),
+        "empty.wav": (b"", "empty file"),
+        "header_only.wav": (data[:30], "not a readable audio file"),
+        "truncated.wav": (data[: len(data) // 2], "truncated"),
+        "notes.wav": (b"shopping list: eggs, milk\n" * 40, "not a readable audio file"),
+    }
+    for name, (content, _) in cases.items():
+        if content is not None:
+            (tmp_path / name).write_bytes(content)
+    with wave.open(str(tmp_path / "zero.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+    cases["zero.wav"] = (None, "no audio (0 samples)")
+    codec = bytearray(data)
+    fmt = codec.find(b"fmt ") + 8
+    codec[fmt : fmt + 2] = (0x1234).to_bytes(2, "little")
+    (tmp_path / "codec.wav").write_bytes(codec)
+    cases["codec.wav"] = (None, "unsupported audio codec")
+    (tmp_path / "folder.wav").mkdir()
+    cases["folder.wav"] = (None, "is a directory")
+    for name, (_, message) in cases.items():
+        with pytest.raises(DecodeError, match=re.escape(message)):
+            decode_file(tmp_path / name)
+
+
+def test_resample_keeps_duration_and_level() -> None:
+    source = tone(1.0, 440, 0.5, 22050)
+    out = resample(source, 22050, 16000)
+    assert abs(out.size - 16000) <= 16
+    assert rms(out) == pytest.approx(rms(source), rel=0.02)
+    ints = (source * 32767).astype(np.int16)
+    assert rms(resample(ints, 22050, 22050)) == pytest.approx(rms(source), rel=0.01)
