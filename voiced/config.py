@@ -43,9 +43,14 @@ class VadSettings(_Section):
     pre_roll_ms: int = Field(300, ge=0, le=2000)
     speech_start_ms: int = Field(150, ge=10, le=2000)
     silence_ms: int = Field(700, ge=100, le=5000)
-    min_utterance_ms: int = Field(400, ge=0, le=10_000)
+    post_roll_ms: int = Field(300, ge=0, le=2000)
+    min_utterance_ms: int = Field(250, ge=0, le=10_000)
     max_utterance_s: float = Field(20.0, ge=1.0, le=120.0)
     timeout_s: float = Field(15.0, ge=1.0, le=600.0)
+    energy_floor_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
+    noise_margin_db: float = Field(10.0, ge=0.0, le=60.0)
+    noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
+    min_level_spread_db: float = Field(6.0, ge=0.0, le=60.0)
 
 
 class SttSettings(_Section):

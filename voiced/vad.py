@@ -1,0 +1,389 @@
+"""Cut a live 16 kHz audio stream into utterances.
+
+:class:`Segmenter` is pure logic: feed it int16 (or float) mono blocks of any length and it
+returns typed events. It runs webrtcvad on exact 10/20/30 ms int16 frames and adds what
+webrtcvad lacks:
+
+* an energy gate: a frame only counts as speech if webrtcvad says so *and* it is louder than
+  ``vad.energy_floor_dbfs`` and ``vad.noise_margin_db`` above the recent noise floor (the
+  quietest frame of the last ``vad.noise_window_s``). webrtcvad flags steady hum, fans and
+  loud white or pink noise as speech; the gate keeps them out.
+* an onset rule: an utterance starts after ``vad.speech_start_ms`` of consecutive speech
+  frames; the utterance audio also holds ``vad.pre_roll_ms`` from before the onset.
+* an endpoint rule: it ends after ``vad.silence_ms`` without speech frames; the audio keeps
+  ``vad.post_roll_ms`` of that silence.
+* ``vad.min_utterance_ms``: shorter ones (taps, clicks) are cancelled, not emitted.
+* ``vad.max_utterance_s``: longer speech is split at the quietest recent frame into several
+  utterances, never dropped.
+* ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
+
+Times are stream times in seconds: samples fed so far divided by the sample rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import webrtcvad
+
+from voiced.config import VadSettings
+
+SAMPLE_RATE = 16000
+
+# Non-speech frames tolerated inside the voiced run that starts an utterance.
+_ONSET_GAP_MS = 60
+
+EndReason = Literal["silence", "max_length", "flush"]
+
+
+@dataclass(frozen=True)
+class UtteranceStarted:
+    """Speech began at ``start_s`` (the onset; audio from ``audio_start_s`` is kept)."""
+
+    index: int
+    start_s: float
+    audio_start_s: float
+    detected_s: float  # stream time at which the onset was decided
+
+
+@dataclass(frozen=True)
+class UtteranceEnded:
+    """An utterance is complete; ``audio`` is float32 mono at ``sample_rate``.
+
+    ``end_s`` is the end of the last speech frame; ``endpoint_s`` the stream time of the
+    decision; ``endpoint_wait_ms`` the silence waited between the two (0 for a split or a
+    flush). ``audio`` runs from ``audio_start_s`` (pre-roll included) to ``audio_end_s``.
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    endpoint_s: float
+    endpoint_wait_ms: int
+    reason: EndReason
+    audio: np.ndarray = field(repr=False)
+    audio_start_s: float
+    audio_end_s: float
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass(frozen=True)
+class UtteranceCancelled:
+    """A started utterance turned out not to be speech; nothing to transcribe.
+
+    ``reason`` is ``too_short`` (below ``vad.min_utterance_ms``: taps, clicks) or
+    ``steady_noise`` (its level hardly varied, unlike speech: a fan or hum switching on).
+    """
+
+    index: int
+    start_s: float
+    end_s: float
+    reason: Literal["too_short", "steady_noise"] = "too_short"
+    level_spread_db: float = 0.0
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """No utterance started within ``vad.timeout_s`` (repeats while it stays quiet)."""
+
+    at_s: float
+    waited_s: float
+
+
+Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | Timeout
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """Mono float audio in [-1, 1] (or int16) as int16."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono 1-D audio, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        return audio
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"expected float32 or int16 audio, got {audio.dtype}")
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
+
+
+def frame_dbfs(frame: np.ndarray) -> float:
+    """RMS level of an int16 frame in dBFS (-120 for digital silence)."""
+    power = float(np.mean(np.square(frame, dtype=np.float64))) / (32768.0 * 32768.0)
+    return 10.0 * math.log10(power) if power > 1e-12 else -120.0
+
+
+@dataclass
+class _Frame:
+    index: int
+    samples: np.ndarray
+    speech: bool
+    dbfs: float
+
+
+class Segmenter:
+    """Stateful VAD segmenter; see the module docstring. Not thread-safe."""
+
+    def __init__(self, settings: VadSettings | None = None, sample_rate: int = SAMPLE_RATE) -> None:
+        if sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz")
+        self.settings = settings or VadSettings()
+        self.sample_rate = sample_rate
+        s = self.settings
+        self.frame_ms = s.frame_ms
+        self.frame_samples = sample_rate * s.frame_ms // 1000
+        self._frame_s = s.frame_ms / 1000.0
+        self._vad = webrtcvad.Vad(s.aggressiveness)
+        self._start_frames = max(1, math.ceil(s.speech_start_ms / s.frame_ms))
+        self._silence_frames = max(1, math.ceil(s.silence_ms / s.frame_ms))
+        self._post_roll_frames = min(self._silence_frames, s.post_roll_ms // s.frame_ms)
+        self._gap_frames = max(1, _ONSET_GAP_MS // s.frame_ms)
+        self._min_frames = math.ceil(s.min_utterance_ms / s.frame_ms)
+        self._max_frames = max(self._start_frames + 1, int(s.max_utterance_s * 1000 // s.frame_ms))
+        self._split_search_frames = max(1, min(self._max_frames // 2, 2000 // s.frame_ms))
+        self._timeout_frames = max(1, math.ceil(s.timeout_s * 1000 / s.frame_ms))
+        self._noise_levels: deque[float] = deque(
+            maxlen=max(1, int(s.noise_window_s * 1000) // s.frame_ms)
+        )
+
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._next_index = 0  # frames seen
+        self._history: deque[_Frame] = deque(maxlen=max(0, s.pre_roll_ms // s.frame_ms))
+        self._run: list[_Frame] = []  # consecutive speech frames while idle
+        self._utterance: list[_Frame] | None = None
+        self._utterance_start = 0  # frame index of the onset
+        self._last_speech = 0  # frame index of the last speech frame in the utterance
+        self._silent_run = 0
+        self._utterance_count = 0
+        self._quiet_since = 0  # frame index since which no utterance started
+
+    # -- public ---------------------------------------------------------------------------
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._utterance is not None
+
+    @property
+    def stream_time_s(self) -> float:
+        return (self._next_index * self.frame_samples + self._pending.size) / self.sample_rate
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """The gated speech decision for one exact int16 frame (updates the noise floor)."""
+        return self._classify(frame)[0]
+
+    def feed(self, audio: np.ndarray) -> list[Event]:
+        """Add mono audio (int16, or float in [-1, 1]) of any length; return new events."""
+        samples = to_int16(audio)
+        if self._pending.size:
+            samples = np.concatenate([self._pending, samples])
+        events: list[Event] = []
+        whole = samples.size // self.frame_samples * self.frame_samples
+        for offset in range(0, whole, self.frame_samples):
+            events.extend(self._step(samples[offset : offset + self.frame_samples].copy()))
+        self._pending = samples[whole:].copy()
+        return events
+
+    def flush(self) -> list[Event]:
+        """End the utterance in flight (at end of stream or on shutdown)."""
+        if self._utterance is None:
+            return []
+        if self._pending.size:
+            tail = np.zeros(self.frame_samples, dtype=np.int16)
+            tail[: self._pending.size] = self._pending
+            self._utterance.append(_Frame(self._next_index, tail, False, -120.0))
+            self._next_index += 1
+            self._pending = np.zeros(0, dtype=np.int16)
+        return [self._end("flush")]
+
+    def reset_timeout(self) -> None:
+        """Start counting ``vad.timeout_s`` from now (e.g. when a question was asked)."""
+        self._quiet_since = self._next_index
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _time(self, frame_index: int) -> float:
+        return frame_index * self._frame_s
+
+    def _classify(self, samples: np.ndarray) -> tuple[bool, float]:
+        level = frame_dbfs(samples)
+        floor = min(self._noise_levels) if self._noise_levels else level
+        self._noise_levels.append(level)
+        threshold = max(self.settings.energy_floor_dbfs, floor + self.settings.noise_margin_db)
+        # webrtcvad adapts to what it sees: give it every frame, then apply the gate.
+        voiced = self._vad.is_speech(samples.tobytes(), self.sample_rate)
+        return voiced and level >= threshold, level
+
+    def _step(self, samples: np.ndarray) -> list[Event]:
+        speech, level = self._classify(samples)
+        frame = _Frame(self._next_index, samples, speech, level)
+        self._next_index += 1
+        if self._utterance is None:
+            return self._step_idle(frame)
+        return self._step_speaking(frame)
+
+    def _step_idle(self, frame: _Frame) -> list[Event]:
+        if frame.speech:
+            self._run.append(frame)
+            if sum(f.speech for f in self._run) >= self._start_frames:
+                return [self._start()]
+            return []
+        if self._run and sum(1 for _ in _trailing_silence(self._run)) < self._gap_frames:
+            self._run.append(frame)  # a short dip inside speech does not reset the onset
+            return []
+        for earlier in self._run:
+            self._history.append(earlier)
+        self._run = []
+        self._history.append(frame)
+        if self._next_index - self._quiet_since >= self._timeout_frames:
+            waited = (self._next_index - self._quiet_since) * self._frame_s
+            self._quiet_since = self._next_index
+            return [Timeout(at_s=self._time(self._next_index), waited_s=waited)]
+        return []
+
+    def _start(self) -> UtteranceStarted:
+        onset = self._run[0].index
+        self._utterance = [*self._history, *self._run]
+        self._history.clear()
+        self._run = []
+        self._utterance_start = onset
+        self._last_speech = self._utterance[-1].index
+        self._silent_run = 0
+        self._quiet_since = self._next_index
+        return UtteranceStarted(
+            index=self._utterance_count,
+            start_s=self._time(onset),
+            audio_start_s=self._time(self._utterance[0].index),
+            detected_s=self._time(self._next_index),
+        )
+
+    def _step_speaking(self, frame: _Frame) -> list[Event]:
+        assert self._utterance is not None
+        self._utterance.append(frame)
+        if frame.speech:
+            self._last_speech = frame.index
+            self._silent_run = 0
+        else:
+            self._silent_run += 1
+        if self._silent_run >= self._silence_frames:
+            return [self._end("silence")]
+        if frame.index + 1 - self._utterance_start >= self._max_frames:
+            return self._split()
+        return []
+
+    def _end(self, reason: EndReason) -> UtteranceEnded | UtteranceCancelled:
+        frames = self._utterance
+        assert frames is not None
+        speech_end = self._last_speech + 1
+        keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
+        kept = [f for f in frames if f.index < keep_until]
+        leftover = [f for f in frames if f.index >= keep_until]
+        self._utterance = None
+        self._quiet_since = self._next_index
+        for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
+            self._history.append(f)
+        index = self._utterance_count
+        self._utterance_count += 1
+        if speech_end - self._utterance_start < self._min_frames:
+            return UtteranceCancelled(
+                index=index, start_s=self._time(self._utterance_start), end_s=self._time(speech_end)
+            )
+        spread = _level_spread(f for f in kept if self._utterance_start <= f.index < speech_end)
+        if spread < self.settings.min_level_spread_db:
+            return UtteranceCancelled(
+                index=index,
+                start_s=self._time(self._utterance_start),
+                end_s=self._time(speech_end),
+                reason="steady_noise",
+                level_spread_db=spread,
+            )
+        wait_frames = self._next_index - speech_end if reason != "max_length" else 0
+        return UtteranceEnded(
+            index=index,
+            start_s=self._time(self._utterance_start),
+            end_s=self._time(speech_end),
+            endpoint_s=self._time(self._next_index),
+            endpoint_wait_ms=wait_frames * self.frame_ms,
+            reason=reason,
+            audio=np.concatenate([f.samples for f in kept]).astype(np.float32) / 32768.0,
+            audio_start_s=self._time(kept[0].index),
+            audio_end_s=self._time(keep_until),
+            sample_rate=self.sample_rate,
+        )
+
+    def _split(self) -> list[Event]:
+        """Split an over-long utterance at the quietest recent frame; keep all audio."""
+        frames = self._utterance
+        assert frames is not None
+        search = frames[-self._split_search_frames :]
+        quietest = min(search, key=lambda f: (f.speech, f.dbfs))
+        cut = quietest.index + 1  # the quiet frame ends the first part
+        head = [f for f in frames if f.index < cut]
+        tail = [f for f in frames if f.index >= cut]
+        index = self._utterance_count
+        self._utterance_count += 1
+        ended = UtteranceEnded(
+            index=index,
+            start_s=self._time(self._utterance_start),
+            end_s=self._time(cut),
+            endpoint_s=self._time(self._next_index),
+            endpoint_wait_ms=0,
+            reason="max_length",
+            audio=np.concatenate([f.samples for f in head]).astype(np.float32) / 32768.0,
+            audio_start_s=self._time(head[0].index),
+            audio_end_s=self._time(cut),
+            sample_rate=self.sample_rate,
+        )
+        self._quiet_since = self._next_index
+        speech_frames = [f.index for f in tail if f.speech]
+        if not speech_frames:
+            # The split fell at the end of the speech: wait for the next onset as usual.
+            self._utterance = None
+            for frame in tail[-self._history.maxlen :] if self._history.maxlen else []:
+                self._history.append(frame)
+            return [ended]
+        self._utterance = tail
+        self._utterance_start = cut
+        self._last_speech = speech_frames[-1]
+        self._silent_run = sum(1 for _ in _trailing_silence(tail))
+        started = UtteranceStarted(
+            index=self._utterance_count,
+            start_s=self._time(cut),
+            audio_start_s=self._time(cut),
+            detected_s=self._time(self._next_index),
+        )
+        return [ended, started]
+
+
+def _level_spread(frames: Iterable[_Frame]) -> float:
+    """How much the level varies: 90th minus 10th percentile of frame levels, in dB."""
+    levels = [f.dbfs for f in frames]
+    if len(levels) < 2:
+        return 0.0
+    low, high = np.percentile(levels, [10, 90])
+    return float(high - low)
+
+
+def _trailing_silence(frames: list[_Frame]) -> Iterator[_Frame]:
+    for frame in reversed(frames):
+        if frame.speech:
+            return
+        yield frame
+
+
+def segment(
+    blocks: Iterable[np.ndarray],
+    settings: VadSettings | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> Iterator[Event]:
+    """Run a :class:`Segmenter` over ``blocks`` and flush at the end."""
+    segmenter = Segmenter(settings, sample_rate)
+    for block in blocks:
+        yield from segmenter.feed(block)
+    yield from segmenter.flush()
