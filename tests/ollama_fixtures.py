@@ -1,8 +1,11 @@
 """Pytest fixtures around :mod:`tests.ollama_server`.
 
-Import them into a test module::
+Bind them in a test module (an assignment rather than an import keeps ruff's F811 quiet)::
 
-    from tests.ollama_fixtures import dead_ollama_url, ollama_server
+    from tests import ollama_fixtures
+
+    ollama_server = ollama_fixtures.ollama_server
+    dead_ollama_url = ollama_fixtures.dead_ollama_url
 """
 
 from __future__ import annotations

@@ -181,6 +181,10 @@ class Reply:
     stall_after: int | None = None
     # Deliberately unfaithful: these lines are sent verbatim instead of the built chunks.
     raw_lines: Sequence[str] | None = None
+    # Hold chunk number ``gate_after`` until the test sets ``gate`` (proves streaming: the
+    # client must act on earlier chunks while later ones do not exist yet).
+    gate: threading.Event | None = None
+    gate_after: int = 1
 
     @classmethod
     def http_error(cls, status: int, message: str) -> Reply:
@@ -650,6 +654,11 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.stall_after is not None and sent == reply.stall_after:
                 owner._stall()
                 self._drop()
+                return
+            gated = reply.gate is not None and sent == reply.gate_after
+            if gated and not reply.gate.wait(timeout=10):
+                self._stream_line({"error": "ollama test server: the gate was never opened"})
+                self._end_stream()
                 return
             if reply.chunk_delay_s and sent:
                 time.sleep(reply.chunk_delay_s)
