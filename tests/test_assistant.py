@@ -1,0 +1,537 @@
+"""The conversation engine against the scripted Ollama server (the real client in between)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from typing import Any
+
+import pytest
+
+from tests import ollama_fixtures
+from tests.ollama_server import (
+    DEFAULT_MODEL,
+    ERROR_PARSING_TOOL_CALL,
+    OllamaTestServer,
+    Reply,
+    ToolCall,
+)
+from voiced.assistant import Assistant, TurnError, TurnResult
+from voiced.config import LlmSettings
+from voiced.tools.registry import Tool, ToolRegistry
+
+ollama_server = ollama_fixtures.ollama_server
+dead_ollama_url = ollama_fixtures.dead_ollama_url
+
+
+class Thermometer:
+    """Test tools with observable side effects."""
+
+    def __init__(self) -> None:
+        self.readings: list[str] = []
+        self.resets = 0
+
+    def registry(self, **kwargs: Any) -> ToolRegistry:
+        def room_temperature(room: str, unit: str = "celsius") -> str:
+            """Read the temperature in a room.
+
+            Args:
+                room: Which room, such as kitchen.
+                unit: celsius or fahrenheit.
+            """
+            self.readings.append(room)
+            return f"{room}: 21.5 degrees {unit}"
+
+        def reset_thermostat() -> str:
+            """Reset the thermostat to its defaults."""
+            self.resets += 1
+            return "thermostat reset"
+
+        return ToolRegistry(
+            [
+                Tool.from_function(room_temperature, group="test"),
+                Tool.from_function(reset_thermostat, group="test", needs_confirmation=True),
+            ],
+            **kwargs,
+        )
+
+
+def settings(server_url: str | None, **changes: Any) -> LlmSettings:
+    values: dict[str, Any] = {"host": server_url, "idle_timeout_s": 1.0}
+    values.update(changes)
+    return LlmSettings(**values)
+
+
+def make(
+    server: OllamaTestServer, registry: ToolRegistry | None = None, **changes: Any
+) -> Assistant:
+    return Assistant(settings(server.url, **changes), registry)
+
+
+def last_messages(server: OllamaTestServer, index: int = -1) -> list[dict[str, Any]]:
+    return server.chat_requests[index]["messages"]
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_plain_answer_streams_piece_by_piece(ollama_server: OllamaTestServer) -> None:
+    gate = threading.Event()
+    ollama_server.script(
+        Reply(thinking=["User greets."], content=["Hello", " there", "."], gate=gate, gate_after=2)
+    )
+    pieces: list[str] = []
+    sent_before_gate: list[int] = []
+
+    def on_text(piece: str) -> None:
+        pieces.append(piece)
+        if not gate.is_set():
+            # The server holds the rest of the reply until the first piece has arrived here.
+            sent_before_gate.append(len(pieces))
+            gate.set()
+
+    result = make(ollama_server).ask("hi", on_text)
+    assert result.ok, result.error_message
+    assert pieces == ["Hello", " there", "."]
+    assert sent_before_gate == [1]
+    assert result.text == "Hello there."
+    assert result.thinking == "User greets."  # kept, never handed to the consumer
+    assert result.timings.first_token_ms is not None
+    assert result.timings.first_token_ms <= result.timings.total_ms
+    assert result.requests == 1 and result.done_reason == "stop"
+
+
+def test_request_carries_settings_system_prompt_and_tools(ollama_server: OllamaTestServer) -> None:
+    registry = Thermometer().registry()
+    ollama_server.script(Reply(content=["Fine."]))
+    make(ollama_server, registry).ask("how are you")
+    sent = ollama_server.chat_requests[0]
+    assert sent["model"] == DEFAULT_MODEL
+    assert sent["stream"] is True
+    assert sent["think"] == "low"
+    assert sent["keep_alive"] == "30m"
+    assert sent["options"] == {"temperature": 0.7, "num_ctx": 8192}
+    assert sent["tools"] == registry.schemas()
+    system, user = sent["messages"]
+    today = date.today()
+    assert system["role"] == "system"
+    assert f"{today.day} {today:%B %Y}" in system["content"]
+    assert "spoken aloud" in system["content"] and "{date}" not in system["content"]
+    assert user == {"role": "user", "content": "how are you"}
+
+
+def test_ollama_host_is_honoured_when_llm_host_is_null(
+    ollama_server: OllamaTestServer, dead_ollama_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", ollama_server.url)
+    ollama_server.script(Reply(content=["Via the environment."]), Reply(content=["unused"]))
+    assert Assistant(settings(None)).ask("hi").text == "Via the environment."
+    monkeypatch.setenv("OLLAMA_HOST", dead_ollama_url)
+    assert Assistant(settings(ollama_server.url)).ask("hi").ok  # llm.host wins
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def test_two_round_tool_call_keeps_thinking_and_sends_results(
+    ollama_server: OllamaTestServer,
+) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(
+            thinking=["Need the ", "kitchen reading."],
+            content=["Let me check."],
+            tool_calls=[ToolCall("room_temperature", {"room": "kitchen"})],
+        ),
+        Reply(thinking=["Got it."], content=["It is 21.5 degrees ", "in the kitchen."]),
+    )
+    pieces: list[str] = []
+    result = make(ollama_server, thermometer.registry()).ask(
+        "how warm is the kitchen", pieces.append
+    )
+    assert result.ok
+    assert thermometer.readings == ["kitchen"]
+    assert pieces == ["Let me check.", "It is 21.5 degrees ", "in the kitchen."]
+    assert result.tool_rounds == 1 and result.requests == 2
+    [call] = result.tool_calls
+    assert (call.name, call.arguments, call.decision, call.error) == (
+        "room_temperature",
+        {"room": "kitchen", "unit": "celsius"},
+        "allowed",
+        None,
+    )
+    assert call.result == "kitchen: 21.5 degrees celsius"
+
+    second = last_messages(ollama_server)
+    assert second[:2] == last_messages(ollama_server, 0)  # system + user unchanged
+    assistant, tool = second[2], second[3]
+    assert assistant == {
+        "role": "assistant",
+        "content": "Let me check.",
+        "thinking": "Need the kitchen reading.",
+        "tool_calls": [
+            {"function": {"name": "room_temperature", "arguments": {"room": "kitchen"}}}
+        ],
+    }
+    assert tool == {
+        "role": "tool",
+        "tool_name": "room_temperature",
+        "content": "kitchen: 21.5 degrees celsius",
+    }
+    assert len(second) == 4
+
+
+def test_mangled_tool_name_goes_back_as_an_error_and_the_turn_completes(
+    ollama_server: OllamaTestServer,
+) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("assistant<|channel|>analysis", {"room": "kitchen"})]),
+        Reply(content=["Sorry, I could not read that."]),
+    )
+    result = make(ollama_server, thermometer.registry()).ask("kitchen temperature?")
+    assert result.ok and result.text == "Sorry, I could not read that."
+    assert result.tool_calls[0].decision == "unknown"
+    tool_message = last_messages(ollama_server)[-1]
+    assert tool_message["role"] == "tool"
+    assert "there is no tool named 'assistant<|channel|>analysis'" in tool_message["content"]
+    assert "room_temperature" in tool_message["content"]
+    assert thermometer.readings == []
+
+
+def test_functions_prefix_is_understood(ollama_server: OllamaTestServer) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("functions.room_temperature", {"room": "hall"})]),
+        Reply(content=["Done."]),
+    )
+    result = make(ollama_server, thermometer.registry()).ask("hall?")
+    assert thermometer.readings == ["hall"]
+    assert last_messages(ollama_server)[-1]["tool_name"] == "room_temperature"
+    assert result.tool_calls[0].decision == "allowed"
+
+
+def test_invalid_arguments_are_answered_with_the_validation_error(
+    ollama_server: OllamaTestServer,
+) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("room_temperature", {"room": ["a", "b"], "floor": 2})]),
+        Reply(content=["I need one room."]),
+    )
+    result = make(ollama_server, thermometer.registry()).ask("temperature")
+    assert result.ok and thermometer.readings == []
+    assert result.tool_calls[0].decision == "invalid"
+    content = last_messages(ollama_server)[-1]["content"]
+    assert content.startswith("error: invalid arguments:")
+    assert (
+        "room: Input should be a valid string" in content and "floor: unknown argument" in content
+    )
+
+
+def test_arguments_that_are_not_an_object_are_survived(ollama_server: OllamaTestServer) -> None:
+    # Deliberately unfaithful: real Ollama sends objects; the client cannot parse a string here.
+    bad_line = json.dumps(
+        {
+            "model": DEFAULT_MODEL,
+            "created_at": "2026-01-01T00:00:00Z",
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "room_temperature", "arguments": "kitchen"}}],
+            },
+            "done": False,
+        }
+    )
+    ollama_server.script(Reply(raw_lines=[bad_line]), Reply(content=["Recovered."]))
+    result = make(ollama_server, Thermometer().registry()).ask("kitchen")
+    assert result.ok and result.text == "Recovered."
+    assert result.retries == 1
+
+
+def test_confirmation_needed_without_a_callback_is_declined(
+    ollama_server: OllamaTestServer,
+) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("reset_thermostat", {})]), Reply(content=["I did not reset it."])
+    )
+    result = make(ollama_server, thermometer.registry()).ask("reset the thermostat")
+    assert thermometer.resets == 0
+    assert result.tool_calls[0].decision == "declined"
+    assert "did not confirm" in last_messages(ollama_server)[-1]["content"]
+
+
+def test_confirmed_call_runs(ollama_server: OllamaTestServer) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("reset_thermostat", {})]), Reply(content=["Reset."])
+    )
+    registry = thermometer.registry(confirm=lambda request: request.tool == "reset_thermostat")
+    result = make(ollama_server, registry).ask("reset the thermostat")
+    assert thermometer.resets == 1 and result.tool_calls[0].decision == "confirmed"
+
+
+def test_tool_rounds_are_capped(ollama_server: OllamaTestServer) -> None:
+    thermometer = Thermometer()
+    loop = Reply(tool_calls=[ToolCall("room_temperature", {"room": "attic"})])
+    ollama_server.script(loop, loop, Reply(content=["The attic is 21.5 degrees."]))
+    result = make(ollama_server, thermometer.registry(), max_tool_rounds=2).ask("attic?")
+    assert result.ok and result.tool_rounds == 2 and len(thermometer.readings) == 2
+    requests = ollama_server.chat_requests
+    assert len(requests) == 3
+    assert requests[0]["tools"] and requests[1]["tools"]
+    assert not requests[2].get("tools")  # the last round must answer in words
+
+    ollama_server.script(loop, loop, loop)
+    stubborn = make(ollama_server, thermometer.registry(), max_tool_rounds=2).ask("attic?")
+    assert stubborn.error is TurnError.TOOL_ROUNDS
+    assert stubborn.error_message == "That needed too many steps, so I stopped."
+    assert len(ollama_server.chat_requests) == 6
+
+
+def test_without_tools_no_tools_are_sent(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["Plain."]))
+    make(ollama_server, None).ask("hi")
+    assert not ollama_server.chat_requests[0].get("tools")  # the client sends []
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_error_parsing_tool_call_is_retried(ollama_server: OllamaTestServer) -> None:
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply.stream_error(ERROR_PARSING_TOOL_CALL, after=2, thinking=["Call ", "it."]),
+        Reply(tool_calls=[ToolCall("room_temperature", {"room": "den"})]),
+        Reply(content=["The den is warm."]),
+    )
+    result = make(ollama_server, thermometer.registry()).ask("den?")
+    assert result.ok and result.text == "The den is warm."
+    assert result.retries == 1 and result.requests == 3
+    requests = ollama_server.chat_requests
+    assert requests[0]["messages"] == requests[1]["messages"]  # the same question again
+    # The failed attempt's thinking is not carried into the next round.
+    assert "Call it." not in json.dumps(last_messages(ollama_server))
+
+
+def test_error_parsing_tool_call_twice_ends_with_a_spoken_error(
+    ollama_server: OllamaTestServer,
+) -> None:
+    ollama_server.script(
+        Reply.stream_error(ERROR_PARSING_TOOL_CALL, after=1, thinking=["x"]),
+        Reply.stream_error(ERROR_PARSING_TOOL_CALL, after=1, thinking=["x"]),
+    )
+    assistant = make(ollama_server, Thermometer().registry())
+    result = assistant.ask("den?")
+    assert result.error is TurnError.STREAM_ERROR
+    assert result.error_message == "The language model ran into an error. Please try again."
+    assert assistant.history() == []  # nothing was said, nothing remembered
+
+
+@pytest.mark.parametrize(
+    ("replies", "ok", "error"),
+    [
+        (
+            [Reply.http_error(500, "llama runner process has terminated"), Reply(content=["Ok."])],
+            True,
+            None,
+        ),
+        (
+            [Reply.http_error(500, "boom"), Reply.http_error(500, "boom")],
+            False,
+            TurnError.SERVER_ERROR,
+        ),
+        ([Reply(thinking=["t"], content=["a"], drop_after=1), Reply(content=["Ok."])], True, None),
+        ([Reply(content=[])], False, TurnError.EMPTY),
+    ],
+)
+def test_http_errors_and_drops_before_speech_are_retried_once(
+    ollama_server: OllamaTestServer, replies: list[Reply], ok: bool, error: TurnError | None
+) -> None:
+    ollama_server.script(*replies)
+    result = make(ollama_server).ask("hi")
+    assert result.ok is ok
+    assert result.error is error
+    if ok:
+        assert result.text == "Ok." and result.retries == 1
+    else:
+        assert result.error_message
+
+
+def test_stream_dropping_mid_reply_keeps_what_was_said(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["The answer ", "is ", "forty two."], drop_after=2))
+    assistant = make(ollama_server)
+    pieces: list[str] = []
+    result = assistant.ask("the answer?", pieces.append)
+    assert result.error is TurnError.DROPPED
+    assert result.retries == 0  # a retry would repeat what was already spoken
+    assert pieces == ["The answer ", "is "] and result.text == "The answer is "
+    assert result.error_message == "The connection to the language model dropped. Please try again."
+    assert assistant.history() == [
+        {"role": "user", "content": "the answer?"},
+        {"role": "assistant", "content": "The answer is"},
+    ]
+
+
+def test_a_stream_without_done_counts_as_dropped(ollama_server: OllamaTestServer) -> None:
+    line = json.dumps(
+        {"model": DEFAULT_MODEL, "message": {"role": "assistant", "content": ""}, "done": False}
+    )
+    ollama_server.script(Reply(raw_lines=[line]), Reply(raw_lines=[line]))
+    result = make(ollama_server).ask("hi")
+    assert result.error is TurnError.DROPPED and result.retries == 1
+
+
+def test_stalled_server_hits_the_idle_timeout(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["Thinking", " hard"], stall_after=1))
+    pieces: list[str] = []
+    result = make(ollama_server, idle_timeout_s=1.0).ask("hi", pieces.append)
+    ollama_server.release_stalls()
+    assert result.error is TurnError.STALLED
+    assert result.error_message == "The language model stopped responding. Please try again."
+    assert pieces == ["Thinking"]
+
+
+def test_connection_refused(dead_ollama_url: str) -> None:
+    assistant = Assistant(settings(dead_ollama_url))
+    result = assistant.ask("hi")
+    assert result.error is TurnError.UNREACHABLE
+    assert result.error_message == "I can't reach the language model right now. Is Ollama running?"
+    assert result.retries == 0 and assistant.history() == []
+
+
+def test_missing_model(ollama_server: OllamaTestServer) -> None:
+    result = make(ollama_server, model="llama9:70b").ask("hi")
+    assert result.error is TurnError.MODEL_MISSING
+    assert result.error_message == "The model llama9 70b is not installed in Ollama yet."
+
+
+def test_server_back_after_being_down(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server)
+    ollama_server.stop()
+    assert assistant.ask("hi").error is TurnError.UNREACHABLE
+    with OllamaTestServer(port=ollama_server.port) as again:
+        again.script(Reply(content=["Back."]))
+        assert assistant.ask("hi again").text == "Back."
+
+
+def test_a_failing_consumer_does_not_break_the_turn(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["One.", " Two."]))
+
+    def broken(piece: str) -> None:
+        raise OSError("speaker gone")
+
+    result = make(ollama_server).ask("count", broken)
+    assert result.ok and result.text == "One. Two."
+
+
+# --------------------------------------------------------------------------- history
+
+
+def turn(server: OllamaTestServer, assistant: Assistant, user: str, reply: str) -> TurnResult:
+    server.script(Reply(thinking=[f"thinking about {user}"], content=[reply]))
+    return assistant.ask(user)
+
+
+def test_history_carries_said_words_only(ollama_server: OllamaTestServer) -> None:
+    thermometer = Thermometer()
+    assistant = make(ollama_server, thermometer.registry())
+    ollama_server.script(
+        Reply(thinking=["check"], tool_calls=[ToolCall("room_temperature", {"room": "bath"})]),
+        Reply(content=["The bath is 21.5."]),
+    )
+    assistant.ask("bath?")
+    turn(ollama_server, assistant, "and now?", "Still 21.5.")
+    messages = last_messages(ollama_server)
+    assert messages[1:] == [
+        {"role": "user", "content": "bath?"},
+        {"role": "assistant", "content": "The bath is 21.5."},
+        {"role": "user", "content": "and now?"},
+    ]
+
+
+def test_history_is_bounded_by_turns(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server, history_turns=2)
+    for n in range(4):
+        turn(ollama_server, assistant, f"question {n}", f"answer {n}")
+    users = [m["content"] for m in last_messages(ollama_server) if m["role"] == "user"]
+    assert users == ["question 1", "question 2", "question 3"]
+    assert len(assistant.history()) == 4
+
+
+def test_history_is_bounded_by_tokens(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server, history_tokens=256)
+    long_answer = "word " * 300  # about 375 tokens on its own
+    turn(ollama_server, assistant, "first", "short")
+    turn(ollama_server, assistant, "second", long_answer)
+    # The oldest turn went; the latest turn is kept even though it is over the budget.
+    assert [m["content"] for m in assistant.history() if m["role"] == "user"] == ["second"]
+    turn(ollama_server, assistant, "third", "short again")
+    assert [m["content"] for m in assistant.history() if m["role"] == "user"] == ["third"]
+    assert assistant.history_tokens() <= 256
+
+
+def test_no_history_when_history_turns_is_zero(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server, history_turns=0)
+    turn(ollama_server, assistant, "one", "1")
+    turn(ollama_server, assistant, "two", "2")
+    assert [m["role"] for m in last_messages(ollama_server)] == ["system", "user"]
+
+
+def test_reset_forgets(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server)
+    turn(ollama_server, assistant, "one", "1")
+    assistant.reset()
+    turn(ollama_server, assistant, "two", "2")
+    assert [m["content"] for m in last_messages(ollama_server)][1:] == ["two"]
+
+
+# --------------------------------------------------------------------------- interruption
+
+
+def test_barge_in_stops_the_reply_and_history_keeps_what_was_spoken(
+    ollama_server: OllamaTestServer,
+) -> None:
+    cancel = threading.Event()
+    gate = threading.Event()
+    ollama_server.script(
+        Reply(content=["Paris is the capital. ", "It has many museums, ", "and parks."], gate=gate)
+    )
+    assistant = make(ollama_server)
+
+    def on_text(piece: str) -> None:
+        cancel.set()  # the user talks over the first sentence
+        gate.set()
+
+    result = assistant.ask("tell me about Paris", on_text, cancel=cancel)
+    assert result.interrupted and result.ok
+    assert result.text == "Paris is the capital. "
+    assistant.clip_last_reply("Paris is the")
+    turn(ollama_server, assistant, "what about Rome?", "Rome is old.")
+    assert last_messages(ollama_server)[1:3] == [
+        {"role": "user", "content": "tell me about Paris"},
+        {"role": "assistant", "content": "Paris is the"},
+    ]
+
+
+def test_clip_during_the_turn_applies_when_it_ends(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["A long ", "reply."]))
+    assistant = make(ollama_server)
+    assistant.ask("hi", lambda piece: assistant.clip_last_reply("A long"))
+    assert assistant.history()[-1] == {"role": "assistant", "content": "A long"}
+
+
+def test_clip_to_nothing_drops_the_reply(ollama_server: OllamaTestServer) -> None:
+    assistant = make(ollama_server)
+    turn(ollama_server, assistant, "hi", "Hello there.")
+    assistant.clip_last_reply("")
+    assert assistant.history() == [{"role": "user", "content": "hi"}]
+
+
+def test_warm_up_loads_the_model(ollama_server: OllamaTestServer) -> None:
+    make(ollama_server).warm_up()
+    sent = ollama_server.chat_requests[0]
+    assert sent["messages"] == [] and sent["keep_alive"] == "30m"
+    assert ollama_server.pending_replies == 0
