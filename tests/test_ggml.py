@@ -201,6 +201,106 @@ def test_whisper_cpp_loads_and_transcribes(converted: Path) -> None:
     assert wer(SENTENCE, text) <= 0.10, text
 
 
+# --- quantized files ---------------------------------------------------------------------------
+
+QUANT_TYPES = {
+    "q8_0": (2007, GGML_Q8_0, "quantize_row_q8_0_ref"),
+    "q4_0": (2002, GGML_Q4_0, "quantize_row_q4_0_ref"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(QUANT_TYPES))
+def quantized(request, source_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("ggml") / f"ggml-tiny.en-{request.param}.bin"
+    with path.open("wb") as out:
+        convert_ct2_whisper(source_dir, out, ftype=request.param)
+    return request.param, path
+
+
+def ggml_reference_quantizer(function: str):
+    """ggml's own reference quantizer from the library pywhispercpp bundles."""
+    import ctypes
+
+    import pywhispercpp
+
+    site = Path(pywhispercpp.__file__).resolve().parent.parent
+    candidates = sorted(site.glob("libggml-base.so*")) + sorted(
+        site.glob("pywhispercpp.libs/libggml-base*")
+    )
+    if not candidates:
+        pytest.skip("pywhispercpp's libggml-base is not where this test looks for it")
+    quantize = getattr(ctypes.CDLL(str(candidates[0])), function)
+    quantize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    quantize.restype = None
+
+    def run(values: np.ndarray, block_bytes: int) -> bytes:
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        out = ctypes.create_string_buffer(values.size // 32 * block_bytes)
+        quantize(values.ctypes.data, out, values.size)
+        return out.raw
+
+    return run
+
+
+def test_quantized_layout_follows_whisper_cpp_quantize(quantized) -> None:
+    ftype, path = quantized
+    file_ftype, qtype, _ = QUANT_TYPES[ftype]
+    ggml = read_ggml(path.read_bytes())
+    assert ggml.hparams == TINY_EN_HPARAMS
+    assert ggml.ftype == file_ftype
+    assert len(ggml.tensors) == 167
+    types = {name: tensor.ggml_type for name, tensor in ggml.tensors.items()}
+    # 2-D matrices are quantized; convolutions stay f16; positional tables, conv biases, norms
+    # and biases stay f32.
+    assert types["decoder.token_embedding.weight"] == qtype
+    assert types["encoder.blocks.0.attn.key.weight"] == qtype
+    assert types["decoder.blocks.3.cross_attn.out.weight"] == qtype
+    assert types["encoder.conv1.weight"] == types["encoder.conv2.weight"] == GGML_F16
+    for name in (
+        "encoder.positional_embedding",
+        "decoder.positional_embedding",
+        "encoder.conv1.bias",
+    ):
+        assert types[name] == GGML_F32
+    assert sum(t == qtype for t in types.values()) == 1 + 4 * 6 + 4 * 10
+
+
+def test_quantized_blocks_match_ggml_reference(quantized, source_dir: Path) -> None:
+    from voiced.ggml import _CT2Reader
+
+    ftype, path = quantized
+    _, qtype, function = QUANT_TYPES[ftype]
+    reference = ggml_reference_quantizer(function)
+    block_bytes = BLOCK_LAYOUT[qtype][0]
+    data = path.read_bytes()
+    ggml = read_ggml(data)
+    with (source_dir / "model.bin").open("rb") as f:
+        reader = _CT2Reader(source_dir / "model.bin", f)
+        sources = {
+            "encoder.blocks.0.mlp.0.weight": reader.array(
+                "encoder/layer_0/ffn/linear_0/weight", (1536, 384)
+            ),
+            "decoder.blocks.3.mlp.2.weight": reader.array(
+                "decoder/layer_3/ffn/linear_1/weight", (384, 1536)
+            ),
+        }
+    for name, matrix in sources.items():
+        tensor = ggml.tensors[name]
+        size = matrix.size // 32 * block_bytes
+        assert data[tensor.offset : tensor.offset + size] == reference(matrix, block_bytes), name
+
+
+def test_quantized_model_transcribes(quantized) -> None:
+    _, path = quantized
+    text = transcribe(path, synthesize(SENTENCE))
+    assert wer(SENTENCE, text) <= 0.10, text
+
+
+def test_unknown_ftype_is_refused(source_dir: Path) -> None:
+    with pytest.raises(ValueError, match="ftype must be one of"):
+        convert_ct2_whisper(source_dir, io.BytesIO(), ftype="q5_1")
+
+
 # --- broken sources --------------------------------------------------------------------------
 
 

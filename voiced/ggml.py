@@ -383,8 +383,13 @@ def _quantize_q8_0(matrix: np.ndarray) -> bytes:
     with np.errstate(divide="ignore"):
         inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
     scaled = x * inv[:, None]
-    # roundf: half away from zero
-    q = (np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))).astype(np.int8)
+    # C's roundf (halves away from zero), exactly: trunc(s) + trunc(2 * fraction(s)).
+    whole = np.trunc(scaled)
+    scaled -= whole
+    scaled *= np.float32(2)
+    np.trunc(scaled, out=scaled)
+    whole += scaled
+    q = whole.astype(np.int8)
     blocks = np.empty(len(x), dtype=[("d", "<f2"), ("qs", "i1", _QUANT_BLOCK)])
     blocks["d"] = d.astype(np.float16)
     blocks["qs"] = q
