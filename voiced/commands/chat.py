@@ -8,6 +8,7 @@ answer. ``--say`` also speaks each reply (Piper, sentence by sentence, as the te
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -68,7 +69,7 @@ def chat(
     Tools that need confirmation ask on the terminal and are declined when input is piped.
     """
     settings = app.settings(**{"llm.model": model, "llm.host": host, "llm.think": think})
-    stdin = click.get_text_stream("stdin")
+    stdin = sys.stdin
     interactive = stdin.isatty()
 
     def confirm(request: ConfirmationRequest) -> bool:
@@ -128,7 +129,7 @@ def chat(
 def _turn(assistant: Assistant, text: str, voice: _Voice | None) -> TurnResult:
     """One turn on a worker thread, so that Ctrl-C interrupts the reply, not the program."""
     cancel = threading.Event()
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     box: dict[str, TurnResult] = {}
 
     def on_text(piece: str) -> None:

@@ -1,0 +1,118 @@
+"""``voiced chat`` against the scripted Ollama server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+from click.testing import CliRunner
+
+from tests import ollama_fixtures
+from tests import pulse as pulse_fixtures
+from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced.cli import main
+
+ollama_server = ollama_fixtures.ollama_server
+dead_ollama_url = ollama_fixtures.dead_ollama_url
+pulse_server = pulse_fixtures.pulse_server
+
+
+def run_chat(url: str, text: str, *args: str):
+    return CliRunner().invoke(main, ["chat", "--host", url, *args], input=text)
+
+
+def test_piped_mode_runs_one_turn_per_line(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(
+        Reply(thinking=["greeting"], content=["Hello", " there."]),
+        Reply(content=["I am ", "fine."]),
+    )
+    result = run_chat(ollama_server.url, "hi\n\nhow are you\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Hello there.\nI am fine.\n"
+    assert "greeting" not in result.output  # thinking is never shown
+    second = ollama_server.chat_requests[1]["messages"]
+    assert [m["content"] for m in second[1:]] == ["hi", "Hello there.", "how are you"]
+
+
+def test_tools_work_in_chat(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("current_time", {"timezone": "UTC"})]),
+        Reply(content=["It is late."]),
+    )
+    result = run_chat(ollama_server.url, "what time is it\n")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "It is late.\n"
+    tool_message = ollama_server.chat_requests[1]["messages"][-1]
+    assert tool_message["tool_name"] == "current_time"
+    assert str(date.today().year) in tool_message["content"]
+    names = [t["function"]["name"] for t in ollama_server.chat_requests[0]["tools"]]
+    assert "current_time" in names
+
+
+def test_options_reach_the_request(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["Ok."]))
+    result = run_chat(ollama_server.url, "hi\n", "--think", "high", "--no-tools")
+    assert result.exit_code == 0, result.output
+    sent = ollama_server.chat_requests[0]
+    assert sent["think"] == "high" and not sent.get("tools")
+
+
+def test_reset_and_quit(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["One."]), Reply(content=["Two."]))
+    result = run_chat(ollama_server.url, "first\n/reset\nsecond\n/quit\nnever sent\n")
+    assert result.exit_code == 0, result.output
+    assert [m["role"] for m in ollama_server.chat_requests[1]["messages"]] == ["system", "user"]
+    assert len(ollama_server.chat_requests) == 2
+
+
+def test_server_down_is_a_clear_error(dead_ollama_url: str) -> None:
+    result = run_chat(dead_ollama_url, "hi\nagain\n")
+    assert result.exit_code == 1
+    assert f"cannot reach Ollama at {dead_ollama_url}" in result.stderr
+    assert "ollama serve" in result.stderr
+    assert result.stdout == ""
+
+
+def test_missing_model_says_how_to_pull(ollama_server: OllamaTestServer) -> None:
+    result = run_chat(ollama_server.url, "hi\n", "--model", "llama9:1b")
+    assert result.exit_code == 1
+    assert "ollama pull llama9:1b" in result.stderr
+
+
+def test_a_failed_turn_does_not_stop_the_rest(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(
+        Reply.http_error(500, "boom"),
+        Reply.http_error(500, "boom"),
+        Reply(content=["Second answer."]),
+    )
+    result = run_chat(ollama_server.url, "first\nsecond\n")
+    assert result.exit_code == 1  # one turn failed
+    assert "The language model ran into an error" in result.stderr
+    assert result.stdout == "Second answer.\n"
+
+
+def test_echo_pipe_into_the_installed_command(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply(content=["Piped ", "answer."]))
+    env = dict(os.environ, OLLAMA_HOST=ollama_server.url)
+    voiced = [sys.executable, "-m", "voiced"]
+    done = subprocess.run(
+        [*voiced, "chat"], input="hello\n", capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Piped answer.\n"
+
+
+@pytest.mark.pulse
+def test_say_speaks_the_reply(ollama_server: OllamaTestServer, pulse_server, stt) -> None:
+    reply = "The kitchen is twenty one degrees."
+    ollama_server.script(Reply(content=["The kitchen is ", "twenty one degrees."]))
+    recording = pulse_server.start_speaker_recording()
+    result = run_chat(ollama_server.url, "how warm is the kitchen\n", "--say")
+    audio = recording.stop()
+    assert result.exit_code == 0, result.output
+    assert result.stdout == reply + "\n"
+    heard = stt.transcribe(audio).text.lower()
+    assert "kitchen" in heard and "degrees" in heard
