@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from voiced.models import MANIFEST, ModelStore
+
+
+@pytest.fixture(scope="session")
+def whisper_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the default model, converted once per test session."""
+    root = tmp_path_factory.mktemp("models")
+    ModelStore(root).ensure_default()
+    return root
+
 
 @pytest.fixture(autouse=True)
-def voiced_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def voiced_home(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    whisper_store: Path,
+) -> Path:
+    """A fresh VOICED_HOME whose model store already holds tiny.en.
+
+    The model file is a hard link to the session's copy: tests that damage a stored model
+    must replace the file (unlink, then write), never modify it in place.
+    """
     home = tmp_path_factory.mktemp("voiced_home")
+    models = home / "models"
+    models.mkdir()
+    for entry in whisper_store.iterdir():
+        if entry.name == MANIFEST:
+            shutil.copy(entry, models / entry.name)
+        elif entry.is_file():
+            os.link(entry, models / entry.name)
     monkeypatch.setenv("VOICED_HOME", str(home))
     monkeypatch.delenv("VOICED_CONFIG", raising=False)
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def stt(whisper_store: Path):
+    """The default speech-to-text engine, loaded once per session."""
+    from voiced.config import SttSettings
+    from voiced.stt import SpeechToText
+
+    return SpeechToText.from_settings(SttSettings(), ModelStore(whisper_store))

@@ -33,7 +33,7 @@ def _clean_speech(text: str) -> tuple[np.ndarray, int]:
 def noise(seconds: float, *, dbfs: float = -60.0, seed: int = 0, rate: int = 16000) -> np.ndarray:
     """White noise whose RMS is ``dbfs`` (a quiet room is about -60 dBFS)."""
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal(int(seconds * rate)) * 10 ** (dbfs / 20)).astype(np.float32)
+    return (rng.standard_normal(round(seconds * rate)) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
 def synthesize(

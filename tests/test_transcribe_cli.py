@@ -1,0 +1,255 @@
+"""`voiced transcribe` end to end, in subprocesses, with the real whisper.cpp model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import encode
+from tests.speech import noise, synthesize, wer, write_wav
+
+SENTENCES = [
+    "The weather today is sunny with a light breeze from the west.",
+    "Turn off the lights in the kitchen and lock the back door.",
+    "Please send the report to the whole team before lunch.",
+]
+SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
+
+
+def voiced(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "voiced", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("media")
+    gap = noise(1.2, seed=7)
+    talk = np.concatenate(
+        [np.concatenate([synthesize(s, seed=i), gap]) for i, s in enumerate(SENTENCES)]
+    )
+    files = {
+        "one": write_wav(folder / "one.wav", synthesize(SENTENCES[0], seed=3)),
+        "talk": encode(folder / "talk.mp3", talk, 16000, channels=2, to_rate=44100),
+        "two": encode(folder / "two.flac", synthesize(SENTENCES[1], seed=4), 16000, to_rate=22050),
+        "silence": write_wav(folder / "silence.wav", np.zeros(16000 * 4, dtype=np.float32)),
+        "room": write_wav(folder / "room.wav", noise(5.0, dbfs=-60, seed=11)),
+        "hiss": write_wav(folder / "hiss.wav", noise(5.0, dbfs=-25, seed=12)),
+    }
+    (folder / "notes.wav").write_text("this is a text file with a .wav name\n" * 20)
+    files["notes"] = folder / "notes.wav"
+    (folder / "empty.mp3").write_bytes(b"")
+    files["empty"] = folder / "empty.mp3"
+    good = files["one"].read_bytes()
+    (folder / "cut.wav").write_bytes(good[: len(good) // 3])
+    files["cut"] = folder / "cut.wav"
+    return files
+
+
+def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
+    cues = []
+    for block in text.strip().split("\n\n"):
+        number, timing, *lines = block.split("\n")
+        start, end = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing).groups()[:4], None
+        match = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing)
+        assert match, timing
+        parts = [int(g) for g in match.groups()]
+        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
+        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
+        assert lines and all(line.strip() for line in lines)
+        cues.append((int(number), start, end, " ".join(lines)))
+    return cues
+
+
+def parse_vtt(text: str) -> list[tuple[float, float, str]]:
+    header, *blocks = text.strip().split("\n\n")
+    assert header == "WEBVTT"
+    cues = []
+    for block in blocks:
+        timing, *lines = block.split("\n")
+        match = re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", timing)
+        assert match, timing
+        parts = [int(g) for g in match.groups()]
+        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
+        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
+        cues.append((start, end, " ".join(lines)))
+    return cues
+
+
+def assert_valid_timeline(spans: list[tuple[float, float]], duration: float) -> None:
+    previous_end = 0.0
+    for start, end in spans:
+        assert end >= start
+        assert start >= previous_end - 1e-9, "cues overlap"
+        assert end <= duration + 1e-3
+        previous_end = end
+
+
+def test_one_file_to_stdout_is_accurate(media: dict[str, Path]) -> None:
+    result = voiced("transcribe", str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    assert wer(SENTENCES[0], result.stdout) <= 0.10
+    assert result.stderr == ""  # whisper.cpp's logs and progress never leak
+
+
+def test_all_formats_to_folder_are_valid(media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "subs"
+    result = voiced("transcribe", str(media["talk"]), "-f", "all", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert sorted(p.name for p in out.iterdir()) == [
+        "talk.json",
+        "talk.srt",
+        "talk.txt",
+        "talk.vtt",
+    ]
+    document = json.loads((out / "talk.json").read_text())
+    assert set(document) == {"file", "duration", "language", "model", "text", "segments"}
+    assert document["file"] == str(media["talk"])
+    assert document["language"] == "en" and document["model"] == "tiny.en"
+    duration = document["duration"]
+    assert isinstance(duration, float) and 13 < duration < 20
+    assert wer(" ".join(SENTENCES), document["text"]) <= 0.10
+    segments = document["segments"]
+    assert segments and all(set(s) == {"start", "end", "text"} for s in segments)
+    assert all(isinstance(s["start"], float) and isinstance(s["end"], float) for s in segments)
+    assert_valid_timeline([(s["start"], s["end"]) for s in segments], duration)
+
+    srt = parse_srt((out / "talk.srt").read_text())
+    assert [c[0] for c in srt] == list(range(1, len(srt) + 1))
+    assert_valid_timeline([(c[1], c[2]) for c in srt], duration)
+    assert wer(" ".join(SENTENCES), " ".join(c[3] for c in srt)) <= 0.10
+
+    vtt = parse_vtt((out / "talk.vtt").read_text())
+    assert_valid_timeline([(c[0], c[1]) for c in vtt], duration)
+    assert [c[2] for c in vtt] == [c[3] for c in srt]
+    # The last sentence starts after two sentences and two gaps: timestamps are real.
+    last = next(c for c in srt if "report" in c[3].lower())
+    assert last[1] > 7.0
+    assert (out / "talk.txt").read_text().splitlines() == [c[3] for c in srt]
+
+
+def test_bad_files_get_one_line_each_and_good_files_still_work(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    missing = tmp_path / "missing.ogg"
+    folder = tmp_path / "folder.wav"
+    folder.mkdir()
+    bad = [media["notes"], media["empty"], media["cut"], missing, folder]
+    result = voiced(
+        "transcribe",
+        str(media["one"]),
+        *map(str, bad),
+        str(media["two"]),
+        "-f",
+        "srt",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == len(bad), result.stderr
+    expected = {
+        media["notes"]: "not a readable audio file",
+        media["empty"]: "empty file",
+        media["cut"]: "truncated",
+        missing: "no such file",
+        folder: "is a directory",
+    }
+    for path, reason in expected.items():
+        assert any(line.startswith(f"voiced: error: {path}: ") and reason in line for line in lines)
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["one.srt", "two.srt"]  # nothing half-written
+    assert (
+        wer(SENTENCES[1], " ".join(c[3] for c in parse_srt((out / "two.srt").read_text()))) <= 0.1
+    )
+
+
+def test_several_files_print_text_with_headers(media: dict[str, Path]) -> None:
+    result = voiced("transcribe", str(media["one"]), str(media["two"]))
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split(f"==> {media['two']} <==\n")
+    assert first.startswith(f"==> {media['one']} <==\n")
+    assert wer(SENTENCES[0], first.split("\n", 1)[1]) <= 0.1
+    assert wer(SENTENCES[1], second) <= 0.1
+
+
+def test_silence_and_noise_give_no_text(media: dict[str, Path], tmp_path: Path) -> None:
+    files = [media["silence"], media["room"], media["hiss"]]
+    result = voiced("transcribe", *map(str, files), "-f", "json", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for path in files:
+        document = json.loads((tmp_path / f"{path.stem}.json").read_text())
+        assert document["segments"] == [], (path.name, document["text"])
+        assert document["text"] == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-f", "srt", "a.wav", "b.wav"], "needs an output folder"),
+        (["-f", "all", "a.wav"], "-f all writes several files"),
+        (["-f", "docx", "a.wav"], "Invalid value for '-f'"),
+        ([], "Missing argument 'FILES...'"),
+        (["-o", "out", "x/a.wav", "y/a.mp3"], "would both write"),
+        (["-t", "0", "a.wav"], "Invalid value for '-t'"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    result = voiced("transcribe", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: Path) -> None:
+    result = voiced("transcribe", "-m", str(tmp_path / "ggml-nope.bin"), str(media["one"]))
+    assert result.returncode == 1
+    assert "no such model file" in result.stderr
+    unknown = voiced("transcribe", "-m", "enormous.en", str(media["one"]))
+    assert unknown.returncode == 1 and "unknown model 'enormous.en'" in unknown.stderr
+    english_only = voiced("transcribe", "-l", "de", str(media["one"]))
+    assert english_only.returncode == 1 and "English-only" in english_only.stderr
+
+
+def test_channel_option_picks_one_side(tmp_path: Path) -> None:
+    speech = synthesize(SENTENCES[1], seed=5)
+    stereo = np.stack([speech, noise(speech.size / 16000, dbfs=-60, seed=9)[: speech.size]], axis=1)
+    path = write_wav(tmp_path / "stereo.wav", stereo.reshape(-1), channels=2)
+    left = voiced("transcribe", "--channel", "left", str(path))
+    right = voiced("transcribe", "--channel", "right", str(path))
+    assert wer(SENTENCES[1], left.stdout) <= 0.1
+    assert right.returncode == 0 and right.stdout.strip() == ""
+
+
+def test_help_reads_like_a_cli() -> None:
+    top = voiced("--help")
+    assert top.returncode == 0
+    for command in ("transcribe", "models", "config"):
+        assert command in top.stdout
+    help_text = voiced("transcribe", "--help").stdout
+    for option in (
+        "-f, --format",
+        "-o, --output-dir",
+        "-m, --model",
+        "-l, --language",
+        "-t, --threads",
+        "--no-progress",
+        "Examples:",
+    ):
+        assert option in help_text

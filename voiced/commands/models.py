@@ -1,0 +1,137 @@
+"""``voiced models list|install|download|verify``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from voiced.models import DEFAULT_STT_MODEL, ModelError, ModelStore
+
+
+def _size(size: int | None) -> str:
+    return f"{size / 2**20:.0f} MiB" if size else "-"
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"voiced: error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group()
+def models() -> None:
+    """List, install and check speech models.
+
+    Models live in $VOICED_HOME/models (else ~/.local/share/voiced/models). Nothing is ever
+    downloaded unless you run `voiced models download NAME`.
+    """
+
+
+@models.command("list")
+@click.option("--installed", is_flag=True, help="Only models present on this machine.")
+def list_models(installed: bool) -> None:
+    """Show installed and known models: name, size, path, source."""
+    rows = [_model_rows(row) for row in ModelStore().list() if row.installed or not installed]
+    rows += _voices()
+    width = max(len(row[0]) for row in rows) if rows else 10
+    click.echo(f"{'NAME':<{width}}  {'KIND':<7}  {'STATUS':<9}  {'SIZE':>8}  PATH / SOURCE")
+    for name, kind, status, size, where in rows:
+        click.echo(f"{name:<{width}}  {kind:<7}  {status:<9}  {size:>8}  {where}")
+
+
+def _voices() -> list[tuple[str, str, str, str, str]]:
+    from voiced import tts
+
+    rows = []
+    for voice in tts.list_voices():
+        size = voice.model_path.stat().st_size
+        rows.append((voice.name, "piper", voice.source, _size(size), str(voice.model_path)))
+    return rows
+
+
+def _model_rows(row) -> tuple[str, str, str, str, str]:
+    status = "installed" if row.installed else "available"
+    where = str(row.path) if row.path else row.source
+    return (row.name, row.kind, status, _size(row.size), where)
+
+
+@models.command()
+@click.argument("source")
+@click.option("--name", help="Name in the store (default: from the file name).")
+def install(source: str, name: str | None) -> None:
+    """Install a model: `tiny.en` (converted offline), a ggml .bin file, or a Piper voice.
+
+    \b
+    Examples:
+      voiced models install tiny.en
+      voiced models install ~/Downloads/ggml-base.en.bin
+      voiced models install ~/voices/en_GB-alan-medium.onnx
+    """
+    store = ModelStore()
+    try:
+        if source == DEFAULT_STT_MODEL:
+            path = store.ensure_default()
+        elif source.endswith(".onnx"):
+            from voiced import tts
+
+            path = tts.install_voice(Path(source))
+        elif Path(source).expanduser().exists():
+            path = store.install_file(Path(source), name)
+        else:
+            raise ModelError(
+                f"{source}: no such file; give tiny.en, a ggml .bin file or a Piper .onnx voice "
+                "(official whisper.cpp models: `voiced models download NAME`)"
+            )
+    except ModelError as exc:
+        _fail(exc)
+    except Exception as exc:
+        from voiced.tts import VoiceError
+
+        if not isinstance(exc, VoiceError):
+            raise
+        _fail(exc)
+    click.echo(f"installed {path}")
+
+
+@models.command()
+@click.argument("name")
+def download(name: str) -> None:
+    """Download an official whisper.cpp model (base.en, small, ...), checksum-verified.
+
+    The only command that uses the network. Offline, copy the file over and use
+    `voiced models install PATH` instead.
+    """
+    bar = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if bar is None and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr)
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        path = ModelStore().download(name, progress)
+    except ModelError as exc:
+        _fail(exc)
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"installed {path}")
+
+
+@models.command()
+@click.argument("name", default=DEFAULT_STT_MODEL)
+def verify(name: str) -> None:
+    """Check a model's file against its recorded checksum (the default model is rebuilt)."""
+    from voiced.models import inspect_ggml
+
+    try:
+        path = ModelStore().resolve_whisper(name)
+        info = inspect_ggml(path)
+    except ModelError as exc:
+        _fail(exc)
+    click.echo(f"{name}: ok ({path}, {info.n_tensors} tensors)")

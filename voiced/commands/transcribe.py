@@ -1,0 +1,191 @@
+"""``voiced transcribe FILE...``: batch transcription, like whisper-cli.
+
+Needs no sound card: nothing here imports an audio-device library.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from voiced import formats
+
+log = logging.getLogger(__name__)
+
+FORMAT_CHOICES = (*formats.FORMATS, "all")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    formats: tuple[str, ...]
+    output_dir: Path | None
+
+
+def _plan(files: tuple[Path, ...], fmt: str, output_dir: Path | None) -> _Plan:
+    chosen = formats.FORMATS if fmt == "all" else (fmt,)
+    if output_dir is None:
+        if fmt == "all":
+            raise click.UsageError("-f all writes several files: give an output folder with -o DIR")
+        if len(files) > 1 and fmt != "txt":
+            raise click.UsageError(
+                f"-f {fmt} for several files needs an output folder (-o DIR); "
+                "without -o, several files are printed as text"
+            )
+        return _Plan(chosen, None)
+    targets: dict[str, Path] = {}
+    for path in files:
+        previous = targets.setdefault(path.stem, path)
+        if previous != path:
+            raise click.UsageError(
+                f"{previous} and {path} would both write {output_dir / path.stem}.*; "
+                "transcribe them into different folders"
+            )
+    return _Plan(chosen, output_dir)
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_CHOICES),
+    default="txt",
+    show_default=True,
+    help="Output format; 'all' writes every format (needs -o).",
+)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write DIR/<name>.<format> for each file instead of printing.",
+)
+@click.option("-m", "--model", help="Model name or ggml file path  [default: stt.model, tiny.en]")
+@click.option("-l", "--language", help="Spoken language code, or 'auto'  [default: stt.language]")
+@click.option(
+    "-t", "--threads", type=click.IntRange(min=1), help="CPU threads  [default: one per core]"
+)
+@click.option(
+    "--channel",
+    type=click.Choice(["mix", "left", "right"]),
+    default="mix",
+    show_default=True,
+    help="Which channel of a stereo file to transcribe.",
+)
+@click.option(
+    "--max-len",
+    type=click.IntRange(min=0),
+    help="Split segments longer than this many characters (0 = off).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    help="Progress bar on stderr (only shown when stderr is a terminal).",
+)
+@click.pass_obj
+def transcribe(
+    app,
+    files: tuple[Path, ...],
+    fmt: str,
+    output_dir: Path | None,
+    model: str | None,
+    language: str | None,
+    threads: int | None,
+    channel: str,
+    max_len: int | None,
+    progress: bool,
+) -> None:
+    """Transcribe audio FILES (wav, mp3, flac, ogg, m4a, ... anything ffmpeg reads).
+
+    \b
+    One file and no -o: the transcript goes to stdout.
+    Several files and no -o: their text goes to stdout, each after a "==> FILE <==" line.
+    With -o DIR: DIR/<name>.<format> per file and format, each written atomically.
+
+    A file that cannot be read gets one error line on stderr and the others are still
+    transcribed. Exit status: 0 all files done, 1 some file failed, 2 usage error.
+
+    \b
+    Examples:
+      voiced transcribe talk.mp3
+      voiced transcribe *.mp3 -f srt -o subs/
+      voiced transcribe -m ~/models/ggml-base.en.bin -f all -o out/ interview.m4a
+    """
+    from voiced.decode import DecodeError, decode_file
+    from voiced.models import ModelError, atomic_output
+    from voiced.stt import SpeechToText, SttError
+
+    plan = _plan(files, fmt, output_dir)
+    settings = app.settings(
+        **{
+            "stt.model": model,
+            "stt.language": language,
+            "stt.threads": threads,
+            "stt.max_segment_chars": max_len,
+        }
+    )
+    try:
+        stt = SpeechToText.from_settings(settings.stt)
+    except (ModelError, SttError) as exc:
+        click.echo(f"voiced: error: {exc}", err=True)
+        sys.exit(1)
+    if plan.output_dir is not None:
+        plan.output_dir.mkdir(parents=True, exist_ok=True)
+
+    show_progress = progress and sys.stderr.isatty()
+    failures = 0
+    for index, path in enumerate(files, start=1):
+        try:
+            audio = decode_file(path, channel=channel)  # type: ignore[arg-type]
+        except DecodeError as exc:
+            click.echo(f"voiced: error: {path}: {exc}", err=True)
+            failures += 1
+            continue
+        label = f"[{index}/{len(files)}] {path.name}" if len(files) > 1 else path.name
+        result = _transcribe_one(stt, audio, label, show_progress)
+        if plan.output_dir is None:
+            if len(files) > 1:
+                click.echo(f"==> {path} <==")
+            click.echo(formats.render(plan.formats[0], result, path), nl=False)
+            continue
+        for chosen in plan.formats:
+            target = plan.output_dir / f"{path.stem}.{chosen}"
+            try:
+                with atomic_output(target) as out:
+                    out.write(formats.render(chosen, result, path).encode("utf-8"))
+            except OSError as exc:
+                click.echo(f"voiced: error: {target}: cannot write: {exc.strerror}", err=True)
+                failures += 1
+                break
+            log.info("wrote %s", target)
+    if failures:
+        sys.exit(1)
+
+
+def _transcribe_one(stt, audio, label: str, show_progress: bool):
+    from voiced.decode import SAMPLE_RATE
+
+    duration = audio.size / SAMPLE_RATE
+    if not show_progress:
+        return stt.transcribe(audio)
+    from tqdm import tqdm
+
+    with tqdm(
+        total=round(duration, 1),
+        desc=label,
+        unit="s",
+        unit_scale=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio "
+        "[{elapsed}<{remaining}]",
+        file=sys.stderr,
+        leave=False,
+    ) as bar:
+
+        def advance(done: float) -> None:
+            bar.update(round(done, 1) - bar.n)
+
+        return stt.transcribe(audio, on_progress=advance)

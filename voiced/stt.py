@@ -1,0 +1,275 @@
+"""Speech-to-text with whisper.cpp (pywhispercpp), guarded against invented text.
+
+Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]", loops).
+Every transcription therefore passes three gates:
+
+1. a speech map of the audio (webrtcvad on 30 ms frames plus an energy floor): audio with
+   no speech in it is never decoded at all;
+2. whisper.cpp's own no-speech and log-probability thresholds;
+3. per segment: bracketed non-speech tags are removed, and a segment whose time span holds
+   no speech on the map is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from voiced.config import SttSettings
+from voiced.decode import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+_FRAME_S = 0.03
+_FRAME = int(SAMPLE_RATE * _FRAME_S)
+# Less voiced audio than this in a whole clip, or around a segment, is not speech.
+_MIN_SPEECH_S = 0.12
+# Whisper's segment times are loose; look this far around a segment for speech.
+_SEGMENT_SLACK_S = 0.3
+_NON_SPEECH_TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+[^♪]*♪*|♫+")
+
+
+class SttError(Exception):
+    """The model could not be loaded or used; the message is for the user."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of recognised speech; times in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+    avg_logprob: float = float("nan")
+
+
+@dataclass(frozen=True)
+class Transcription:
+    segments: tuple[Segment, ...]
+    duration: float
+    language: str
+    model: str
+    speech_seconds: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return " ".join(segment.text for segment in self.segments).strip()
+
+
+@dataclass(frozen=True)
+class SpeechMap:
+    """Which 30 ms frames of a clip hold speech."""
+
+    voiced: np.ndarray = field(repr=False)
+
+    @property
+    def speech_seconds(self) -> float:
+        return float(self.voiced.sum()) * _FRAME_S
+
+    def speech_between(self, start: float, end: float) -> float:
+        first = max(0, int(start / _FRAME_S))
+        last = max(first, math.ceil(end / _FRAME_S))
+        return float(self.voiced[first:last].sum()) * _FRAME_S
+
+
+def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int = 3) -> SpeechMap:
+    """Frames that webrtcvad calls speech and that are louder than the energy floor."""
+    import webrtcvad
+
+    n_frames = audio.size // _FRAME
+    if n_frames == 0:
+        return SpeechMap(np.zeros(0, dtype=bool))
+    frames = audio[: n_frames * _FRAME].reshape(n_frames, _FRAME)
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    loud = 20 * np.log10(np.maximum(rms, 1e-10)) > energy_floor_dbfs
+    pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
+    vad = webrtcvad.Vad(aggressiveness)
+    voiced = np.fromiter(
+        (
+            bool(is_loud) and vad.is_speech(row.tobytes(), SAMPLE_RATE)
+            for row, is_loud in zip(pcm, loud, strict=True)
+        ),
+        dtype=bool,
+        count=n_frames,
+    )
+    return SpeechMap(voiced)
+
+
+def clean_text(text: str) -> str:
+    """Drop non-speech tags such as ``[BLANK_AUDIO]``, ``(music)``, ``*laughs*``, ``♪``."""
+    return re.sub(r"\s+", " ", _NON_SPEECH_TAG.sub(" ", text)).strip()
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class SpeechToText:
+    """One whisper.cpp model, loaded once; :meth:`transcribe` is safe to call from any thread."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        model_name: str | None = None,
+        language: str = "en",
+        threads: int = 0,
+        beam_size: int = 1,
+        no_speech_threshold: float = 0.6,
+        logprob_threshold: float = -1.0,
+        energy_floor_dbfs: float = -55.0,
+        max_segment_chars: int = 0,
+    ) -> None:
+        from voiced.models import inspect_ggml
+
+        # pywhispercpp builds a model with a null context from a bad path and then segfaults.
+        info = inspect_ggml(Path(model_path))
+        if not info.multilingual and language not in ("en", "auto"):
+            raise SttError(
+                f"model {model_name or model_path} is English-only; "
+                f"use a multilingual model for language {language!r}"
+            )
+        self.model_path = Path(model_path)
+        self.model_name = model_name or self.model_path.name
+        self.language = "en" if not info.multilingual else language
+        self.threads = threads or default_threads()
+        self.beam_size = beam_size
+        self.no_speech_threshold = no_speech_threshold
+        self.logprob_threshold = logprob_threshold
+        self.energy_floor_dbfs = energy_floor_dbfs
+        self.max_segment_chars = max_segment_chars
+        self._lock = threading.Lock()
+        self._model = self._load()
+
+    @classmethod
+    def from_settings(cls, settings: SttSettings, store: object | None = None) -> SpeechToText:
+        """Resolve ``settings.model`` through the model store and load it."""
+        from voiced.models import ModelStore
+
+        store = store if isinstance(store, ModelStore) else ModelStore()
+        path = store.resolve_whisper(settings.model)
+        return cls(
+            path,
+            model_name=settings.model,
+            language=settings.language,
+            threads=settings.threads,
+            beam_size=settings.beam_size,
+            no_speech_threshold=settings.no_speech_threshold,
+            logprob_threshold=settings.logprob_threshold,
+            energy_floor_dbfs=settings.energy_floor_dbfs,
+            max_segment_chars=settings.max_segment_chars,
+        )
+
+    def _load(self):
+        logging.getLogger("pywhispercpp").setLevel(logging.WARNING)
+        from pywhispercpp.model import Model
+
+        model = Model(
+            str(self.model_path),
+            redirect_whispercpp_logs_to=None,
+            params_sampling_strategy=0 if self.beam_size == 1 else 1,
+            n_threads=self.threads,
+            print_progress=False,
+            print_realtime=False,
+            print_timestamps=False,
+        )
+        if not getattr(model, "_ctx", None):
+            raise SttError(f"whisper.cpp could not load {self.model_path}")
+        return model
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> Transcription:
+        """Transcribe mono float32 16 kHz audio.
+
+        ``on_progress`` is called with the seconds of audio done so far.
+        """
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        duration = audio.size / SAMPLE_RATE
+        speech = speech_map(audio, self.energy_floor_dbfs)
+        if speech.speech_seconds < _MIN_SPEECH_S:
+            log.debug("no speech in %.1f s of audio; not decoding", duration)
+            if on_progress:
+                on_progress(duration)
+            return Transcription((), duration, self.language, self.model_name, 0.0)
+
+        def segment_done(segment) -> None:
+            if on_progress:
+                on_progress(min(duration, segment.t1 / 100))
+
+        with self._lock:
+            raw = self._model.transcribe(
+                audio,
+                new_segment_callback=segment_done if on_progress else None,
+                language=self.language,
+                n_threads=self.threads,
+                # Earlier text as a prompt dropped whole sentences at window boundaries.
+                n_max_text_ctx=0,
+                no_context=True,
+                no_timestamps=False,
+                single_segment=False,
+                suppress_blank=True,
+                suppress_nst=True,
+                # Like whisper-cli -ml: split segments at word boundaries past this length.
+                max_len=self.max_segment_chars,
+                split_on_word=True,
+                token_timestamps=self.max_segment_chars > 0,
+                no_speech_thold=self.no_speech_threshold,
+                logprob_thold=self.logprob_threshold,
+                temperature=0.0,
+                beam_search={
+                    "beam_size": self.beam_size if self.beam_size > 1 else -1,
+                    "patience": -1.0,
+                },
+            )
+            logprobs = self._segment_logprobs(len(raw))
+            language = self._detected_language()
+        segments = []
+        for index, item in enumerate(raw):
+            text = clean_text(item.text)
+            start, end = item.t0 / 100, min(item.t1 / 100, duration)
+            if not text:
+                continue
+            heard = speech.speech_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
+            if heard < _MIN_SPEECH_S:
+                log.debug("dropping %r at %.2f-%.2f s: no speech there", text, start, end)
+                continue
+            segments.append(Segment(start, max(start, end), text, logprobs[index]))
+        if on_progress:
+            on_progress(duration)
+        return Transcription(
+            tuple(segments), duration, language, self.model_name, speech.speech_seconds
+        )
+
+    def _segment_logprobs(self, n_segments: int) -> list[float]:
+        import _pywhispercpp as pw
+
+        ctx = self._model._ctx
+        eot = pw.whisper_token_eot(ctx)
+        result = []
+        for i in range(n_segments):
+            logs = [
+                math.log(max(pw.whisper_full_get_token_p(ctx, i, j), 1e-10))
+                for j in range(pw.whisper_full_n_tokens(ctx, i))
+                if pw.whisper_full_get_token_id(ctx, i, j) < eot
+            ]
+            result.append(sum(logs) / len(logs) if logs else float("nan"))
+        return result
+
+    def _detected_language(self) -> str:
+        if self.language != "auto":
+            return self.language
+        import _pywhispercpp as pw
+
+        return pw.whisper_lang_str(pw.whisper_full_lang_id(self._model._ctx))
