@@ -112,13 +112,13 @@ class _CT2Reader:
         self._parse()
 
     # --- header parsing -------------------------------------------------------------------
-    def _fail(self, reason: str) -> ConversionError:
+    def error(self, reason: str) -> ConversionError:
         return ConversionError(f"{self.path}: not a usable CTranslate2 Whisper model: {reason}")
 
     def _take(self, n: int, what: str) -> bytes:
         data = self._file.read(n)
         if len(data) != n:
-            raise self._fail(f"file ends early (truncated?) while reading {what}")
+            raise self.error(f"file ends early (truncated?) while reading {what}")
         return data
 
     def _unpack(self, fmt: str, what: str) -> int:
@@ -128,47 +128,47 @@ class _CT2Reader:
         length = self._unpack("<H", what)
         raw = self._take(length, what)
         if length == 0 or raw[-1] != 0:
-            raise self._fail(f"malformed string in {what}")
+            raise self.error(f"malformed string in {what}")
         try:
             return raw[:-1].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise self._fail(f"malformed string in {what}") from exc
+            raise self.error(f"malformed string in {what}") from exc
 
     def _parse(self) -> None:
         version = self._unpack("<I", "the format version")
         if version != CT2_BINARY_VERSION:
-            raise self._fail(
+            raise self.error(
                 f"unsupported CTranslate2 binary version {version} "
                 f"(supported: {CT2_BINARY_VERSION})"
             )
         spec = self._string("the model spec name")
         if spec != CT2_SPEC_NAME:
-            raise self._fail(f"model spec is {spec!r}, expected {CT2_SPEC_NAME!r}")
+            raise self.error(f"model spec is {spec!r}, expected {CT2_SPEC_NAME!r}")
         self.revision = self._unpack("<I", "the spec revision")
         count = self._unpack("<I", "the variable count")
         if count == 0 or count > 100_000:
-            raise self._fail(f"implausible variable count {count}")
+            raise self.error(f"implausible variable count {count}")
         for index in range(count):
             what = f"variable {index + 1} of {count}"
             name = self._string(what)
             rank = self._unpack("<B", what)
             if rank > 8:
-                raise self._fail(f"variable {name!r} has implausible rank {rank}")
+                raise self.error(f"variable {name!r} has implausible rank {rank}")
             shape = tuple(self._unpack("<I", what) for _ in range(rank))
             type_id = self._unpack("<B", what)
             if type_id >= len(_CT2_DTYPES):
-                raise self._fail(f"variable {name!r} has unknown data type id {type_id}")
+                raise self.error(f"variable {name!r} has unknown data type id {type_id}")
             dtype = _CT2_DTYPES[type_id]
             nbytes = self._unpack("<I", what)
             expected = math.prod(shape) * np.dtype(_np_dtype(dtype)).itemsize
             if nbytes != expected:
-                raise self._fail(
+                raise self.error(
                     f"variable {name!r} {list(shape)} {dtype} declares {nbytes} bytes, "
                     f"expected {expected}"
                 )
             offset = self._file.tell()
             if offset + nbytes > self._size:
-                raise self._fail(f"file ends inside variable {name!r} (truncated?)")
+                raise self.error(f"file ends inside variable {name!r} (truncated?)")
             self._file.seek(nbytes, 1)
             self.variables[name] = _Variable(name, shape, dtype, offset, nbytes)
         alias_count = self._unpack("<I", "the alias count")
@@ -176,10 +176,10 @@ class _CT2Reader:
             what = f"alias {index + 1} of {alias_count}"
             alias, target = self._string(what), self._string(what)
             if target not in self.variables:
-                raise self._fail(f"alias {alias!r} points to missing variable {target!r}")
+                raise self.error(f"alias {alias!r} points to missing variable {target!r}")
             self.aliases[alias] = target
         if self._file.tell() != self._size:
-            raise self._fail(f"{self._size - self._file.tell()} unexpected bytes after the end")
+            raise self.error(f"{self._size - self._file.tell()} unexpected bytes after the end")
 
     # --- access -----------------------------------------------------------------------------
     def variable(self, name: str) -> _Variable:
@@ -187,15 +187,19 @@ class _CT2Reader:
         try:
             return self.variables[name]
         except KeyError:
-            raise self._fail(f"missing variable {name!r}") from None
+            raise self.error(f"missing variable {name!r}") from None
 
     def has(self, name: str) -> bool:
         return self.aliases.get(name, name) in self.variables
 
-    def shape(self, name: str, expected: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    def shape(
+        self, name: str, expected: tuple[int, ...] | None = None, *, rank: int | None = None
+    ) -> tuple[int, ...]:
         var = self.variable(name)
+        if rank is not None and len(var.shape) != rank:
+            raise self.error(f"variable {name!r} has shape {list(var.shape)}, expected rank {rank}")
         if expected is not None and var.shape != expected:
-            raise self._fail(
+            raise self.error(
                 f"variable {name!r} has shape {list(var.shape)}, expected {list(expected)}"
             )
         return var.shape
@@ -205,7 +209,7 @@ class _CT2Reader:
         var = self.variable(name)
         self.shape(name, expected)
         if var.dtype not in ("float16", "float32"):
-            raise self._fail(
+            raise self.error(
                 f"variable {name!r} is {var.dtype}; only float16/float32 models can be converted "
                 "(quantized CTranslate2 models are not supported)"
             )
@@ -216,7 +220,7 @@ class _CT2Reader:
     def scalar(self, name: str) -> int:
         var = self.variable(name)
         if var.shape != () or var.dtype not in ("int8", "int16", "int32"):
-            raise self._fail(f"variable {name!r} should be an integer scalar")
+            raise self.error(f"variable {name!r} should be an integer scalar")
         self._file.seek(var.offset)
         data = self._take(var.nbytes, f"variable {name!r}")
         return int(np.frombuffer(data, dtype=_np_dtype(var.dtype))[0])
@@ -235,19 +239,19 @@ def _count_layers(reader: _CT2Reader, prefix: str) -> int:
     pattern = re.compile(rf"^{prefix}/layer_(\d+)/")
     indices = {int(m.group(1)) for name in reader.variables if (m := pattern.match(name))}
     if not indices:
-        raise reader._fail(f"no {prefix} layers found")
+        raise reader.error(f"no {prefix} layers found")
     if indices != set(range(len(indices))):
-        raise reader._fail(f"{prefix} layers are not numbered 0..{len(indices) - 1}")
+        raise reader.error(f"{prefix} layers are not numbered 0..{len(indices) - 1}")
     return len(indices)
 
 
 def _read_hparams(reader: _CT2Reader) -> HParams:
-    n_vocab, n_text_state = reader.shape("decoder/embeddings/weight")[:2]
-    n_text_ctx = reader.shape("decoder/position_encodings/encodings")[0]
-    n_audio_ctx, n_audio_state = reader.shape("encoder/position_encodings/encodings")[:2]
-    conv1 = reader.shape("encoder/conv1/weight")
-    if len(conv1) != 3 or conv1[0] != n_audio_state or conv1[2] != 3:
-        raise reader._fail(f"encoder/conv1/weight has unexpected shape {list(conv1)}")
+    n_vocab, n_text_state = reader.shape("decoder/embeddings/weight", rank=2)
+    n_text_ctx, _ = reader.shape("decoder/position_encodings/encodings", rank=2)
+    n_audio_ctx, n_audio_state = reader.shape("encoder/position_encodings/encodings", rank=2)
+    conv1 = reader.shape("encoder/conv1/weight", rank=3)
+    if conv1[0] != n_audio_state or conv1[2] != 3:
+        raise reader.error(f"encoder/conv1/weight has unexpected shape {list(conv1)}")
     hparams = HParams(
         n_vocab=n_vocab,
         n_audio_ctx=n_audio_ctx,
@@ -261,12 +265,12 @@ def _read_hparams(reader: _CT2Reader) -> HParams:
         n_mels=conv1[1],
     )
     if hparams.n_audio_state != hparams.n_text_state:
-        raise reader._fail("encoder and decoder widths differ; whisper.cpp requires them equal")
+        raise reader.error("encoder and decoder widths differ; whisper.cpp requires them equal")
     for heads in (hparams.n_audio_head, hparams.n_text_head):
         if heads <= 0 or hparams.n_audio_state % heads:
-            raise reader._fail(f"{heads} attention heads do not divide width {n_audio_state}")
+            raise reader.error(f"{heads} attention heads do not divide width {n_audio_state}")
     if n_vocab < _N_VOCAB_ENGLISH:
-        raise reader._fail(f"vocabulary of {n_vocab} tokens is not a Whisper vocabulary")
+        raise reader.error(f"vocabulary of {n_vocab} tokens is not a Whisper vocabulary")
     # Architecture switches of CTranslate2's Whisper spec; anything else would convert into a
     # file that loads but computes something different.
     expected_flags = {
@@ -278,7 +282,7 @@ def _read_hparams(reader: _CT2Reader) -> HParams:
     }
     for name, value in expected_flags.items():
         if reader.has(name) and (found := reader.scalar(name)) != value:
-            raise reader._fail(f"{name} is {found}, whisper.cpp supports only {value}")
+            raise reader.error(f"{name} is {found}, whisper.cpp supports only {value}")
     return hparams
 
 
@@ -376,39 +380,59 @@ def _read_text_tokens(vocabulary: Path, n_vocab: int) -> list[bytes]:
 # --- quantization (ggml's reference quantize_row_*_ref, bit for bit) -------------------------
 
 
-def _quantize_q8_0(matrix: np.ndarray) -> bytes:
-    x = matrix.astype(np.float32).reshape(-1, _QUANT_BLOCK)
-    amax = np.abs(x).max(axis=1)
-    d = amax / np.float32(127)
+_Q8_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "i1", _QUANT_BLOCK)])
+_Q4_0_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", _QUANT_BLOCK // 2)])
+_QUANT_CHUNK_BLOCKS = 32768  # blocks quantized at a time: keeps the temporaries in cache
+
+
+def _inverse(d: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore"):
-        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
-    scaled = x * inv[:, None]
+        return np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+
+
+def _quantize_q8_0(x: np.ndarray, blocks: np.ndarray) -> None:
+    """quantize_row_q8_0_ref: d = absmax / 127, q = roundf(x / d)."""
+    d = np.abs(x).max(axis=1) / np.float32(127)
+    scaled = x * _inverse(d)[:, None]
     # C's roundf (halves away from zero), exactly: trunc(s) + trunc(2 * fraction(s)).
     whole = np.trunc(scaled)
     scaled -= whole
     scaled *= np.float32(2)
     np.trunc(scaled, out=scaled)
     whole += scaled
-    q = whole.astype(np.int8)
-    blocks = np.empty(len(x), dtype=[("d", "<f2"), ("qs", "i1", _QUANT_BLOCK)])
     blocks["d"] = d.astype(np.float16)
-    blocks["qs"] = q
-    return blocks.tobytes()
+    blocks["qs"] = whole.astype(np.int8)
 
 
-def _quantize_q4_0(matrix: np.ndarray) -> bytes:
-    x = matrix.astype(np.float32).reshape(-1, _QUANT_BLOCK)
+def _quantize_q4_0(x: np.ndarray, blocks: np.ndarray) -> None:
+    """quantize_row_q4_0_ref: d = -peak / 8, q = min(15, (int)(x / d + 8.5)), two per byte."""
     # the signed value of largest magnitude, the first one on ties
     peak = x[np.arange(len(x)), np.abs(x).argmax(axis=1)]
     d = peak / np.float32(-8)
-    with np.errstate(divide="ignore"):
-        inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
-    shifted = x * inv[:, None] + np.float32(8.5)
+    shifted = x * _inverse(d)[:, None] + np.float32(8.5)
     q = np.minimum(15, np.trunc(shifted)).astype(np.uint8)
     half = _QUANT_BLOCK // 2
-    blocks = np.empty(len(x), dtype=[("d", "<f2"), ("qs", "u1", half)])
     blocks["d"] = d.astype(np.float16)
     blocks["qs"] = q[:, :half] | (q[:, half:] << 4)
+
+
+def quantize(matrix: np.ndarray, ftype: Literal["q8_0", "q4_0"]) -> bytes:
+    """ggml q8_0 / q4_0 blocks for a matrix whose rows split into blocks of 32 values.
+
+    Bit for bit what ggml's reference quantizers (``quantize_row_*_ref``), and so whisper.cpp's
+    ``quantize`` example, write: the same float32 arithmetic in the same order.
+    """
+    if matrix.shape[-1] % _QUANT_BLOCK:
+        raise ValueError(f"rows of {matrix.shape[-1]} values do not split into blocks of 32")
+    quantize_blocks, block_dtype = {
+        "q8_0": (_quantize_q8_0, _Q8_0_BLOCK),
+        "q4_0": (_quantize_q4_0, _Q4_0_BLOCK),
+    }[ftype]
+    values = matrix.reshape(-1, _QUANT_BLOCK)
+    blocks = np.empty(len(values), dtype=block_dtype)
+    for start in range(0, len(values), _QUANT_CHUNK_BLOCKS):
+        chunk = slice(start, start + _QUANT_CHUNK_BLOCKS)
+        quantize_blocks(values[chunk].astype(np.float32), blocks[chunk])
     return blocks.tobytes()
 
 
@@ -487,21 +511,23 @@ def _tensors(reader: _CT2Reader, hp: HParams) -> Iterator[tuple[str, np.ndarray]
     yield from norm("decoder/layer_norm", "decoder.ln")
 
 
-def _encode_tensor(name: str, array: np.ndarray, ftype: FType) -> tuple[int, bytes]:
+def _as_bytes(array: np.ndarray, dtype: str) -> memoryview:
+    """The array's bytes in ``dtype``, without a copy when it is stored that way already."""
+    return memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B")
+
+
+def _encode_tensor(name: str, array: np.ndarray, ftype: FType) -> tuple[int, bytes | memoryview]:
     """The ggml type id and payload bytes for one tensor."""
     if array.ndim < 2 or name in _F32_MATRICES:
-        return _GGML_TYPE_F32, array.astype("<f4").tobytes()
+        return _GGML_TYPE_F32, _as_bytes(array, "<f4")
     # Like whisper.cpp's quantize example: only 2-D matrices are quantized; the convolutions
     # stay f16 (whisper.cpp's loader expects exactly that split).
     if ftype != "f16" and array.ndim == 2:
-        if array.shape[-1] % _QUANT_BLOCK:
-            raise ConversionError(
-                f"cannot quantize {name}: rows of {array.shape[-1]} values do not split into "
-                f"blocks of {_QUANT_BLOCK}"
-            )
-        quantize = _quantize_q8_0 if ftype == "q8_0" else _quantize_q4_0
-        return _TENSOR_TYPES[ftype], quantize(array)
-    return _GGML_TYPE_F16, array.astype("<f2").tobytes()
+        try:
+            return _TENSOR_TYPES[ftype], quantize(array, ftype)
+        except ValueError as exc:
+            raise ConversionError(f"cannot quantize {name} to {ftype}: {exc}") from None
+    return _GGML_TYPE_F16, _as_bytes(array, "<f2")
 
 
 def _tensor_header(name: str, shape: tuple[int, ...], ggml_type: int) -> bytes:
