@@ -394,6 +394,27 @@ def test_stalled_server_hits_the_idle_timeout(ollama_server: OllamaTestServer) -
     assert pieces == ["Thinking"]
 
 
+def test_a_slow_first_chunk_is_waited_for_up_to_the_request_timeout(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # Nothing for longer than the idle limit (a model being loaded), then the answer.
+    ollama_server.script(Reply(content=["never"], stall_after=0), Reply(content=["Loaded."]))
+    result = make(ollama_server, idle_timeout_s=1.0, request_timeout_s=10.0).ask("hi")
+    ollama_server.release_stalls()
+    assert result.ok and result.text == "Loaded."
+    assert result.requests == 2 and result.retries == 0
+
+
+def test_a_server_that_never_answers_gives_up_at_the_request_timeout(
+    ollama_server: OllamaTestServer,
+) -> None:
+    ollama_server.default_reply = Reply(content=["never"], stall_after=0)
+    result = make(ollama_server, idle_timeout_s=1.0, request_timeout_s=2.5).ask("hi")
+    ollama_server.release_stalls()
+    assert result.error is TurnError.STALLED
+    assert result.requests == 2
+
+
 def test_connection_refused(dead_ollama_url: str) -> None:
     assistant = Assistant(settings(dead_ollama_url))
     result = assistant.ask("hi")

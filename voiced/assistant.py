@@ -198,6 +198,7 @@ class _Round:
     prompt_tokens: int | None = None
     eval_tokens: int | None = None
     interrupted: bool = False
+    chunks: int = 0
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content}
@@ -471,6 +472,9 @@ class Assistant:
         result: TurnResult,
     ) -> _Round:
         attempt = 0
+        settings = self.settings
+        round_started = time.monotonic()
+        deadline = round_started + settings.request_timeout_s
         while True:
             round_ = _Round()
             emitted = False
@@ -483,10 +487,20 @@ class Assistant:
             began = time.monotonic()
             result.requests += 1
             try:
-                self._stream(messages, tools, round_, emit_once, cancel, started, result)
+                self._stream(messages, tools, round_, emit_once, cancel, started, result, deadline)
                 return round_
             except Exception as exc:
                 failure = _classify(exc)
+                # Nothing at all yet: Ollama sends no byte while it loads the model (after
+                # keep_alive ran out), so the wait for the first chunk is bounded by the request
+                # timeout, not the idle timeout. Asking again joins the same load.
+                waited = time.monotonic() - round_started
+                loading = failure.error is TurnError.STALLED and round_.chunks == 0
+                cancelled = cancel is not None and cancel.is_set()
+                time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
+                if loading and time_left and not cancelled:
+                    log.info("no reply after %.0f s (model loading?); waiting on", waited)
+                    continue
                 if failure.retryable and not emitted and attempt < RETRIES:
                     attempt += 1
                     result.retries += 1
@@ -505,9 +519,9 @@ class Assistant:
         cancel: threading.Event | None,
         started: float,
         result: TurnResult,
+        deadline: float,
     ) -> None:
         settings = self.settings
-        deadline = time.monotonic() + settings.request_timeout_s
         stream = self.client.chat(
             model=settings.model,
             messages=list(messages),
@@ -519,6 +533,7 @@ class Assistant:
         )
         try:
             for chunk in stream:
+                round_.chunks += 1
                 if result.timings.first_chunk_ms is None:
                     result.timings.first_chunk_ms = (time.monotonic() - started) * 1000
                 if cancel is not None and cancel.is_set():
