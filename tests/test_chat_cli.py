@@ -116,3 +116,18 @@ def test_say_speaks_the_reply(ollama_server: OllamaTestServer, pulse_server, stt
     assert result.stdout == reply + "\n"
     heard = stt.transcribe(audio).text.lower()
     assert "kitchen" in heard and "degrees" in heard
+
+
+@pytest.mark.pulse
+def test_say_with_a_missing_speaker_fails_clearly(
+    ollama_server: OllamaTestServer, pulse_server, tmp_path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("audio:\n  output_device: no-such-speaker\n")
+    ollama_server.script(Reply(content=["Hello."]))
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "chat", "--host", ollama_server.url, "--say"], input="hi\n"
+    )
+    assert result.exit_code == 1
+    assert result.stdout == "Hello.\n"  # the text still arrives
+    assert "--say: cannot speak" in result.stderr and "no-such-speaker" in result.stderr

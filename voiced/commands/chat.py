@@ -110,12 +110,19 @@ def chat(
             if text == "/reset":
                 assistant.reset()
                 continue
-            result = _turn(assistant, text, voice)
+            try:
+                result = _turn(assistant, text, voice)
+                if result.error is not None:
+                    click.echo(f"voiced: {_hint(result, settings.llm.model, host_url)}", err=True)
+                    if voice is not None and result.error_message:
+                        voice.speaker.say(result.error_message)
+                        voice.speaker.wait()
+            except Exception as exc:
+                if voice is None:
+                    raise
+                # Speech failed (device gone, voice broken): the text was shown; stop here.
+                raise click.ClickException(f"--say: cannot speak: {exc}") from None
             if result.error is not None:
-                click.echo(f"voiced: {_hint(result, settings.llm.model, host_url)}", err=True)
-                if voice is not None and result.error_message:
-                    voice.speaker.say(result.error_message)
-                    voice.speaker.wait()
                 if result.error in FATAL:
                     raise SystemExit(1)
                 failed = True
@@ -144,21 +151,26 @@ def _turn(assistant: Assistant, text: str, voice: _Voice | None) -> TurnResult:
         daemon=True,
     )
     worker.start()
+
+    def end_line() -> None:
+        if "result" in box and box["result"].text and not box["result"].text.endswith("\n"):
+            out.write("\n")
+            out.flush()
+
     try:
         while worker.is_alive():
             worker.join(0.1)
+        end_line()
         if voice is not None:
             voice.speaker.wait()
     except KeyboardInterrupt:
         cancel.set()
         heard = voice.speaker.stop().text if voice is not None else None
         worker.join()
+        end_line()
         if heard is not None:
             assistant.clip_last_reply(heard)
         click.echo(" [interrupted]", err=True)
     result = box["result"]
-    if result.text and not result.text.endswith("\n"):
-        out.write("\n")
-        out.flush()
     log.debug("turn: %s", result)
     return result
