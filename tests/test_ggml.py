@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.speech import synthesize, wer
-from voiced.ggml import ConversionError, convert_ct2_whisper, mel_filters
+from voiced.ggml import ConversionError, convert_ct2_whisper, mel_filters, quantize
 
 TINY_EN_HPARAMS = {
     "n_vocab": 51864,
@@ -210,7 +210,9 @@ QUANT_TYPES = {
 
 
 @pytest.fixture(scope="module", params=sorted(QUANT_TYPES))
-def quantized(request, source_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def quantized(
+    request: pytest.FixtureRequest, source_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, Path]:
     path = tmp_path_factory.mktemp("ggml") / f"ggml-tiny.en-{request.param}.bin"
     with path.open("wb") as out:
         convert_ct2_whisper(source_dir, out, ftype=request.param)
@@ -229,20 +231,20 @@ def ggml_reference_quantizer(function: str):
     )
     if not candidates:
         pytest.skip("pywhispercpp's libggml-base is not where this test looks for it")
-    quantize = getattr(ctypes.CDLL(str(candidates[0])), function)
-    quantize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
-    quantize.restype = None
+    reference_row = getattr(ctypes.CDLL(str(candidates[0])), function)
+    reference_row.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+    reference_row.restype = None
 
     def run(values: np.ndarray, block_bytes: int) -> bytes:
         values = np.ascontiguousarray(values, dtype=np.float32)
         out = ctypes.create_string_buffer(values.size // 32 * block_bytes)
-        quantize(values.ctypes.data, out, values.size)
+        reference_row(values.ctypes.data, out, values.size)
         return out.raw
 
     return run
 
 
-def test_quantized_layout_follows_whisper_cpp_quantize(quantized) -> None:
+def test_quantized_layout_follows_whisper_cpp_quantize(quantized: tuple[str, Path]) -> None:
     ftype, path = quantized
     file_ftype, qtype, _ = QUANT_TYPES[ftype]
     ggml = read_ggml(path.read_bytes())
@@ -265,7 +267,9 @@ def test_quantized_layout_follows_whisper_cpp_quantize(quantized) -> None:
     assert sum(t == qtype for t in types.values()) == 1 + 4 * 6 + 4 * 10
 
 
-def test_quantized_blocks_match_ggml_reference(quantized, source_dir: Path) -> None:
+def test_quantized_blocks_match_ggml_reference(
+    quantized: tuple[str, Path], source_dir: Path
+) -> None:
     from voiced.ggml import _CT2Reader
 
     ftype, path = quantized
@@ -290,7 +294,31 @@ def test_quantized_blocks_match_ggml_reference(quantized, source_dir: Path) -> N
         assert data[tensor.offset : tensor.offset + size] == reference(matrix, block_bytes), name
 
 
-def test_quantized_model_transcribes(quantized) -> None:
+@pytest.mark.parametrize("ftype", sorted(QUANT_TYPES))
+def test_quantizer_rounding_edge_cases_match_ggml(ftype: str) -> None:
+    """Ties, zero blocks, exact halves and peaks of either sign, as ggml rounds them."""
+    _, qtype, function = QUANT_TYPES[ftype]
+    reference = ggml_reference_quantizer(function)
+    rng = np.random.default_rng(7)
+    blocks = [
+        np.zeros(32),
+        np.tile([1.0, -1.0], 16),
+        np.full(32, 0.5),
+        np.r_[-2.0, np.ones(31)],
+        np.r_[2.0, -2.0, np.linspace(-1.9, 1.9, 30)],
+        # scale 1 for q8_0: exact halves and the float just below 0.5
+        np.r_[127.0, np.arange(-15, 15) + 0.5, np.nextafter(np.float32(0.5), 0)],
+        # scale 1 for q4_0: values landing exactly on its truncation steps
+        np.r_[-8.0, np.arange(-7, 8), np.arange(-7, 9) - 0.5],
+        np.r_[1e-7, np.zeros(31)],
+    ]
+    matrix = np.concatenate([np.stack(blocks), rng.standard_normal((64, 32)) * 3]).astype(
+        np.float32
+    )
+    assert quantize(matrix, ftype) == reference(matrix, BLOCK_LAYOUT[qtype][0])
+
+
+def test_quantized_model_transcribes(quantized: tuple[str, Path]) -> None:
     _, path = quantized
     text = transcribe(path, synthesize(SENTENCE))
     assert wer(SENTENCE, text) <= 0.10, text
