@@ -566,8 +566,9 @@ def convert_ct2_whisper(source_dir: Path, out: BinaryIO, ftype: FType = "f16") -
         hp = _read_hparams(reader)
         text_tokens = _read_text_tokens(source_dir / "vocabulary.txt", hp.n_vocab)
         log.info(
-            "converting %s (%d+%d layers, width %d, %d tokens) to ggml %s",
+            "converting %s (WhisperSpec revision %d: %d+%d layers, width %d, %d tokens) to ggml %s",
             source_dir,
+            reader.revision,
             hp.n_audio_layer,
             hp.n_text_layer,
             hp.n_audio_state,
