@@ -38,7 +38,7 @@ PYTHON=${PYTHON:-python3}
 if [ "${1:-}" != "--no-sample" ]; then
   mkdir -p samples
   .venv/bin/voiced say -o samples/hello.wav \
-    "Hello from voiced. This sentence was spoken by Piper and written down by whisper."
+    "This sentence was spoken by Piper and written down by whisper, all on this machine."
   echo "install.sh: transcribing samples/hello.wav" >&2
   .venv/bin/voiced transcribe samples/hello.wav
 fi

@@ -253,3 +253,56 @@ def test_help_reads_like_a_cli() -> None:
         "Examples:",
     ):
         assert option in help_text
+
+
+def _run_with_terminal_stderr(*args: str) -> tuple[int, str, str]:
+    """Run voiced with stderr on a pseudo-terminal, as an interactive user would."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voiced", *args],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=os.environ.copy(),
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    stdout = process.stdout.read().decode()
+    process.wait(timeout=300)
+    os.close(leader)
+    return process.returncode, stdout, b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal_and_never_on_stdout(media: dict[str, Path]) -> None:
+    code, stdout, terminal = _run_with_terminal_stderr("transcribe", str(media["talk"]))
+    assert code == 0
+    assert "%|" in terminal and "talk.mp3" in terminal
+    assert "%|" not in stdout and wer(" ".join(SENTENCES), stdout) <= 0.1
+    code, _, quiet = _run_with_terminal_stderr("transcribe", "--no-progress", str(media["one"]))
+    assert code == 0 and quiet == ""
+
+
+def test_batch_transcription_needs_no_audio_device_library(media: dict[str, Path]) -> None:
+    script = (
+        "import sys; sys.modules['sounddevice'] = None\n"
+        "from voiced.cli import main\n"
+        f"main(['transcribe', {str(media['one'])!r}])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert wer(SENTENCES[0], result.stdout) <= 0.1
