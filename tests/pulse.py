@@ -13,7 +13,9 @@ Both sinks use ``norewinds=1``: without it capture from a monitor stops after 3-
 
 Usage::
 
-    from tests.pulse import pulse_server  # noqa: F401  (re-export the fixture)
+    from tests import pulse as pulse_fixtures
+
+    pulse_server = pulse_fixtures.pulse_server  # makes the fixture visible in this module
 
     def test_something(pulse_server):
         pulse_server.play_into_mic(audio_float32)            # blocks until played
@@ -49,6 +51,9 @@ API (all methods are safe to call from any test using the fixture):
   ``loopback(source="spk.monitor", sink="micsink", latency_msec=30)`` context manager
   routes the speaker back into the microphone (self-hearing tests).
 * ``PulseServer.pactl(*args)`` -> stdout of ``pactl``.
+* ``PulseServer(directory).start()`` / ``.stop()``: a second, private server for tests that
+  need to take the sound server away (device-lost tests); ``start()`` after ``stop()``
+  brings it back on the same socket. Give its ``env`` to subprocesses only.
 
 The server runs in its own session with ``PR_SET_PDEATHSIG`` so that even ``kill -9`` of
 pytest takes it down; teardown terminates it and removes its temp folder. Without the
@@ -219,9 +224,9 @@ class PulseServer:
         return {**os.environ, **self.env_vars}
 
     def start(self) -> None:
-        for name in ("xdg", "home", "state"):
-            (self.dir / name).mkdir(mode=0o700)
-        (self.dir / "xdg" / "pulse").mkdir(mode=0o700)
+        """Start the server (again, after :meth:`stop`: same socket, same sinks)."""
+        for name in ("xdg", "home", "state", "xdg/pulse"):
+            (self.dir / name).mkdir(mode=0o700, parents=True, exist_ok=True)
         script = self.dir / "test.pa"
         script.write_text(
             f"load-module module-native-protocol-unix auth-anonymous=1 socket={self.socket}\n"
@@ -232,7 +237,7 @@ class PulseServer:
             f"set-default-sink {SPEAKER_SINK}\n"
             f"set-default-source {MIC_SOURCE}\n"
         )
-        self._log = open(self.dir / "pulseaudio.log", "wb")  # noqa: SIM115 (closed in stop)
+        self._log = open(self.dir / "pulseaudio.log", "ab")  # noqa: SIM115 (closed in stop)
         self._proc = subprocess.Popen(
             [
                 "pulseaudio",
@@ -313,7 +318,11 @@ class PulseServer:
     def play_into_mic(
         self, audio: np.ndarray, rate: int = 16000, *, wait: bool = True, sink: str = MIC_SINK
     ) -> Playback:
-        """Play mono audio into the virtual microphone (or another ``sink``)."""
+        """Play mono audio into the virtual microphone (or another ``sink``).
+
+        pacat keeps 250 ms buffered in the server: with less, a busy machine starves the
+        stream and the sink plays gaps of silence.
+        """
         data = _to_int16(audio).tobytes()
         proc = subprocess.Popen(
             [
@@ -324,7 +333,7 @@ class PulseServer:
                 f"--rate={rate}",
                 "--channels=1",
                 "--raw",
-                "--latency-msec=20",
+                "--latency-msec=250",
             ],
             env=self.env,
             stdin=subprocess.PIPE,
