@@ -152,7 +152,8 @@ def test_two_round_tool_call_keeps_thinking_and_sends_results(
     )
     assert result.ok
     assert thermometer.readings == ["kitchen"]
-    assert pieces == ["Let me check.", "It is 21.5 degrees ", "in the kitchen."]
+    # A space joins the rounds' content, so the two sentences stay two sentences.
+    assert pieces == ["Let me check.", " It is 21.5 degrees ", "in the kitchen."]
     assert result.tool_rounds == 1 and result.requests == 2
     [call] = result.tool_calls
     assert (call.name, call.arguments, call.decision, call.error) == (
@@ -162,6 +163,10 @@ def test_two_round_tool_call_keeps_thinking_and_sends_results(
         None,
     )
     assert call.result == "kitchen: 21.5 degrees celsius"
+    record = json.loads(json.dumps(result.to_dict()))
+    assert record["assistant"] == "Let me check. It is 21.5 degrees in the kitchen."
+    assert record["tool_calls"][0]["decision"] == "allowed" and record["error"] is None
+    assert record["timings"]["first_token_ms"] is not None and "thinking" not in record
 
     second = last_messages(ollama_server)
     assert second[:2] == last_messages(ollama_server, 0)  # system + user unchanged

@@ -35,7 +35,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
@@ -176,6 +176,23 @@ class TurnResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form for transcripts (thinking left out: it is never shown)."""
+        return {
+            "user": self.user,
+            "assistant": self.text,
+            "tool_calls": [asdict(call) for call in self.tool_calls],
+            "error": self.error.value if self.error else None,
+            "error_message": self.error_message,
+            "interrupted": self.interrupted,
+            "requests": self.requests,
+            "retries": self.retries,
+            "timings": {
+                key: None if value is None else round(value, 1)
+                for key, value in asdict(self.timings).items()
+            },
+        }
 
 
 # --------------------------------------------------------------------------- internals
@@ -383,8 +400,13 @@ class Assistant:
         prior = [{"role": "system", "content": self.system_prompt()}, *self.history()]
         turn_messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
         spoken: list[str] = []
+        new_round = False
 
         def emit(piece: str) -> None:
+            nonlocal new_round
+            if new_round and spoken and not spoken[-1][-1:].isspace() and not piece[:1].isspace():
+                piece = " " + piece  # "Let me check." + "It is..." must stay two sentences
+            new_round = False
             if result.timings.first_token_ms is None:
                 result.timings.first_token_ms = (time.monotonic() - started) * 1000
             spoken.append(piece)
@@ -428,6 +450,7 @@ class Assistant:
                     turn_messages.append(self._run_tool(call, result))
                 if result.interrupted:
                     break
+                new_round = True
         except _RoundFailed as failure:
             result.error = failure.error
             result.error_message = error_sentence(failure.error, self.settings.model)
