@@ -27,9 +27,9 @@ log = logging.getLogger(__name__)
 def _stdin_pieces() -> Iterator[str]:
     """Standard input as it arrives (not line by line: a reply may come without newlines)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    fd = sys.stdin.fileno()
+    stream = sys.stdin.buffer
     while True:
-        data = os.read(fd, 4096)
+        data = stream.read1(4096)  # whatever has arrived, without waiting for more
         if not data:
             break
         text = decoder.decode(data)
