@@ -16,6 +16,7 @@ from tests.ollama_server import (
     OllamaTestServer,
     Reply,
     ToolCall,
+    plain_model_show,
 )
 from voiced.assistant import Assistant, TurnError, TurnResult
 from voiced.config import LlmSettings
@@ -294,6 +295,25 @@ def test_tool_rounds_are_capped(ollama_server: OllamaTestServer) -> None:
     assert stubborn.error is TurnError.TOOL_ROUNDS
     assert stubborn.error_message == "That needed too many steps, so I stopped."
     assert len(ollama_server.chat_requests) == 6
+
+
+def test_a_model_without_tools_or_thinking_is_still_used() -> None:
+    with OllamaTestServer(models={"gemma3:1b": plain_model_show()}) as server:
+        server.script(Reply(content=["Plain answer."]), Reply(content=["Again."]))
+        assistant = make(server, Thermometer().registry(), model="gemma3:1b")
+        result = assistant.ask("hi")
+        assert result.ok and result.text == "Plain answer."
+        assert [r.status for r in server.requests_to("/api/chat")] == [400, 400, 200]
+        last = server.chat_requests[-1]
+        assert not last.get("tools") and "think" not in last
+        assert assistant.ask("again").requests == 1  # remembered: no more rejections
+
+
+def test_a_rejected_request_reports_ollamas_reason(ollama_server: OllamaTestServer) -> None:
+    ollama_server.script(Reply.http_error(400, "invalid options: num_gpu must be positive"))
+    result = make(ollama_server).ask("hi")
+    assert result.error is TurnError.BAD_REQUEST
+    assert result.error_detail == "invalid options: num_gpu must be positive"
 
 
 def test_without_tools_no_tools_are_sent(ollama_server: OllamaTestServer) -> None:

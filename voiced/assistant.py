@@ -164,6 +164,8 @@ class TurnResult:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     error: TurnError | None = None
     error_message: str | None = None
+    # What went wrong in technical words (Ollama's message): for logs and the terminal.
+    error_detail: str | None = None
     interrupted: bool = False
     requests: int = 0
     retries: int = 0
@@ -281,6 +283,9 @@ class Assistant:
         self._turn_lock = threading.Lock()
         self._busy = False
         self._pending_clip: str | None = None
+        # Dropped for good when the model turns them down (a model without tools or thinking).
+        self._send_tools = True
+        self._think: str | bool | None = settings.think
 
     @classmethod
     def from_settings(
@@ -454,6 +459,7 @@ class Assistant:
         except _RoundFailed as failure:
             result.error = failure.error
             result.error_message = error_sentence(failure.error, self.settings.model)
+            result.error_detail = failure.detail
             log.warning("turn failed (%s): %s", failure.error.value, failure.detail)
         except Exception as exc:  # a bug must not kill the daemon's loop
             log.exception("turn failed unexpectedly")
@@ -496,6 +502,8 @@ class Assistant:
     ) -> _Round:
         attempt = 0
         settings = self.settings
+        if not self._send_tools:
+            tools = None
         round_started = time.monotonic()
         deadline = round_started + settings.request_timeout_s
         while True:
@@ -519,6 +527,10 @@ class Assistant:
                 # timeout, not the idle timeout. Asking again joins the same load.
                 waited = time.monotonic() - round_started
                 loading = failure.error is TurnError.STALLED and round_.chunks == 0
+                if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
+                    if not self._send_tools:
+                        tools = None
+                    continue
                 cancelled = cancel is not None and cancel.is_set()
                 time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
                 if loading and time_left and not cancelled:
@@ -532,6 +544,21 @@ class Assistant:
                 raise failure from None
             finally:
                 result.timings.llm_ms += (time.monotonic() - began) * 1000
+
+    def _adapt_to(self, detail: str, tools: list[dict[str, Any]] | None) -> bool:
+        """Stop sending what the model rejected (tools, a think level); True to ask again."""
+        if "does not support tools" in detail and tools and self._send_tools:
+            log.warning("%s cannot call tools; continuing without them", self.settings.model)
+            self._send_tools = False
+            return True
+        rejected_think = "does not support thinking" in detail or "think value" in detail
+        if rejected_think and self._think is not None:
+            log.warning(
+                "%s rejects think=%r; continuing without it", self.settings.model, self._think
+            )
+            self._think = None
+            return True
+        return False
 
     def _stream(
         self,
@@ -550,7 +577,7 @@ class Assistant:
             messages=list(messages),
             tools=tools,
             stream=True,
-            think=settings.think,
+            think=self._think,
             options=dict(settings.options) or None,
             keep_alive=settings.keep_alive,
         )

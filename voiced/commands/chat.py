@@ -31,7 +31,8 @@ def _hint(result: TurnResult, model: str, host: str) -> str:
         )
     if result.error is TurnError.MODEL_MISSING:
         return f"model {model} is not on the Ollama server at {host}; run: ollama pull {model}"
-    return result.error_message or "the turn failed"
+    message = result.error_message or "the turn failed"
+    return f"{message} ({result.error_detail})" if result.error_detail else message
 
 
 class _Voice:
