@@ -522,15 +522,15 @@ class Assistant:
                 return round_
             except Exception as exc:
                 failure = _classify(exc)
+                if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
+                    if not self._send_tools:
+                        tools = None
+                    continue
                 # Nothing at all yet: Ollama sends no byte while it loads the model (after
                 # keep_alive ran out), so the wait for the first chunk is bounded by the request
                 # timeout, not the idle timeout. Asking again joins the same load.
                 waited = time.monotonic() - round_started
                 loading = failure.error is TurnError.STALLED and round_.chunks == 0
-                if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
-                    if not self._send_tools:
-                        tools = None
-                    continue
                 cancelled = cancel is not None and cancel.is_set()
                 time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
                 if loading and time_left and not cancelled:
