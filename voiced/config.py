@@ -97,6 +97,87 @@ class WakeSettings(_Section):
     follow_up_s: float = Field(8.0, ge=0.0, le=300.0)
 
 
+class CommandRule(_Section):
+    """The arguments one command on the ``tools.commands`` allow list may be given."""
+
+    # Options without a value (-h, --human-readable); single letters may be combined (-lh).
+    flags: list[str] = Field(default_factory=list)
+    # Options with a value (-n 5, -n5, --lines=5) and the kind of value: number or text.
+    options: dict[str, Literal["number", "text"]] = Field(default_factory=dict)
+    # Leading operands that are text, not paths (grep's pattern, date's +FORMAT).
+    text_operands: int = Field(0, ge=0, le=4)
+    # Regular expression each text operand must match in full.
+    text_pattern: str = r"[^\x00-\x1f]{1,200}"
+    # Whether (further) operands are allowed: paths, checked against tools.file_roots.
+    paths: bool = False
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _default_commands() -> dict[str, CommandRule]:
+    """The read-only commands run_command allows out of the box."""
+    number = "number"
+    lines = {"-n": number, "--lines": number, "-c": number, "--bytes": number}
+    return {
+        "uptime": CommandRule(flags=_words("-p --pretty -s --since")),
+        "date": CommandRule(
+            flags=_words("-u --utc -R --rfc-email -I --iso-8601"),
+            text_operands=1,
+            text_pattern=r"\+[%A-Za-z0-9 :,./_-]{1,60}",
+        ),
+        "uname": CommandRule(flags=_words("-a --all -s -n -r -v -m -o -p -i")),
+        "df": CommandRule(
+            flags=_words(
+                "-h --human-readable -H --si -T --print-type -i --inodes -l --local -a --all "
+                "-P --portability --total"
+            ),
+            paths=True,
+        ),
+        "free": CommandRule(
+            flags=_words(
+                "-h --human -b --bytes -k --kilo -m --mega -g --giga --si -t --total -w --wide"
+            )
+        ),
+        "ls": CommandRule(
+            flags=_words(
+                "-l -h --human-readable -a --all -A --almost-all -t -S -r --reverse -1 -d "
+                "--directory -F --classify -i -s -n"
+            ),
+            paths=True,
+        ),
+        "cat": CommandRule(
+            flags=_words(
+                "-n --number -b --number-nonblank -s --squeeze-blank -A --show-all -E -T -v"
+            ),
+            paths=True,
+        ),
+        "grep": CommandRule(
+            flags=_words(
+                "-i --ignore-case -n --line-number -c --count -l --files-with-matches -L "
+                "-v --invert-match -w --word-regexp -x --line-regexp -E --extended-regexp "
+                "-F --fixed-strings -o --only-matching -H -h -s --no-messages"
+            ),
+            options={
+                "-m": number,
+                "--max-count": number,
+                "-A": number,
+                "-B": number,
+                "-C": number,
+                "--context": number,
+            },
+            text_operands=1,
+            paths=True,
+        ),
+        "wc": CommandRule(
+            flags=_words("-l --lines -w --words -c --bytes -m --chars -L"), paths=True
+        ),
+        "head": CommandRule(flags=_words("-q -v"), options=lines, paths=True),
+        "tail": CommandRule(flags=_words("-q -v"), options=lines, paths=True),
+    }
+
+
 class ToolsSettings(_Section):
     enabled: list[Literal["time", "audio", "system", "files", "commands"]] = Field(
         default_factory=lambda: ["time", "audio", "system", "files", "commands"]
@@ -104,6 +185,15 @@ class ToolsSettings(_Section):
     file_roots: list[str] = Field(default_factory=lambda: ["~"])
     timeout_s: float = Field(10.0, ge=0.1, le=600.0)
     max_output_chars: int = Field(4000, ge=100, le=1_000_000)
+    # Extra deny globs on top of the built-in secrets list (voiced.tools.sandbox).
+    deny: list[str] = Field(default_factory=list)
+    max_read_bytes: int = Field(65_536, ge=1, le=100_000_000)
+    max_write_bytes: int = Field(1_000_000, ge=1, le=1_000_000_000)
+    max_audio_s: float = Field(300.0, ge=1.0, le=86_400.0)
+    commands: dict[str, CommandRule] = Field(default_factory=_default_commands)
+    command_timeout_s: float = Field(5.0, ge=0.1, le=600.0)
+    command_cpu_s: int = Field(5, ge=1, le=3600)
+    command_memory_mb: int = Field(512, ge=16, le=65_536)
 
 
 class TranscriptsSettings(_Section):
