@@ -95,6 +95,10 @@ class LlmSettings(_Section):
 class WakeSettings(_Section):
     phrases: list[str] = Field(default_factory=lambda: ["computer", "hey computer"])
     follow_up_s: float = Field(8.0, ge=0.0, le=300.0)
+    acknowledgement: str = "Yes?"
+    fuzziness: float = Field(0.25, ge=0.0, le=0.5)
+    echo_tail_s: float = Field(0.5, ge=0.0, le=10.0)
+    confirm_timeout_s: float = Field(8.0, ge=1.0, le=120.0)
 
 
 class CommandRule(_Section):

@@ -1,0 +1,333 @@
+"""The turn state machine, driven by events on a made-up clock (no audio, no models)."""
+
+from __future__ import annotations
+
+from voiced.config import WakeSettings
+from voiced.turns import (
+    Acknowledge,
+    Answer,
+    Ask,
+    ConfirmationRequested,
+    Heard,
+    Ignore,
+    Interrupt,
+    PlaybackFinished,
+    PlaybackStarted,
+    StartTurn,
+    State,
+    Tick,
+    TurnFinished,
+    TurnMachine,
+)
+
+FOLLOW_UP = 8.0
+TAIL = 0.5
+
+
+def machine(**overrides) -> TurnMachine:
+    settings = {"follow_up_s": FOLLOW_UP, "echo_tail_s": TAIL, "confirm_timeout_s": 5.0}
+    settings.update(overrides)
+    return TurnMachine(WakeSettings(**settings))
+
+
+def heard(text: str, start: float, duration: float = 1.5, stt_s: float = 0.9) -> Heard:
+    end = start + duration
+    return Heard(text=text, start=start, end=end, at=end + 0.7 + stt_s)
+
+
+def kinds(actions) -> list[str]:
+    return [type(a).__name__ for a in actions]
+
+
+def start_turn(m: TurnMachine, text: str, at: float) -> StartTurn:
+    (action,) = m.handle(heard(text, at))
+    assert isinstance(action, StartTurn), action
+    return action
+
+
+def speak_reply(m: TurnMachine, turn: StartTurn, start: float, end: float, *texts: str) -> None:
+    """The reply plays from start to end, then the turn finishes."""
+    for index, text in enumerate(texts or ("A reply.",)):
+        assert m.handle(PlaybackStarted(start + index * 0.01, text)) == []
+    assert m.state is State.SPEAKING
+    m.handle(PlaybackFinished(end))
+    m.handle(TurnFinished(turn.turn_id, end + 0.01))
+
+
+# ------------------------------------------------------------------------- wake phrase
+
+
+def test_without_wake_phrase_nothing_happens() -> None:
+    m = machine()
+    (action,) = m.handle(heard("What time is it?", 10.0))
+    assert isinstance(action, Ignore) and action.reason == "no_wake_phrase"
+    assert m.state is State.IDLE and m.active_turn is None
+
+
+def test_wake_phrase_starts_a_turn_with_the_phrase_stripped() -> None:
+    m = machine()
+    action = start_turn(m, "Hey, computer. What time is it?", 10.0)
+    assert action.text == "What time is it?"
+    assert m.state is State.THINKING and m.active_turn == action.turn_id
+
+
+def test_wake_phrase_alone_is_acknowledged_and_opens_the_next_utterance() -> None:
+    m = machine()
+    (ack,) = m.handle(heard("Computer.", 10.0, duration=0.6))
+    assert isinstance(ack, Acknowledge) and ack.text == "Yes?"
+    assert m.state is State.LISTENING
+    m.handle(PlaybackStarted(12.3, "Yes?"))
+    m.handle(PlaybackFinished(12.8))
+    action = start_turn(m, "How much disk space is left?", 13.5)
+    assert action.text == "How much disk space is left?"
+
+
+def test_acknowledged_window_closes() -> None:
+    m = machine()
+    m.handle(heard("Computer.", 10.0, duration=0.6))
+    m.handle(PlaybackStarted(12.3, "Yes?"))
+    m.handle(PlaybackFinished(12.8))
+    m.handle(Tick(12.8 + FOLLOW_UP - 0.1))
+    assert m.state is State.LISTENING
+    m.handle(Tick(12.8 + FOLLOW_UP + 0.1))
+    assert m.state is State.IDLE
+    (action,) = m.handle(heard("How much disk space is left?", 12.8 + FOLLOW_UP + 1))
+    assert isinstance(action, Ignore) and action.reason == "no_wake_phrase"
+
+
+def test_empty_phrase_list_addresses_every_utterance() -> None:
+    m = machine(phrases=[])
+    turn = start_turn(m, "What time is it?", 10.0)
+    assert turn.text == "What time is it?"
+    speak_reply(m, turn, 13.0, 15.0)
+    assert m.state is State.IDLE  # no window needed
+    assert start_turn(m, "And the date?", 60.0).text == "And the date?"
+
+
+# ------------------------------------------------------------------------- follow-up
+
+
+def test_follow_up_window_accepts_speech_without_the_phrase() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what time is it?", 10.0)
+    speak_reply(m, turn, 13.0, 15.0, "It is ten past four.")
+    assert m.state is State.LISTENING
+    follow = start_turn(m, "And what is the date?", 15.0 + TAIL + 2.0)
+    assert follow.text == "And what is the date?"
+
+
+def test_follow_up_window_counts_from_the_start_of_speech() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what time is it?", 10.0)
+    speak_reply(m, turn, 13.0, 15.0)
+    # Began just inside the window; transcribed after it closed.
+    late_transcript = heard("And the date?", 15.0 + FOLLOW_UP - 0.2, duration=2.0)
+    assert late_transcript.at > 15.0 + FOLLOW_UP
+    m.handle(Tick(late_transcript.at - 0.05))
+    assert m.state is State.IDLE
+    (action,) = m.handle(late_transcript)
+    assert isinstance(action, StartTurn)
+
+
+def test_follow_up_window_expires() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what time is it?", 10.0)
+    speak_reply(m, turn, 13.0, 15.0)
+    m.handle(Tick(15.0 + FOLLOW_UP - 1))
+    assert m.state is State.LISTENING
+    m.handle(Tick(15.0 + FOLLOW_UP + 0.5))
+    assert m.state is State.IDLE
+    (action,) = m.handle(heard("And the date?", 15.0 + FOLLOW_UP + 1))
+    assert isinstance(action, Ignore) and action.reason == "no_wake_phrase"
+
+
+def test_window_counts_from_the_end_of_playback() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, tell me a story.", 10.0)
+    m.handle(PlaybackStarted(13.0, "Once upon a time."))
+    # The turn reports done while the last sentence is still leaving the speaker.
+    m.handle(TurnFinished(turn.turn_id, 14.0))
+    m.handle(Tick(14.0 + FOLLOW_UP + 1))
+    assert m.state is State.LISTENING  # still playing: the window cannot close
+    m.handle(PlaybackFinished(30.0))
+    m.handle(Tick(30.0 + FOLLOW_UP - 0.5))
+    assert m.state is State.LISTENING
+    assert isinstance(m.handle(heard("Go on.", 30.0 + FOLLOW_UP - 1))[0], StartTurn)
+
+
+def test_zero_follow_up_means_the_phrase_every_time() -> None:
+    m = machine(follow_up_s=0.0)
+    turn = start_turn(m, "Computer, what time is it?", 10.0)
+    speak_reply(m, turn, 13.0, 15.0)
+    assert m.state is State.IDLE
+    (action,) = m.handle(heard("And the date?", 16.0))
+    assert isinstance(action, Ignore)
+
+
+# ------------------------------------------------------------------------- own voice
+
+
+def test_speech_during_playback_without_the_phrase_is_not_a_turn() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what time is it?", 10.0)
+    m.handle(PlaybackStarted(13.0, "It is ten past four in the afternoon."))
+    # The microphone hears the speaker (no echo cancellation): not the same words exactly.
+    (action,) = m.handle(heard("ten past four in the", 13.1))
+    assert isinstance(action, Ignore) and action.reason == "during_playback"
+    # Even with the follow-up window open, the tail after playback is not a user turn.
+    m.handle(PlaybackFinished(16.0))
+    m.handle(TurnFinished(turn.turn_id, 16.0))
+    (action,) = m.handle(heard("afternoon", 16.0 + TAIL - 0.2, duration=0.4))
+    assert isinstance(action, Ignore) and action.reason == "during_playback"
+    assert m.active_turn is None
+
+
+def test_echo_of_the_reply_is_dropped_even_after_the_tail() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what is the capital of France?", 10.0)
+    speak_reply(m, turn, 13.0, 15.0, "The capital of France is Paris.")
+    # A late echo (room reverb, a slow loopback) arrives after the tail, in the window.
+    (action,) = m.handle(heard("The capital of France is Paris.", 15.0 + TAIL + 0.3))
+    assert isinstance(action, Ignore) and action.reason == "echo"
+    # The user's own follow-up in the window still works.
+    assert isinstance(m.handle(heard("And of Germany?", 20.0))[0], StartTurn)
+
+
+def test_reply_starting_with_the_wake_phrase_does_not_trigger_itself() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, what are you?", 10.0)
+    m.handle(PlaybackStarted(13.0, "Computer is what you call me, and I run on this desktop."))
+    (action,) = m.handle(heard("Computer is what you call me and I run on this desktop", 13.05))
+    assert isinstance(action, Ignore) and action.reason == "echo"
+    assert m.active_turn == turn.turn_id
+
+
+# ------------------------------------------------------------------------- barge-in
+
+
+def test_barge_in_with_the_wake_phrase_interrupts_and_starts_a_new_turn() -> None:
+    m = machine()
+    first = start_turn(m, "Computer, tell me a long story.", 10.0)
+    m.handle(PlaybackStarted(13.0, "Once upon a time there was a king."))
+    m.handle(PlaybackStarted(15.0, "He had three daughters."))
+    actions = m.handle(heard("Computer, stop. What time is it?", 15.5))
+    assert kinds(actions) == ["Interrupt", "StartTurn"]
+    interrupt, second = actions
+    assert isinstance(interrupt, Interrupt) and interrupt.turn_id == first.turn_id
+    assert isinstance(second, StartTurn) and second.text == "Stop. What time is it?"
+    assert second.turn_id != first.turn_id and m.active_turn == second.turn_id
+    # The interrupted turn reports in late: it must not end the new one.
+    m.handle(PlaybackFinished(17.6))
+    m.handle(TurnFinished(first.turn_id, 17.7))
+    assert m.state is State.THINKING and m.active_turn == second.turn_id
+    speak_reply(m, second, 19.0, 20.0)
+    assert m.state is State.LISTENING and m.active_turn is None
+
+
+def test_barge_in_with_the_phrase_alone_acknowledges() -> None:
+    m = machine()
+    first = start_turn(m, "Computer, tell me a long story.", 10.0)
+    m.handle(PlaybackStarted(13.0, "Once upon a time."))
+    actions = m.handle(heard("Computer!", 14.0, duration=0.5))
+    assert kinds(actions) == ["Interrupt", "Acknowledge"]
+    assert actions[0].turn_id == first.turn_id
+    assert m.state is State.LISTENING and m.active_turn is None
+
+
+def test_speech_while_thinking_needs_the_phrase() -> None:
+    m = machine()
+    first = start_turn(m, "Computer, what is the weather?", 10.0)
+    (action,) = m.handle(heard("hmm I wonder", 12.5))
+    assert isinstance(action, Ignore) and action.reason == "busy"
+    actions = m.handle(heard("Computer, never mind, what time is it?", 14.0))
+    assert kinds(actions) == ["Interrupt", "StartTurn"]
+    assert actions[0].turn_id == first.turn_id
+
+
+# ------------------------------------------------------------------------- confirmation
+
+
+def ask(m: TurnMachine, at: float, request_id: int = 7) -> None:
+    actions = m.handle(ConfirmationRequested(request_id, "Delete notes.txt? Say yes or no.", at))
+    assert actions == [Ask(request_id, "Delete notes.txt? Say yes or no.")]
+    assert m.state is State.CONFIRMING
+    m.handle(PlaybackStarted(at + 0.3, "Delete notes.txt? Say yes or no."))
+    m.handle(PlaybackFinished(at + 2.0))
+
+
+def test_confirmation_yes() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)
+    (answer,) = m.handle(heard("Yes, please.", 15.5, duration=0.8))
+    assert answer == Answer(7, True, "yes")
+    assert m.state is State.THINKING
+
+
+def test_confirmation_no_and_fuzzy_spelling() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)
+    (answer,) = m.handle(heard("Nope.", 15.5, duration=0.5))
+    assert answer == Answer(7, False, "no")
+
+
+def test_confirmation_with_the_wake_phrase_in_front() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)
+    (answer,) = m.handle(heard("Computer, yes.", 15.5, duration=0.8))
+    assert answer == Answer(7, True, "yes")
+
+
+def test_confirmation_times_out_to_no_counted_from_the_question_end() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)  # question heard until 15.0; timeout 5 s
+    (unclear,) = m.handle(heard("Hmm, let me think.", 15.5))
+    assert isinstance(unclear, Ignore) and unclear.reason == "unclear_answer"
+    assert m.handle(Tick(19.9)) == []
+    assert m.handle(Tick(20.1)) == [Answer(7, False, "timeout")]
+    assert m.state is State.THINKING
+    assert m.handle(Tick(30.0)) == []  # answered once
+
+
+def test_confirmation_timeout_waits_for_the_question_to_be_spoken() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    m.handle(ConfirmationRequested(3, "Delete notes.txt?", 13.0))
+    m.handle(PlaybackStarted(13.1, "Some earlier sentence of the reply that is long."))
+    assert m.handle(Tick(25.0)) == []  # still speaking: no timeout yet
+    m.handle(PlaybackFinished(26.0))
+    assert m.handle(Tick(30.5)) == []
+    assert m.handle(Tick(31.1)) == [Answer(3, False, "timeout")]
+
+
+def test_confirmation_answer_during_the_question_needs_the_phrase() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    m.handle(ConfirmationRequested(7, "Delete notes.txt? Say yes or no.", 13.0))
+    m.handle(PlaybackStarted(13.2, "Delete notes.txt? Say yes or no."))
+    # The speaker's own "yes or no" reaches the microphone.
+    (action,) = m.handle(heard("yes or no", 14.0, duration=0.6))
+    assert isinstance(action, Ignore) and action.reason == "during_playback"
+    assert m.state is State.CONFIRMING
+
+
+def test_new_request_instead_of_an_answer_declines_and_starts_over() -> None:
+    m = machine()
+    first = start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)
+    actions = m.handle(heard("Computer, what time is it?", 16.0))
+    assert kinds(actions) == ["Answer", "Interrupt", "StartTurn"]
+    assert actions[0] == Answer(7, False, "interrupted")
+    assert actions[1].turn_id == first.turn_id
+    assert actions[2].text == "What time is it?"
+
+
+def test_turn_ending_with_a_pending_question_declines_it() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)
+    assert m.handle(TurnFinished(turn.turn_id, 16.0)) == [Answer(7, False, "turn_over")]
+    assert m.state is State.LISTENING
