@@ -216,6 +216,9 @@ class Tool:
     needs_confirmation: bool = False
     # How to phrase the confirmation question from the validated arguments.
     question: Callable[[dict[str, Any]], str] | None = None
+    # A pre-flight look at the validated arguments, before any confirmation is asked: raise
+    # ToolError (or return a refusal) to refuse, return a confirm decision to ask, or None.
+    check: Callable[[dict[str, Any]], PolicyDecision | None] | None = None
 
     @classmethod
     def from_function(
@@ -226,6 +229,7 @@ class Tool:
         name: str | None = None,
         needs_confirmation: bool = False,
         question: Callable[[dict[str, Any]], str] | None = None,
+        check: Callable[[dict[str, Any]], PolicyDecision | None] | None = None,
     ) -> Tool:
         tool_name = name or function.__name__
         description, argument_docs = parse_docstring(function.__doc__)
@@ -268,11 +272,19 @@ class Tool:
             arguments_model=model,
             needs_confirmation=needs_confirmation,
             question=question,
+            check=check,
         )
 
 
 def default_policy(tool: Tool, arguments: dict[str, Any]) -> PolicyDecision:
-    """Tools marked ``needs_confirmation`` ask first; everything else runs."""
+    """The tool's own check may refuse or ask; ``needs_confirmation`` tools ask; others run."""
+    if tool.check is not None:
+        try:
+            verdict = tool.check(arguments)
+        except ToolError as exc:
+            return PolicyDecision.refuse(str(exc))
+        if verdict is not None and verdict.decision is not Decision.ALLOW:
+            return verdict
     if tool.needs_confirmation:
         return PolicyDecision.confirm(f"{tool.name} changes something on this computer")
     return PolicyDecision.allow()
