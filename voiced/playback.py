@@ -161,6 +161,19 @@ class Player:
         """``time.monotonic()`` when the current stretch of speech started, or None."""
         return self._speaking_since if self.speaking else None
 
+    def current_sentence_left_s(self) -> float:
+        """Seconds until the sentence playing now has been heard to its end (0 when quiet).
+
+        Lets a daemon that is told to stop finish the current sentence and drop the rest.
+        """
+        now = time.monotonic()
+        with self._lock:
+            in_device = max(0.0, self._last_sound_end - now)
+            if self._items and self._items[0].played:
+                item = self._items[0]
+                return in_device + (item.audio.size - item.played) / self.device_rate
+            return in_device
+
     # --- device ----------------------------------------------------------------------------
 
     def open(self) -> None:
