@@ -336,6 +336,10 @@ class Speaker:
     Use :meth:`feed` for each piece of a streamed reply and :meth:`finish` at its end, then
     :meth:`wait` for it to be heard; or :meth:`stop` to interrupt. Both return a
     :class:`SpokenReport`. A speaker can be reused for the next reply.
+
+    ``on_sentence`` is called from the worker thread with each sentence as soon as its audio
+    has been queued on the player (when the player is idle, it is heard one output latency
+    later).
     """
 
     def __init__(
