@@ -229,3 +229,15 @@ def test_speaker_is_usable_again_after_an_interrupt(
     assert report.spoken == ["Back again."]
     start, end = _sound_span(audio)
     assert end - start < 2.0  # only the new reply, none of the interrupted one
+
+
+def test_silent_sentences_keep_their_place_in_the_report(player: Player, tts: TextToSpeech) -> None:
+    speaker = Speaker(tts, player)
+    try:
+        speaker.feed("Run this:\n```bash\nls -la\n```\n")
+        speaker.feed("It lists the files.")
+        report = speaker.wait(60)
+    finally:
+        speaker.close()
+    assert report.spoken == ["Run this:", "```bash\nls -la\n```", "It lists the files."]
+    assert not report.interrupted

@@ -261,10 +261,19 @@ class Player:
             self._idle.clear()
 
     def wait(self, timeout: float | None = None) -> SpokenReport:
-        """Wait until everything queued has been heard; report it (and forget it)."""
+        """Wait until everything queued has been heard; report it (and forget it).
+
+        Raises :class:`PlaybackError` if the device stops taking audio (unplugged, server
+        gone) and :class:`TimeoutError` after ``timeout`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._idle.wait(timeout):
-            raise TimeoutError("playback did not finish in time")
+        while not self._idle.wait(0.5):
+            stream = self._stream
+            if stream is None or not stream.active:
+                self.stop()
+                raise PlaybackError("the output device stopped playing")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("playback did not finish in time")
         remaining = self._last_sound_end - time.monotonic()
         if deadline is not None:
             remaining = min(remaining, deadline - time.monotonic())
@@ -409,7 +418,7 @@ class Speaker:
                 self._all_queued.wait(left)
             error, self._error = self._error, None
         if error is not None:
-            self.player.stop()
+            self.stop()
             raise error
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         return self.player.wait(left)
@@ -440,6 +449,7 @@ class Speaker:
             generation, sentence = job
             if generation != self._generation:
                 continue
+            queued = False
             try:
                 text = speakable(sentence)
                 pieces = list(self.tts.sentences(text)) if text else []
@@ -449,14 +459,17 @@ class Speaker:
                 with self._lock:
                     if generation != self._generation:
                         continue  # interrupted while this sentence was synthesised
+                    # Queued and taken off the pending list in one step: stop() sees it once.
                     self.player.play(audio, sentence)
+                    self._pending.popleft()
+                    queued = True
+                    self._all_queued.notify_all()
                 if self._on_sentence is not None:
                     self._on_sentence(sentence)
             except Exception as exc:  # handed to the caller of wait()
                 log.debug("speech failed", exc_info=True)
                 with self._lock:
                     self._error = exc
-            with self._lock:
-                if generation == self._generation and self._pending:
-                    self._pending.popleft()
-                self._all_queued.notify_all()
+                    if not queued and generation == self._generation and self._pending:
+                        self._pending.popleft()
+                    self._all_queued.notify_all()
