@@ -1,0 +1,340 @@
+"""The ``commands`` tool group: ``run_command``, for the commands on ``tools.commands`` only.
+
+A call is checked in full before anything runs (and again when it runs):
+
+* the command must be on the allow list, found on a fixed safe ``PATH``;
+* no argument may hold a shell character (``; & | $ ` < > ( ) { } [ ] * ? ! \\ ' " #``) or a
+  control character: nothing here ever goes through a shell, and a model that writes
+  ``$(...)`` or ``a; b`` expects one, so it is told plainly instead;
+* every option must be one the command's rule lists (flags, or options with a number or text
+  value); operands are text where the rule says so (matched against its pattern) and
+  otherwise paths, resolved and checked by the sandbox and handed to the command as absolute
+  real paths;
+* the working folder is inside the roots.
+
+It then runs with no shell, stdin from /dev/null, a minimal environment, its own process group,
+``nice`` 10 and rlimits (CPU seconds, address space, no file writing, no core dumps). Output
+past ``tools.max_output_chars`` bytes or time past ``tools.command_timeout_s`` stops it: the
+whole process group is killed and the result says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from voiced.config import CommandRule, ToolsSettings
+from voiced.tools.registry import PolicyDecision, Tool, ToolError
+from voiced.tools.sandbox import Sandbox, SandboxError
+
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+SHELL_CHARACTERS = frozenset(";&|`$<>(){}[]*?!\\'\"#")
+COMMAND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+NUMBER = re.compile(r"[+-]?[0-9]{1,9}")
+MAX_ARGS = 32
+MAX_ARG_CHARS = 256
+KILL_GRACE_S = 0.5
+
+
+class CommandRefused(ToolError):
+    """A command or argument that the allow list or the sandbox does not permit."""
+
+
+@dataclass(frozen=True)
+class PreparedCommand:
+    """A checked command line, ready to run: absolute executable, argv, working folder."""
+
+    executable: str
+    argv: tuple[str, ...]
+    cwd: Path
+
+    def shown(self) -> str:
+        return " ".join([Path(self.executable).name, *self.argv])
+
+
+def _check_characters(argument: str) -> None:
+    bad = sorted({ch for ch in argument if ch in SHELL_CHARACTERS})
+    if bad:
+        raise CommandRefused(
+            f"argument {argument[:60]!r} contains {' '.join(bad)}: commands run without a "
+            "shell, so pipes, redirections, wildcards, variables and substitutions are not "
+            "possible; pass plain words and paths"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in argument):
+        raise CommandRefused(f"argument {argument[:60]!r} contains a control character")
+    if len(argument) > MAX_ARG_CHARS:
+        raise CommandRefused(f"an argument is longer than {MAX_ARG_CHARS} characters")
+
+
+def _limit_resources(cpu_s: int, memory_bytes: int) -> Callable[[], None]:
+    def apply() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.nice(10)
+
+    return apply
+
+
+class CommandRunner:
+    """Checks and runs ``run_command`` calls under one configuration."""
+
+    def __init__(self, settings: ToolsSettings, sandbox: Sandbox | None = None) -> None:
+        self.settings = settings
+        self.sandbox = sandbox or Sandbox.from_settings(settings)
+
+    @property
+    def timeout_s(self) -> float:
+        # Below the registry's own limit, so the command is killed here, not abandoned.
+        return min(self.settings.command_timeout_s, self.settings.timeout_s * 0.9)
+
+    @property
+    def output_limit(self) -> int:
+        return max(1024, self.settings.max_output_chars)
+
+    # ------------------------------------------------------------------ checking
+
+    def _rule(self, command: str) -> CommandRule:
+        allowed = ", ".join(sorted(self.settings.commands)) or "none"
+        if not COMMAND_NAME.fullmatch(command):
+            raise CommandRefused(
+                f"{command[:60]!r} is not a command name; give a name from the allow list "
+                f"({allowed}) and put its arguments in args"
+            )
+        rule = self.settings.commands.get(command)
+        if rule is None:
+            raise CommandRefused(f"{command} is not on the allowed command list ({allowed})")
+        return rule
+
+    def _value(self, command: str, option: str, kind: str, value: str) -> None:
+        _check_characters(value)
+        if kind == "number" and not NUMBER.fullmatch(value):
+            raise CommandRefused(f"{command} {option} needs a whole number, got {value!r}")
+        if kind == "text" and not value:
+            raise CommandRefused(f"{command} {option} needs a value")
+
+    def _options(self, command: str, rule: CommandRule, args: list[str]) -> list[Any]:
+        """Check options; returns argv with operands as ``("operand", text)`` placeholders."""
+        out: list[Any] = []
+        end_of_options = False
+        index = 0
+
+        def refuse(option: str) -> CommandRefused:
+            allowed = " ".join([*rule.flags, *rule.options]) or "none"
+            return CommandRefused(
+                f"{command} does not allow {option!r} (allowed options: {allowed})"
+            )
+
+        while index < len(args):
+            argument = args[index]
+            _check_characters(argument)
+            index += 1
+            if end_of_options or not argument.startswith("-") or argument == "-":
+                if argument == "-":
+                    raise CommandRefused("'-' (standard input) cannot be used: there is no input")
+                out.append(("operand", argument))
+                continue
+            if argument == "--":
+                end_of_options = True
+                out.append(argument)
+                continue
+            if argument.startswith("--"):
+                name, has_value, value = argument.partition("=")
+                if name in rule.flags and not has_value:
+                    out.append(argument)
+                elif name in rule.options:
+                    if not has_value:
+                        if index >= len(args):
+                            raise CommandRefused(f"{command} {name} needs a value")
+                        value = args[index]
+                        index += 1
+                        self._value(command, name, rule.options[name], value)
+                        out.extend([name, value])
+                    else:
+                        self._value(command, name, rule.options[name], value)
+                        out.append(argument)
+                else:
+                    raise refuse(name)
+                continue
+            if argument in rule.flags:
+                out.append(argument)
+            elif argument in rule.options:
+                if index >= len(args):
+                    raise CommandRefused(f"{command} {argument} needs a value")
+                value = args[index]
+                index += 1
+                self._value(command, argument, rule.options[argument], value)
+                out.extend([argument, value])
+            elif argument[:2] in rule.options:
+                self._value(command, argument[:2], rule.options[argument[:2]], argument[2:])
+                out.append(argument)
+            elif all(f"-{letter}" in rule.flags for letter in argument[1:]):
+                out.append(argument)
+            else:
+                bad = next(
+                    (f"-{letter}" for letter in argument[1:] if f"-{letter}" not in rule.flags),
+                    argument,
+                )
+                raise refuse(bad if len(argument) > 2 else argument)
+        return out
+
+    def prepare(
+        self, command: str, args: list[str] | None = None, cwd: str | None = None
+    ) -> PreparedCommand:
+        """Check a call completely; raises :class:`CommandRefused` with the reason."""
+        command = command.strip()
+        rule = self._rule(command)
+        args = list(args or [])
+        if len(args) > MAX_ARGS:
+            raise CommandRefused(f"at most {MAX_ARGS} arguments are allowed")
+        folder = self.sandbox.resolve(cwd) if cwd and cwd.strip() else self.sandbox.roots[0]
+        if not folder.is_dir():
+            raise SandboxError(f"working folder {self.sandbox.display(folder)} does not exist")
+        argv: list[str] = []
+        texts_left = rule.text_operands
+        try:
+            text_pattern = re.compile(rule.text_pattern)
+        except re.error as exc:
+            raise CommandRefused(
+                f"tools.commands.{command}.text_pattern is invalid: {exc}"
+            ) from None
+        for item in self._options(command, rule, args):
+            if not isinstance(item, tuple):
+                argv.append(item)
+                continue
+            operand = item[1]
+            if texts_left:
+                texts_left -= 1
+                if not text_pattern.fullmatch(operand):
+                    raise CommandRefused(
+                        f"{command} does not accept {operand[:60]!r} here "
+                        f"(it must match {rule.text_pattern})"
+                    )
+                argv.append(operand)
+                continue
+            if not rule.paths:
+                raise CommandRefused(f"{command} takes no file or folder arguments")
+            argv.append(str(self.sandbox.resolve(operand, base=folder)))
+        executable = shutil.which(command, path=SAFE_PATH)
+        if executable is None:
+            raise ToolError(f"{command} is allowed but not installed on this computer")
+        return PreparedCommand(executable, tuple(argv), folder)
+
+    # ------------------------------------------------------------------ running
+
+    def _environment(self) -> dict[str, str]:
+        env = {
+            "PATH": SAFE_PATH,
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
+            "HOME": os.path.expanduser("~"),
+            "TERM": "dumb",
+        }
+        if os.environ.get("TZ"):
+            env["TZ"] = os.environ["TZ"]
+        return env
+
+    def execute(self, prepared: PreparedCommand) -> str:
+        """Run a prepared command within the limits; the result text says how it ended."""
+        limit = self.output_limit
+        deadline = time.monotonic() + self.timeout_s
+        memory = self.settings.command_memory_mb * 1024 * 1024
+        process = subprocess.Popen(
+            [prepared.executable, *prepared.argv],
+            cwd=prepared.cwd,
+            env=self._environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_limit_resources(self.settings.command_cpu_s, memory),
+        )
+        outputs = {"stdout": bytearray(), "stderr": bytearray()}
+        stopped = ""
+        with selectors.DefaultSelector() as selector:
+            assert process.stdout is not None and process.stderr is not None
+            selector.register(process.stdout, selectors.EVENT_READ, "stdout")
+            selector.register(process.stderr, selectors.EVENT_READ, "stderr")
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    stopped = f"killed after {self.timeout_s:g} seconds (time limit)"
+                    break
+                for key, _ in selector.select(remaining):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                        continue
+                    outputs[key.data] += chunk
+                if sum(len(b) for b in outputs.values()) > limit:
+                    stopped = f"stopped after {limit} bytes of output (output limit)"
+                    break
+        if stopped:
+            self._kill(process)
+        try:
+            returncode = process.wait(timeout=KILL_GRACE_S * 4)
+        except subprocess.TimeoutExpired:
+            self._kill(process)
+            returncode = process.wait()
+        finally:
+            process.stdout.close()  # type: ignore[union-attr]
+            process.stderr.close()  # type: ignore[union-attr]
+        if not stopped and returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            stopped = f"killed at the CPU limit ({self.settings.command_cpu_s} s)"
+        status = stopped or f"exit status {returncode}"
+        stdout = outputs["stdout"][:limit].decode("utf-8", errors="replace")
+        stderr = outputs["stderr"][: max(0, limit - len(outputs["stdout"]))]
+        lines = [f"$ {prepared.shown()}", status]
+        if stdout:
+            lines.append(stdout.rstrip("\n"))
+        if stderr:
+            lines.append("[stderr] " + stderr.decode("utf-8", errors="replace").rstrip("\n"))
+        if not stdout and not stderr:
+            lines.append("(no output)")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    # ------------------------------------------------------------------ the tool
+
+    def run_command(
+        self, command: str, args: list[str] | None = None, cwd: str | None = None
+    ) -> str:
+        """Run one allowed read-only command without a shell and return its output.
+
+        Args:
+            command: The command name, for example df; only commands on the allow list run.
+            args: Its arguments, one per item, for example ["-h"]; no pipes, redirections,
+                wildcards or $(...), since there is no shell.
+            cwd: The folder to run in; leave it out for the first allowed folder.
+        """
+        return self.execute(self.prepare(command, args, cwd))
+
+    def check(self, values: dict[str, Any]) -> PolicyDecision | None:
+        self.prepare(values["command"], values.get("args"), values.get("cwd"))
+        return None
+
+
+def tools(settings: ToolsSettings) -> list[Tool]:
+    runner = CommandRunner(settings)
+    tool = Tool.from_function(runner.run_command, group="commands", check=runner.check)
+    allowed = ", ".join(sorted(settings.commands)) or "none"
+    tool.description = f"{tool.description} Allowed commands: {allowed}."
+    tool.schema["function"]["description"] = tool.description
+    return [tool]

@@ -1,0 +1,501 @@
+"""The path sandbox every file, audio, system and command tool goes through.
+
+A path from the model is resolved first (``~``, relative to the first root, ``..`` and every
+symlink, by the kernel's rules via :func:`os.path.realpath`) and only then checked:
+
+* it must lie inside one of ``tools.file_roots`` (themselves resolved);
+* it must not match the deny list: the built-in secrets (:data:`SECRET_PATTERNS`: ``~/.ssh``,
+  ``~/.gnupg``, keyrings, browser profiles, ``.env`` files, private keys, shell histories...),
+  voiced's own config, models, transcripts and audit log (under ``VOICED_HOME`` and the XDG
+  folders), and the user's extra ``tools.deny`` globs. Both the path as written (with ``..``
+  folded) and the resolved path are checked, so a link named innocently that points at a
+  secret is refused, and so is a secret reached through a linked folder.
+
+Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open descriptor
+really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
+and deleting open the resolved parent folder the same way and work relative to that
+descriptor (``openat``/``renameat``/``unlinkat``): the last component is never followed, so
+writing over a symlink replaces the link, never its target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import os
+import re
+import stat
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from voiced import paths
+from voiced.config import ToolsSettings
+from voiced.tools.registry import ToolError
+
+log = logging.getLogger(__name__)
+
+Access = Literal["read", "write", "delete"]
+
+# Names or runs of folder names that hold secrets, matched anywhere in a path (fnmatch syntax).
+SECRET_PATTERNS: tuple[str, ...] = (
+    # keys and credentials
+    ".ssh",
+    ".gnupg",
+    ".pki",
+    ".password-store",
+    ".local/share/keyrings",
+    ".local/share/kwalletd",
+    ".aws",
+    ".azure",
+    ".kube",
+    ".docker",
+    ".config/gcloud",
+    ".config/gh",
+    ".netrc",
+    ".pgpass",
+    ".git-credentials",
+    ".npmrc",
+    ".pypirc",
+    ".vault-token",
+    ".htpasswd",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.kdbx",
+    # environment files
+    ".env",
+    ".env.*",
+    "*.env",
+    # browser and mail profiles
+    ".mozilla",
+    ".thunderbird",
+    ".config/google-chrome*",
+    ".config/chromium",
+    ".config/BraveSoftware",
+    ".config/vivaldi*",
+    ".config/microsoft-edge*",
+    ".config/opera*",
+    "snap/firefox",
+    "snap/chromium",
+    ".var/app/com.google.Chrome",
+    ".var/app/org.chromium.Chromium",
+    ".var/app/com.brave.Browser",
+    # shell and REPL histories (commands typed with passwords in them)
+    ".bash_history",
+    ".zsh_history",
+    ".history",
+    ".python_history",
+    ".psql_history",
+    ".mysql_history",
+    ".lesshst",
+)
+
+MAX_PATH_CHARS = 4096
+
+
+class SandboxError(ToolError):
+    """A path the tools may not use; the message says why, for the model to relay."""
+
+
+def human_size(size: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``; binary units, one decimal from KiB up."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``plural(2, "entry", "entries")`` -> ``"2 entries"``."""
+    return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """One deny entry: an absolute path prefix (``anchored``) or a run of names anywhere."""
+
+    parts: tuple[str, ...]
+    anchored: bool
+    source: str
+    regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        compiled = tuple(re.compile(fnmatch.translate(part)) for part in self.parts)
+        object.__setattr__(self, "regexes", compiled)
+
+    def matches_ending_at(self, path_parts: tuple[str, ...]) -> bool:
+        """Whether the rule matches ``path_parts`` with its last part on the last component.
+
+        Checking this for every prefix of a path is the full test; a walk whose folder already
+        passed only needs it for the new entry.
+        """
+        width = len(self.regexes)
+        if len(path_parts) < width or (self.anchored and len(path_parts) != width):
+            return False
+        window = path_parts[-width:]
+        return all(regex.match(part) for regex, part in zip(self.regexes, window, strict=True))
+
+
+def _rule(pattern: str, source: str) -> _Rule | None:
+    text = pattern.strip()
+    if not text:
+        return None
+    if text.startswith(("~", "/")):
+        anchored = Path(os.path.normpath(os.path.expanduser(text)))
+        return _Rule(anchored.parts, True, source)
+    parts = tuple(part for part in text.strip("/").split("/") if part and part != ".")
+    return _Rule(parts, False, source) if parts else None
+
+
+def _own_files() -> list[Path]:
+    """voiced's config, data and state folders, wherever they are (VOICED_HOME and XDG)."""
+    home = Path.home()
+    candidates = [
+        paths.data_dir(),
+        paths.state_dir(),
+        paths.user_config_path(),
+        home / ".config" / "voiced",
+        home / ".local" / "share" / "voiced",
+        home / ".local" / "state" / "voiced",
+    ]
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        value = os.environ.get(variable)
+        if value:
+            candidates.append(Path(value) / "voiced")
+    config = paths.user_config_path()
+    if config.parent.name == "voiced":
+        candidates.append(config.parent)
+    return candidates
+
+
+class Sandbox:
+    """Where the tools may go: inside ``roots``, outside the deny list."""
+
+    def __init__(self, roots: Iterable[str | Path], deny: Iterable[str] = ()) -> None:
+        resolved = []
+        for root in roots:
+            text = str(root).strip()
+            if not text:
+                continue
+            real = Path(os.path.realpath(os.path.expanduser(text)))
+            if real not in resolved:
+                resolved.append(real)
+        if not resolved:
+            raise ValueError("tools.file_roots is empty: the file tools need at least one folder")
+        self.roots: tuple[Path, ...] = tuple(resolved)
+        rules: list[_Rule] = []
+        for pattern in SECRET_PATTERNS:
+            rule = _rule(pattern, "secrets")
+            if rule:
+                rules.append(rule)
+        for own in _own_files():
+            for variant in {os.path.normpath(own), os.path.realpath(own)}:
+                rule = _rule(variant, "voiced's own files")
+                if rule:
+                    rules.append(rule)
+        for pattern in deny:
+            rule = _rule(pattern, "tools.deny")
+            if rule is None:
+                continue
+            rules.append(rule)
+            if rule.anchored and not any(ch in pattern for ch in "*?["):
+                real = _rule(os.path.realpath(os.path.expanduser(pattern.strip())), "tools.deny")
+                if real:
+                    rules.append(real)
+        self._rules = tuple(rules)
+        self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
+        self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
+        combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
+        self._single_names = re.compile(combined or "(?!)")
+
+    @classmethod
+    def from_settings(cls, settings: ToolsSettings) -> Sandbox:
+        return cls(settings.file_roots, settings.deny)
+
+    # ------------------------------------------------------------------ checks
+
+    def root_of(self, path: Path) -> Path | None:
+        for root in self.roots:
+            if path == root or path.is_relative_to(root):
+                return root
+        return None
+
+    def denied_by(self, path: Path) -> _Rule | None:
+        """The deny rule ``path`` (or a folder above it) falls under, or None."""
+        parts = path.parts
+        for end in range(1, len(parts) + 1):
+            rule = self.denied_at(parts[:end])
+            if rule is not None:
+                return rule
+        return None
+
+    def denied_at(self, parts: tuple[str, ...]) -> _Rule | None:
+        """The deny rule matching ``parts`` at its last component (its folders not checked)."""
+        if self._single_names.match(parts[-1]):
+            for rule in self._single:
+                if rule.matches_ending_at(parts):
+                    return rule
+        for rule in self._other:
+            if rule.matches_ending_at(parts):
+                return rule
+        return None
+
+    def display(self, path: Path) -> str:
+        """A short form for results and spoken questions: ``~/notes/a.txt``."""
+        home = Path(os.path.realpath(Path.home()))
+        if path == home:
+            return "~"
+        if path.is_relative_to(home):
+            return "~/" + str(path.relative_to(home))
+        return str(path)
+
+    def roots_text(self) -> str:
+        return ", ".join(self.display(root) for root in self.roots)
+
+    def _absolute(self, raw: str, base: Path | None) -> str:
+        if not isinstance(raw, str):
+            raise SandboxError(f"a path must be text, got {type(raw).__name__}")
+        text = raw.strip()
+        if not text:
+            raise SandboxError("no path given")
+        if "\x00" in text:
+            raise SandboxError("a path may not contain a NUL character")
+        if len(text) > MAX_PATH_CHARS:
+            raise SandboxError(f"the path is longer than {MAX_PATH_CHARS} characters")
+        expanded = os.path.expanduser(text)
+        if not os.path.isabs(expanded):
+            expanded = os.path.join(str(base or self.roots[0]), expanded)
+        return expanded
+
+    def _check(self, raw: str, lexical: Path, real: Path) -> None:
+        if self.root_of(real) is None:
+            where = "" if lexical == real else f" (it leads to {real})"
+            raise SandboxError(
+                f"{raw!r} is outside the folders I may use{where}; allowed: {self.roots_text()}"
+            )
+        for candidate in (lexical, real):
+            rule = self.denied_by(candidate)
+            if rule is not None:
+                raise SandboxError(
+                    f"{self.display(candidate)} is off limits ({rule.source}: "
+                    f"{'/'.join(rule.parts)})"
+                )
+
+    def resolve(self, raw: str, *, base: Path | None = None) -> Path:
+        """The real path ``raw`` names, after the root and deny checks (it need not exist)."""
+        absolute = self._absolute(raw, base)
+        lexical = Path(os.path.normpath(absolute))
+        real = Path(os.path.realpath(absolute))
+        self._check(raw, lexical, real)
+        return real
+
+    def resolve_target(self, raw: str, *, base: Path | None = None) -> Path:
+        """For writing or deleting: the real parent folder joined with the name as given.
+
+        The last component is not followed: a symlink there is itself the target.
+        """
+        absolute = self._absolute(raw, base)
+        head, name = os.path.split(absolute.rstrip("/") if absolute != "/" else absolute)
+        if name in ("", ".", ".."):
+            raise SandboxError(f"{raw!r} does not name a file")
+        parent = Path(os.path.realpath(head))
+        target = parent / name
+        lexical = Path(os.path.normpath(absolute))
+        self._check(raw, lexical, target)
+        if target.is_symlink():
+            # Replacing or removing a link never touches its target, but don't let a link be
+            # the way to name a secret in a question or result either.
+            self._check(raw, target, Path(os.path.realpath(target)))
+        if not parent.is_dir():
+            raise SandboxError(f"folder {self.display(parent)} does not exist")
+        return target
+
+    def check_resolved(self, path: Path) -> None:
+        """Check a path that is already real (entries found while walking a resolved folder)."""
+        self._check(str(path), path, path)
+
+    def allowed(self, path: Path) -> bool:
+        return self.root_of(path) is not None and self.denied_by(path) is None
+
+    def _verify_fd(self, fd: int, shown: str) -> Path:
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        try:
+            self._check(shown, real, real)
+        except SandboxError:
+            log.warning("%s changed between the check and the open; refused", shown)
+            raise
+        return real
+
+    # ------------------------------------------------------------------ file access
+
+    @contextlib.contextmanager
+    def open_file(self, path: Path) -> Iterator[int]:
+        """A read-only descriptor of the regular file at real ``path``, checked after opening.
+
+        ``/proc/self/fd/N`` of it names exactly this file for libraries that want a path.
+        """
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise SandboxError(f"{self.display(path)} does not exist") from None
+        except IsADirectoryError:
+            raise SandboxError(f"{self.display(path)} is a folder, not a file") from None
+        except PermissionError:
+            raise SandboxError(f"permission denied: {self.display(path)}") from None
+        except OSError as exc:
+            raise SandboxError(f"cannot open {self.display(path)}: {exc.strerror}") from None
+        try:
+            self._verify_fd(fd, str(path))
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise SandboxError(f"{self.display(path)} is a folder, not a file")
+            if not stat.S_ISREG(info.st_mode):
+                raise SandboxError(f"{self.display(path)} is not a regular file")
+            yield fd
+        finally:
+            os.close(fd)
+
+    def read_bytes(self, path: Path, limit: int) -> tuple[bytes, int]:
+        """Up to ``limit`` bytes of the regular file at real ``path``, and its full size."""
+        with self.open_file(path) as fd:
+            size = os.fstat(fd).st_size
+            chunks = []
+            remaining = limit
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks), size
+
+    def _open_parent(self, target: Path) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(target.parent, flags)
+        except OSError as exc:
+            raise SandboxError(
+                f"cannot open folder {self.display(target.parent)}: {exc.strerror}"
+            ) from None
+        try:
+            real_parent = self._verify_fd(fd, str(target.parent))
+            self._check(str(target), real_parent / target.name, real_parent / target.name)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def write_bytes(self, target: Path, data: bytes) -> bool:
+        """Atomically replace or create ``target`` (from :meth:`resolve_target`) with ``data``.
+
+        Returns True when a file was replaced. A folder at ``target`` is never touched.
+        """
+        dir_fd = self._open_parent(target)
+        temporary = f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
+        try:
+            try:
+                existing = os.stat(target.name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None and stat.S_ISDIR(existing.st_mode):
+                raise SandboxError(f"{self.display(target)} is a folder")
+            mode = 0o644
+            if existing is not None and stat.S_ISREG(existing.st_mode):
+                mode = stat.S_IMODE(existing.st_mode)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temporary, flags, mode, dir_fd=dir_fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return existing is not None
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=dir_fd)
+            raise SandboxError(f"cannot write {self.display(target)}: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
+
+    def delete_file(self, target: Path) -> int:
+        """Remove the file (or symlink) ``target``; folders are refused. Returns its size."""
+        dir_fd = self._open_parent(target)
+        try:
+            try:
+                info = os.stat(target.name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise SandboxError(f"{self.display(target)} does not exist") from None
+            if stat.S_ISDIR(info.st_mode):
+                raise SandboxError(f"{self.display(target)} is a folder; only files are deleted")
+            os.unlink(target.name, dir_fd=dir_fd)
+            return info.st_size
+        except OSError as exc:
+            raise SandboxError(f"cannot delete {self.display(target)}: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
+
+    # ------------------------------------------------------------------ walking
+
+    def walk(self, top: Path, *, max_entries: int = 200_000, budget_s: float = 5.0) -> Walk:
+        """Every entry under the real folder ``top``; see :class:`Walk`."""
+        return Walk(self, top, max_entries=max_entries, budget_s=budget_s)
+
+
+class Walk:
+    """Entries under a folder, depth first, never following symlinks, skipping denied ones.
+
+    Iterating yields ``(folder, entry)`` pairs. It stops quietly after ``max_entries`` entries
+    or ``budget_s`` seconds; :attr:`complete` then is False, so results can say so.
+    """
+
+    def __init__(self, sandbox: Sandbox, top: Path, *, max_entries: int, budget_s: float) -> None:
+        self.sandbox = sandbox
+        self.top = top
+        self.max_entries = max_entries
+        self.budget_s = budget_s
+        self.complete = True
+        self.entries_seen = 0
+
+    def __iter__(self) -> Iterator[tuple[Path, os.DirEntry[str]]]:
+        deadline = time.monotonic() + self.budget_s
+        stack = [self.top]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    listing = list(entries)
+            except OSError:
+                continue
+            for entry in listing:
+                self.entries_seen += 1
+                if self.entries_seen > self.max_entries or time.monotonic() > deadline:
+                    self.complete = False
+                    return
+                path = folder / entry.name
+                if self.sandbox.denied_at(path.parts) is not None:
+                    continue
+                yield folder, entry
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(path)
+                except OSError:
+                    continue
+
+
+__all__ = ["SECRET_PATTERNS", "Access", "Sandbox", "SandboxError", "Walk", "human_size", "plural"]
