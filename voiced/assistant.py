@@ -297,13 +297,20 @@ class Assistant:
         on_call: Any = None,
         policy: Any = None,
     ) -> Assistant:
-        """An assistant with the tool groups of ``tools.enabled`` (or none with tools=False)."""
+        """An assistant with the tool groups of ``tools.enabled`` (or none with tools=False).
+
+        The registry comes from :func:`voiced.tools.policy.build_registry`: the same policy,
+        sandbox, limits and audit log as ``voiced tools call``.
+        """
         registry = None
         if tools:
-            kwargs: dict[str, Any] = {"confirm": confirm, "on_call": on_call}
+            from voiced.tools.policy import build_registry
+
+            registry = build_registry(
+                settings, confirm=confirm, on_call=on_call, source="assistant"
+            )
             if policy is not None:
-                kwargs["policy"] = policy
-            registry = ToolRegistry.from_settings(settings.tools, **kwargs)
+                registry.policy = policy
         return cls(settings.llm, registry)
 
     # -- conversation state
