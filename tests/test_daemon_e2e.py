@@ -1,0 +1,312 @@
+"""``voiced run`` end to end: real PulseAudio, whisper, Piper, and the scripted Ollama server.
+
+One daemon process serves the whole module (it loads whisper and Piper once); the tests run
+in order against it, like a user talking to it: a turn with the wake phrase, a follow-up
+without it, speech without it after the window, the speaker looped back into the microphone,
+Ollama going away and coming back, and finally SIGTERM. The daemon's systemd notifications
+go to a NOTIFY_SOCKET the fixture opens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import pulse as pulse_fixtures
+from tests.ollama_server import OllamaTestServer, Reply
+from tests.speech import synthesize, wer
+from voiced.models import MANIFEST
+from voiced.transcripts import Journal
+
+log = logging.getLogger(__name__)
+pytestmark = pytest.mark.pulse
+pulse_server = pulse_fixtures.pulse_server
+
+FOLLOW_UP_S = 4.0
+WATCHDOG_USEC = 1_000_000
+TIMING_KEYS = (
+    "endpoint_wait_ms",
+    "stt_ms",
+    "llm_first_token_ms",
+    "llm_first_sentence_ms",
+    "first_audio_ms",
+    "total_ms",
+)
+
+
+@dataclass
+class DaemonHandle:
+    proc: subprocess.Popen
+    home: Path
+    log_path: Path
+    ollama: OllamaTestServer
+    notifications: list[tuple[float, str]] = field(default_factory=list)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def records(self) -> list[dict]:
+        return list(Journal(self.home / "transcripts").records())
+
+    def conversation_requests(self) -> list[dict]:
+        """Chat requests that carry a conversation (not the warm-up load)."""
+        return [r for r in self.ollama.chat_requests if r.get("messages")]
+
+    def wait_for_records(self, count: int, timeout: float = 90.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.records()
+            if len(records) >= count:
+                return records
+            assert self.proc.poll() is None, self.log()[-3000:]
+            time.sleep(0.1)
+        raise AssertionError(f"no transcript record #{count}; log:\n{self.log()[-3000:]}")
+
+    def wait_for_log(self, text: str, after: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log()[after:]:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never logged; log:\n{self.log()[-3000:]}")
+
+    def messages(self, prefix: str) -> list[str]:
+        return [m for _, m in list(self.notifications) if m.startswith(prefix)]
+
+
+def _collect(sock: socket.socket, sink: list[tuple[float, str]]) -> None:
+    while True:
+        try:
+            data = sock.recv(4096)
+        except OSError:
+            return
+        for line in data.decode().splitlines():
+            sink.append((time.monotonic(), line))
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[OllamaTestServer]:
+    server = OllamaTestServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    pulse_server, ollama: OllamaTestServer, whisper_store: Path, tmp_path_factory
+) -> Iterator[DaemonHandle]:
+    for index, text in enumerate(UTTERANCES):
+        _SPEECH[text] = synthesize(text, seed=index)
+    home = tmp_path_factory.mktemp("daemon_home")
+    models = home / "models"
+    models.mkdir()
+    for entry in whisper_store.iterdir():
+        if entry.name == MANIFEST:
+            shutil.copy(entry, models / entry.name)
+        elif entry.is_file():
+            os.link(entry, models / entry.name)
+    (home / "config.yaml").write_text(
+        f"llm:\n  host: {ollama.url}\n"
+        f"wake:\n  follow_up_s: {FOLLOW_UP_S}\n"
+        "tools:\n  enabled: [time]\n"
+        # One whisper thread: on a busy shared CPU, spinning threads slow each other down.
+        "stt:\n  threads: 1\n"
+    )
+    sock_path = home / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    handle_log = home / "daemon.log"
+    env = {
+        **pulse_server.env,
+        "VOICED_HOME": str(home),
+        "NOTIFY_SOCKET": str(sock_path),
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+    }
+    env.pop("VOICED_CONFIG", None)
+    env.pop("OLLAMA_HOST", None)
+    with open(handle_log, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voiced", "-v", "run"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    handle = DaemonHandle(proc, home, handle_log, ollama)
+    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not handle.messages("READY=1"):
+        assert proc.poll() is None, handle.log()
+        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
+        time.sleep(0.05)
+    try:
+        yield handle
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        sock.close()
+
+
+# Everything the tests say, synthesised before the daemon starts: synthesis on a busy machine
+# could otherwise take longer than the follow-up window.
+UTTERANCES = [
+    "Computer, what is the capital of France?",
+    "And what about Germany?",
+    "What is the weather like today?",
+    "Computer, how far away is the moon?",
+    "Computer, what time is it?",
+    "Computer, what time is it now?",
+    "Computer, tell me something long.",
+]
+_SPEECH: dict[str, np.ndarray] = {}
+
+
+def say_into_mic(pulse_server, text: str) -> None:
+    pulse_server.play_into_mic(_SPEECH[text])
+
+
+def heard_speech(stt, audio: np.ndarray) -> str:
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert loud.size, "nothing was heard on the speaker"
+    return stt.transcribe(audio[max(0, loud[0] - 1600) : loud[-1] + 1600]).text
+
+
+# ----------------------------------------------------------------------------------- tests
+
+
+def test_ready_status_and_watchdog(daemon: DaemonHandle) -> None:
+    ready_at = next(t for t, m in daemon.notifications if m == "READY=1")
+    time.sleep(2.2 * WATCHDOG_USEC / 1e6)
+    pings = [t for t, m in daemon.notifications if m == "WATCHDOG=1" and t > ready_at]
+    assert len(pings) >= 2, daemon.notifications
+    assert "STATUS=idle" in daemon.messages("STATUS=")
+
+
+def test_turn_with_the_wake_phrase_then_a_follow_up(
+    daemon: DaemonHandle, pulse_server, stt
+) -> None:
+    reply = "The capital of France is Paris."
+    daemon.ollama.script(
+        Reply(content=["The capital of ", "France is Paris."]),
+        Reply(content=["Berlin is the capital of Germany."]),
+    )
+    recording = pulse_server.start_speaker_recording()
+    say_into_mic(pulse_server, "Computer, what is the capital of France?")
+    (record,) = daemon.wait_for_records(1)
+    audio = recording.stop()
+    # Inside the follow-up window: no wake phrase needed.
+    say_into_mic(pulse_server, "And what about Germany?")
+    records = daemon.wait_for_records(2)
+
+    first, follow_up = daemon.conversation_requests()
+    user = first["messages"][-1]
+    assert user["role"] == "user"
+    assert wer("what is the capital of France", user["content"]) <= 0.2, user
+    assert "computer" not in user["content"].lower()
+    heard = heard_speech(stt, audio)
+    assert "paris" in heard.lower() and wer(reply, heard) <= 0.35, heard
+
+    assert record["kind"] == "turn" and record["user"] == user["content"]
+    assert record["assistant"] == reply
+    assert record["tool_calls"] == [] and record["error"] is None
+    assert record["id"] and record["start"]
+    timings = record["timings"]
+    assert set(TIMING_KEYS) <= set(timings)
+    assert all(isinstance(timings[key], int) and timings[key] >= 0 for key in TIMING_KEYS)
+    assert 600 <= timings["endpoint_wait_ms"] <= 1000  # vad.silence_ms = 700
+    assert timings["stt_ms"] <= timings["llm_first_token_ms"]
+    assert timings["llm_first_token_ms"] <= timings["llm_first_sentence_ms"]
+    assert timings["llm_first_sentence_ms"] <= timings["first_audio_ms"] <= timings["total_ms"]
+    assert timings["total_ms"] >= 1000  # the reply takes over a second to say
+    log.info("turn timings: %s", timings)
+
+    contents = [m["content"] for m in follow_up["messages"][1:]]
+    assert wer("and what about germany", contents[-1]) <= 0.25, contents
+    assert contents[:2] == [user["content"], reply]  # the history came along
+    assert records[-1]["assistant"] == "Berlin is the capital of Germany."
+
+
+def test_no_wake_phrase_outside_the_window_is_ignored(daemon: DaemonHandle, pulse_server) -> None:
+    time.sleep(FOLLOW_UP_S + 1.0)
+    before = len(daemon.conversation_requests())
+    mark = len(daemon.log())
+    say_into_mic(pulse_server, "What is the weather like today?")
+    daemon.wait_for_log("not for me (no_wake_phrase)", after=mark)
+    assert len(daemon.conversation_requests()) == before
+
+
+def test_its_own_voice_looped_back_never_starts_a_turn(daemon: DaemonHandle, pulse_server) -> None:
+    reply = (
+        "The moon is about three hundred eighty thousand kilometres away. "
+        "What else would you like to know about it?"
+    )
+    daemon.ollama.script(Reply(content=[reply]))
+    before = len(daemon.conversation_requests())
+    count = len(daemon.records())
+    mark = len(daemon.log())
+    with pulse_server.loopback():
+        say_into_mic(pulse_server, "Computer, how far away is the moon?")
+        daemon.wait_for_records(count + 1)
+        # The reply reached the microphone; wait for it to be heard, then past the window.
+        daemon.wait_for_log("not for me (", after=mark)
+        time.sleep(FOLLOW_UP_S + 1.0)
+    assert len(daemon.conversation_requests()) == before + 1
+    assert len(daemon.records()) == count + 1
+
+
+def test_ollama_down_is_spoken_and_the_next_turn_works(
+    daemon: DaemonHandle, pulse_server, stt
+) -> None:
+    daemon.ollama.stop()
+    count = len(daemon.records())
+    recording = pulse_server.start_speaker_recording()
+    say_into_mic(pulse_server, "Computer, what time is it?")
+    records = daemon.wait_for_records(count + 1)
+    audio = recording.stop()
+    assert records[-1]["error"].startswith("unreachable")
+    heard = heard_speech(stt, audio).lower()
+    assert "language model" in heard or "ollama" in heard, heard
+
+    daemon.ollama.start()
+    daemon.ollama.script(Reply(content=["It is a quarter past nine."]))
+    say_into_mic(pulse_server, "Computer, what time is it now?")
+    records = daemon.wait_for_records(count + 2)
+    assert records[-1]["error"] is None
+    assert records[-1]["assistant"] == "It is a quarter past nine."
+
+
+def test_sigterm_while_speaking_exits_zero_promptly(daemon: DaemonHandle, pulse_server) -> None:
+    daemon.ollama.script(
+        Reply(content=["Here is a long answer. " * 3, "It goes on and on for a while. " * 4])
+    )
+    seen = len(daemon.notifications)
+    say_into_mic(pulse_server, "Computer, tell me something long.")
+    deadline = time.monotonic() + 60
+    while "STATUS=speaking" not in [m for _, m in daemon.notifications[seen:]]:
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.02)
+    sent = time.monotonic()
+    daemon.proc.send_signal(signal.SIGTERM)
+    rc = daemon.proc.wait(15)
+    took = time.monotonic() - sent
+    log.info("SIGTERM to exit: %.2f s", took)
+    assert rc == 0, daemon.log()[-3000:]
+    assert any(m.startswith("STOPPING=1") for _, m in daemon.notifications[seen:])

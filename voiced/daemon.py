@@ -1,0 +1,619 @@
+"""The hands-free loop behind ``voiced run``.
+
+Threads, so that heavy work never blocks capture::
+
+    capture  -- PortAudio blocks -> Segmenter -> utterance queue (bounded)
+    stt      -- utterance queue -> SpeechToText -> Heard events
+    turn     -- turn queue -> Assistant.ask (streamed) -> sentences -> Speaker (TTS + playback)
+    main     -- event queue -> TurnMachine -> actions; speaker state polling; watchdog; signals
+
+All decisions about who is talking to whom live in :class:`voiced.turns.TurnMachine`; this
+module only measures, moves data between threads and carries out the machine's actions. Each
+turn becomes one transcript record (``kind: turn``) with timings in milliseconds from the
+moment the segmenter decided the utterance was over.
+
+Faults: a failing Ollama gets a short spoken error and the next turn simply tries again (the
+client reconnects per request); a lost input device is retried with backoff by
+:func:`voiced.capture.capture_blocks`; an exception in one turn is logged and recorded, and
+the loop goes on. SIGTERM/SIGINT finish the sentence being spoken (within a budget) and exit 0;
+SIGHUP reloads the configuration and restarts what changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from voiced import config as config_mod
+from voiced.config import Settings
+from voiced.notify import Notifier
+from voiced.sentences import SentenceSplitter
+from voiced.transcripts import Journal, make_record
+from voiced.turns import (
+    QUESTION_GRACE_S,
+    Acknowledge,
+    Action,
+    Answer,
+    Ask,
+    ConfirmationRequested,
+    Event,
+    Heard,
+    Ignore,
+    Interrupt,
+    PlaybackFinished,
+    PlaybackStarted,
+    StartTurn,
+    Tick,
+    TurnFinished,
+    TurnMachine,
+)
+
+log = logging.getLogger(__name__)
+
+UTTERANCE_QUEUE = 4
+EVENT_QUEUE = 256
+TURN_QUEUE = 4
+LOOP_S = 0.05
+# SIGTERM: the sentence being spoken may finish within this budget; then speech is cut.
+STOP_SPEECH_BUDGET_S = 1.2
+STOP_JOIN_S = 0.4
+CAPTURE_RESTART_S = 5.0
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What the capture thread knows about one utterance, carried along to the record."""
+
+    audio: Any
+    start: float  # monotonic
+    end: float
+    endpoint_at: float  # monotonic time of the segmenter's decision
+    endpoint_wait_ms: int
+    started_wall: dt.datetime
+    stt_ms: int = 0
+
+
+@dataclass
+class _TurnJob:
+    turn_id: int
+    text: str
+    utterance: Utterance | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    heard: list[str] = field(default_factory=list)  # what was heard of the reply so far
+    first_audio_at: float | None = None
+
+
+class _StreamClock:
+    """Maps the capture stream's time (seconds of audio) to ``time.monotonic()``."""
+
+    def __init__(self) -> None:
+        self._stream_end = 0.0
+        self._arrived = time.monotonic()
+
+    def update(self, block: Any) -> None:
+        self._stream_end = block.start_s + block.duration_s
+        self._arrived = time.monotonic() - max(0.0, time.time() - block.captured_at)
+
+    def monotonic(self, stream_s: float) -> float:
+        return self._arrived - (self._stream_end - stream_s)
+
+
+def wall_time(monotonic_s: float) -> dt.datetime:
+    """The local wall-clock time of a ``time.monotonic()`` instant."""
+    return dt.datetime.fromtimestamp(time.time() - (time.monotonic() - monotonic_s)).astimezone()
+
+
+def _ms(later: float | None, earlier: float) -> int | None:
+    return None if later is None else max(0, round((later - earlier) * 1000))
+
+
+class Daemon:
+    """Owns the models, devices and threads of ``voiced run``; :meth:`run` blocks."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_path: Path | None = None,
+        notifier: Notifier | None = None,
+        journal: Journal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.journal = journal
+        if journal is None and settings.transcripts.enabled:
+            self.journal = Journal.from_settings(settings)
+        self.machine = TurnMachine(settings.wake)
+        self.stt: Any = None
+        self.tts: Any = None
+        self.player: Any = None
+        self.speaker: Any = None
+        self.assistant: Any = None
+        self._events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE)
+        self._utterances: queue.Queue[Utterance | None] = queue.Queue(UTTERANCE_QUEUE)
+        self._turns: queue.Queue[_TurnJob | None] = queue.Queue(TURN_QUEUE)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._stop_capture = threading.Event()
+        self._mic_open = threading.Event()
+        self._current: _TurnJob | None = None
+        self._current_lock = threading.Lock()
+        self._confirm_ids = itertools.count(1)
+        self._confirmations: dict[int, tuple[threading.Event, list[bool]]] = {}
+        self._confirm_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._capture_thread: threading.Thread | None = None
+        self._capture_restart_at = 0.0
+        self._ready = False
+        self._status = ""
+        self.turns_done = 0
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the speech models and the assistant (before the microphone opens)."""
+        from voiced.stt import SpeechToText
+
+        self.notifier.status("loading models")
+        self.stt = SpeechToText.from_settings(self.settings.stt)
+        self._load_voice(self.settings)
+        self._load_assistant(self.settings)
+
+    def _load_voice(self, settings: Settings) -> None:
+        from voiced.playback import Player, Speaker
+        from voiced.tts import TextToSpeech
+
+        tts = TextToSpeech.from_settings(settings.tts)
+        player = Player(tts.sample_rate, settings.audio.output_device)
+        speaker = Speaker(tts, player, on_sentence=self._on_sentence_playing)
+        old_speaker, old_player = self.speaker, self.player
+        self.tts, self.player, self.speaker = tts, player, speaker
+        if old_speaker is not None:
+            old_speaker.close()
+            old_player.close()
+
+    def _load_assistant(self, settings: Settings) -> None:
+        from voiced.assistant import Assistant
+
+        self.assistant = Assistant.from_settings(settings, confirm=self._confirm)
+        threading.Thread(target=self._warm_up, name="voiced-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self.assistant.warm_up()
+            log.info("the language model is loaded")
+        except Exception as exc:  # Ollama down: the first turn will say so
+            log.warning("could not load the language model yet: %s", exc)
+
+    # -- control from other threads and signal handlers -------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def post(self, event: Event) -> None:
+        try:
+            self._events.put_nowait(event)
+        except queue.Full:
+            log.error("event queue full; dropping %s", type(event).__name__)
+
+    # -- main loop ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until :meth:`request_stop`; returns the exit status."""
+        if self.stt is None:
+            self.load()
+        self._start_thread(self._stt_loop, "voiced-stt")
+        self._start_thread(self._turn_loop, "voiced-turn")
+        self._start_capture()
+        try:
+            self._main_loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _start_thread(self, target: Any, name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    def _start_capture(self) -> None:
+        self._stop_capture = threading.Event()
+        self._capture_thread = threading.Thread(
+            target=self._capture_loop,
+            args=(self.settings, self._stop_capture),
+            name="voiced-capture",
+            daemon=True,
+        )
+        self._capture_thread.start()
+
+    def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            try:
+                event: Event | None = self._events.get(timeout=LOOP_S)
+            except queue.Empty:
+                event = None
+            if event is not None:
+                self._apply(event)
+            if self.machine.playing and not self.speaker.speaking:
+                end = min(time.monotonic(), self.player.last_sound_end or time.monotonic())
+                self._apply(PlaybackFinished(end))
+            self._apply(Tick(time.monotonic()))
+            self._check_capture()
+            if not self._ready and self._mic_open.is_set():
+                self._ready = True
+                self.notifier.ready(self._status_text())
+                log.info("ready: say one of %s", self.settings.wake.phrases or "anything")
+            self._update_status()
+            if self.notifier.watchdog_due():
+                self.notifier.watchdog()
+
+    def _check_capture(self) -> None:
+        """Restart the capture thread if something unexpected killed it."""
+        thread = self._capture_thread
+        if thread is None or thread.is_alive() or self._stop_capture.is_set():
+            return
+        now = time.monotonic()
+        if now < self._capture_restart_at:
+            return
+        log.warning("the capture thread ended; restarting it")
+        self._capture_restart_at = now + CAPTURE_RESTART_S
+        self._start_capture()
+
+    def _apply(self, event: Event) -> None:
+        try:
+            actions = self.machine.handle(event)
+        except Exception:
+            log.exception("the turn logic failed on %s", type(event).__name__)
+            return
+        for action in actions:
+            try:
+                self._act(action)
+            except Exception:
+                log.exception("carrying out %s failed", type(action).__name__)
+
+    def _act(self, action: Action) -> None:
+        if isinstance(action, StartTurn):
+            log.info("turn %d: %r", action.turn_id, action.text)
+            if self.speaker.speaking and self._current is None:
+                self.speaker.stop()  # an acknowledgement still playing
+            job = _TurnJob(action.turn_id, action.text, action.heard.context)
+            try:
+                self._turns.put_nowait(job)
+            except queue.Full:
+                log.error("too many turns waiting; dropping %r", action.text)
+                self.post(TurnFinished(action.turn_id, time.monotonic()))
+        elif isinstance(action, Acknowledge):
+            log.info("wake phrase alone: acknowledging")
+            self.speaker.say(action.text)
+        elif isinstance(action, Interrupt):
+            self._interrupt(action.turn_id)
+        elif isinstance(action, Ask):
+            self.speaker.say(action.question)
+        elif isinstance(action, Answer):
+            log.info("confirmation %d: %s (%s)", action.request_id, action.approved, action.reason)
+            with self._confirm_lock:
+                pending = self._confirmations.pop(action.request_id, None)
+            if pending is not None:
+                pending[1].append(action.approved)
+                pending[0].set()
+        elif isinstance(action, Ignore):
+            log.info("not for me (%s): %r", action.reason, action.heard.text)
+
+    def _interrupt(self, turn_id: int) -> None:
+        with self._current_lock:
+            job = self._current if self._current and self._current.turn_id == turn_id else None
+        if job is not None:
+            job.cancel.set()
+        report = self.speaker.stop()
+        if job is not None:
+            job.heard.append(report.text)
+        log.info("barge-in: stopped speaking after %r", report.text)
+
+    def _status_text(self) -> str:
+        if not self._mic_open.is_set():
+            return "waiting for the microphone"
+        return self.machine.state.value
+
+    def _update_status(self) -> None:
+        status = self._status_text()
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)
+
+    # -- capture thread ----------------------------------------------------------------------
+
+    def _capture_loop(self, settings: Settings, stop: threading.Event) -> None:
+        from voiced.capture import capture_blocks
+        from voiced.vad import Segmenter, UtteranceEnded
+
+        segmenter = Segmenter(settings.vad)
+        clock = _StreamClock()
+
+        def on_state(state: str, message: str) -> None:
+            if state == "open":
+                log.info("microphone: %s", message)
+                self._mic_open.set()
+            else:
+                self._mic_open.clear()
+
+        def handle(events: list) -> None:
+            decided = time.monotonic()
+            for event in events:
+                if not isinstance(event, UtteranceEnded):
+                    continue
+                start = clock.monotonic(event.start_s)
+                utterance = Utterance(
+                    audio=event.audio,
+                    start=start,
+                    end=clock.monotonic(event.end_s),
+                    endpoint_at=decided,
+                    endpoint_wait_ms=event.endpoint_wait_ms,
+                    started_wall=wall_time(start),
+                )
+                try:
+                    self._utterances.put_nowait(utterance)
+                except queue.Full:
+                    log.warning("speech recognition is behind; dropping an utterance")
+
+        try:
+            for block in capture_blocks(settings.audio, stop=stop, on_state=on_state):
+                if block.discontinuity and segmenter.in_utterance:
+                    handle(segmenter.flush())
+                clock.update(block)
+                handle(segmenter.feed(block.samples))
+        except Exception:
+            log.exception("the capture thread failed")
+        finally:
+            self._mic_open.clear()
+
+    # -- STT thread --------------------------------------------------------------------------
+
+    def _stt_loop(self) -> None:
+        while True:
+            utterance = self._utterances.get()
+            if utterance is None:
+                return
+            try:
+                began = time.perf_counter()
+                text = self.stt.transcribe(utterance.audio).text.strip()
+                stt_ms = round((time.perf_counter() - began) * 1000)
+            except Exception:
+                log.exception("speech recognition failed on one utterance")
+                continue
+            if not text:
+                log.debug("no words in %.1f s of sound", utterance.end - utterance.start)
+                continue
+            log.info("heard: %r (%d ms)", text, stt_ms)
+            context = Utterance(**{**utterance.__dict__, "stt_ms": stt_ms})
+            self.post(Heard(text, utterance.start, utterance.end, time.monotonic(), context))
+
+    # -- turn thread -------------------------------------------------------------------------
+
+    def _on_sentence_playing(self, sentence: str) -> None:
+        now = time.monotonic()
+        job = self._current
+        if job is not None and job.first_audio_at is None and not job.cancel.is_set():
+            job.first_audio_at = now
+        self.post(PlaybackStarted(now, sentence))
+
+    def _turn_loop(self) -> None:
+        while True:
+            job = self._turns.get()
+            if job is None:
+                return
+            with self._current_lock:
+                self._current = job
+            try:
+                self._run_turn(job)
+            except Exception:
+                log.exception("turn %d failed", job.turn_id)
+            finally:
+                with self._current_lock:
+                    self._current = None
+                self.post(TurnFinished(job.turn_id, time.monotonic()))
+
+    def _run_turn(self, job: _TurnJob) -> None:
+        utterance = job.utterance
+        reference = utterance.endpoint_at if utterance else time.monotonic()
+        splitter = SentenceSplitter()
+        marks: dict[str, float] = {}
+        speaker = self.speaker
+
+        def speak(sentence: str) -> None:
+            marks.setdefault("first_sentence", time.monotonic())
+            speaker.say(sentence)
+
+        def on_text(piece: str) -> None:
+            if job.cancel.is_set():
+                return
+            marks.setdefault("first_token", time.monotonic())
+            for sentence in splitter.feed(piece):
+                speak(sentence)
+
+        result = None
+        error: str | None = None
+        try:
+            result = self.assistant.ask(job.text, on_text, cancel=job.cancel)
+            if not job.cancel.is_set():
+                for sentence in splitter.flush():
+                    speak(sentence)
+                if result.error_message:
+                    speaker.say(result.error_message)
+            if result.error is not None:
+                error = f"{result.error.value}: {result.error_message}"
+        except Exception as exc:
+            log.exception("turn %d failed", job.turn_id)
+            error = f"internal: {type(exc).__name__}: {exc}"
+            if not job.cancel.is_set():
+                speaker.say("Something went wrong on my side. Please try again.")
+        try:
+            report = speaker.wait()
+            job.heard.append(report.text)
+        except Exception as exc:
+            log.error("could not speak the reply: %s", exc)
+            error = error or f"speech: {exc}"
+        ended = time.monotonic()
+        spoken = " ".join(part for part in job.heard if part).strip()
+        interrupted = job.cancel.is_set()
+        if interrupted:
+            self.assistant.clip_last_reply(spoken)
+        self.turns_done += 1
+        self._record(job, result, spoken, error, interrupted, marks, reference, ended)
+
+    def _record(
+        self,
+        job: _TurnJob,
+        result: Any,
+        spoken: str,
+        error: str | None,
+        interrupted: bool,
+        marks: dict[str, float],
+        reference: float,
+        ended: float,
+    ) -> None:
+        utterance = job.utterance
+        timings = {
+            "endpoint_wait_ms": utterance.endpoint_wait_ms if utterance else None,
+            "stt_ms": utterance.stt_ms if utterance else None,
+            "llm_first_token_ms": _ms(marks.get("first_token"), reference),
+            "llm_first_sentence_ms": _ms(marks.get("first_sentence"), reference),
+            "first_audio_ms": _ms(job.first_audio_at, reference),
+            "total_ms": _ms(ended, reference),
+        }
+        tool_calls = [
+            {
+                "name": call.name,
+                "arguments": call.arguments,
+                "decision": call.decision,
+                "result": call.result,
+            }
+            for call in (result.tool_calls if result is not None else [])
+        ]
+        log.info("turn %d timings: %s", job.turn_id, timings)
+        if self.journal is None:
+            return
+        record = make_record(
+            "turn",
+            job.text,
+            start=utterance.started_wall if utterance else None,
+            user=job.text,
+            assistant=spoken,
+            tool_calls=tool_calls,
+            error=error,
+            interrupted=interrupted,
+            timings=timings,
+        )
+        try:
+            self.journal.append(record)
+        except (OSError, ValueError) as exc:
+            log.error("cannot write the transcript: %s", exc)
+
+    # -- confirmation (called on the turn thread, inside a tool call) -----------------------
+
+    def _confirm(self, request: Any) -> bool:
+        if self._stop.is_set():
+            return False
+        job = self._current
+        request_id = next(self._confirm_ids)
+        done = threading.Event()
+        answer: list[bool] = []
+        with self._confirm_lock:
+            self._confirmations[request_id] = (done, answer)
+        self.post(ConfirmationRequested(request_id, request.question, time.monotonic()))
+        limit = time.monotonic() + self.settings.wake.confirm_timeout_s + QUESTION_GRACE_S + 30
+        while not done.wait(0.1):
+            cancelled = job is not None and job.cancel.is_set()
+            if self._stop.is_set() or cancelled or time.monotonic() > limit:
+                with self._confirm_lock:
+                    self._confirmations.pop(request_id, None)
+                return False
+        return bool(answer and answer[0])
+
+    # -- reload and shutdown -----------------------------------------------------------------
+
+    def _do_reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            settings = config_mod.load(self.config_path)
+        except config_mod.ConfigError as exc:
+            log.error("not reloading: %s", exc)
+            self.notifier.ready(f"{self._status_text()} (reload failed)")
+            return
+        old = self.settings
+        self.settings = settings
+        changed = [
+            name
+            for name in type(settings).model_fields
+            if getattr(old, name) != getattr(settings, name)
+        ]
+        log.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
+        try:
+            if "wake" in changed:
+                self.machine.settings = settings.wake
+                from voiced.wake import WakeMatcher
+
+                self.machine.matcher = WakeMatcher(settings.wake.phrases, settings.wake.fuzziness)
+            if "stt" in changed:
+                from voiced.stt import SpeechToText
+
+                self.stt = SpeechToText.from_settings(settings.stt)
+            if "tts" in changed or "audio" in changed:
+                self._load_voice(settings)
+            if {"llm", "tools"} & set(changed):
+                self._load_assistant(settings)
+            if "transcripts" in changed:
+                self.journal = (
+                    Journal.from_settings(settings) if settings.transcripts.enabled else None
+                )
+            if {"audio", "vad"} & set(changed):
+                self._stop_capture.set()
+                if self._capture_thread is not None:
+                    self._capture_thread.join(2.0)
+                self._start_capture()
+        except Exception:
+            log.exception("applying the new configuration failed; some parts keep the old one")
+        self.notifier.ready(self._status_text())
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping("stopping")
+        log.info("stopping")
+        self._stop_capture.set()
+        job = self._current
+        if job is not None:
+            job.cancel.set()
+        with self._confirm_lock:
+            for done, _ in self._confirmations.values():
+                done.set()
+        if self.player is not None and self.speaker is not None:
+            # Finish the sentence being spoken, within the budget; drop the rest.
+            deadline = time.monotonic() + STOP_SPEECH_BUDGET_S
+            left = self.player.current_sentence_left_s()
+            if left > 0:
+                time.sleep(max(0.0, min(left, deadline - time.monotonic())))
+            self.speaker.stop()
+        for q in (self._utterances, self._turns):
+            with contextlib.suppress(queue.Full):
+                q.put_nowait(None)
+        join_until = time.monotonic() + STOP_JOIN_S
+        for thread in [*self._threads, self._capture_thread]:
+            if thread is not None:
+                thread.join(max(0.0, join_until - time.monotonic()))
+        if self.player is not None:
+            self.player.close()
+        self.notifier.close()
