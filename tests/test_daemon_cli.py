@@ -1,0 +1,250 @@
+"""``voiced transcripts`` over a real journal, and ``voiced doctor`` against real parts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests import ollama_fixtures
+from tests import pulse as pulse_fixtures
+from tests.ollama_server import OllamaTestServer, plain_model_show
+from voiced import paths
+from voiced.cli import main
+from voiced.transcripts import Journal, make_record
+
+ollama_server = ollama_fixtures.ollama_server
+dead_ollama_url = ollama_fixtures.dead_ollama_url
+pulse_server = pulse_fixtures.pulse_server
+
+DAY1 = dt.datetime(2026, 3, 1, 9, 30, 5).astimezone()
+DAY2 = dt.datetime(2026, 3, 2, 18, 4, 0).astimezone()
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def journal() -> Journal:
+    journal = Journal(retention_days=0)
+    journal.append(make_record("dictation", "buy oat milk", start=DAY1))
+    journal.append(
+        make_record(
+            "turn",
+            "What time is it?",
+            start=DAY1 + dt.timedelta(minutes=5),
+            user="What time is it?",
+            assistant="It is nine thirty-five.",
+            tool_calls=[
+                {
+                    "name": "current_time",
+                    "arguments": {"timezone": None},
+                    "decision": "allowed",
+                    "result": "09:35",
+                }
+            ],
+            error=None,
+            interrupted=False,
+            timings={"first_audio_ms": 812, "total_ms": 2400},
+        )
+    )
+    journal.append(
+        make_record(
+            "turn",
+            "Tell me about the moon.",
+            start=DAY2,
+            user="Tell me about the moon.",
+            assistant="The moon is…",
+            error=None,
+            interrupted=True,
+            timings={},
+        )
+    )
+    return journal
+
+
+# ------------------------------------------------------------------------- transcripts
+
+
+def test_list_shows_days_with_counts(journal: Journal) -> None:
+    result = invoke("transcripts")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["2026-03-01", "2", "records", "1", "turns"]
+    assert lines[1].split() == ["2026-03-02", "1", "records", "1", "turns"]
+    assert invoke("transcripts", "list").stdout == result.stdout
+
+
+def test_list_when_empty() -> None:
+    result = invoke("transcripts", "list")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert "no transcripts yet" in result.stderr
+
+
+def test_show_a_day_readably_and_as_json(journal: Journal) -> None:
+    result = invoke("transcripts", "show", "2026-03-01")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert "2026-03-01 09:30:05  heard: buy oat milk" in text
+    assert "2026-03-01 09:35:05  you: What time is it?" in text
+    assert 'tool: current_time({"timezone": null}) allowed -> 09:35' in text
+    assert "voiced: It is nine thirty-five." in text
+    assert "first audio 812 ms" in text
+    as_json = invoke("transcripts", "show", "2026-03-01", "--json")
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["kind"] for r in records] == ["dictation", "turn"]
+    assert records[1]["tool_calls"][0]["name"] == "current_time"
+    interrupted = invoke("transcripts", "show", "2026-03-02").stdout
+    assert "voiced: The moon is… [interrupted]" in interrupted
+
+
+def test_show_today_and_bad_dates(journal: Journal) -> None:
+    Journal(retention_days=0).add("dictation", "said today")
+    assert "heard: said today" in invoke("transcripts", "show", "today").stdout
+    missing = invoke("transcripts", "show", "2020-01-01")
+    assert missing.exit_code == 1 and "no transcripts for 2020-01-01" in missing.output
+    bad = invoke("transcripts", "show", "last tuesday")
+    assert bad.exit_code == 2 and "is not a date" in bad.output
+
+
+def test_search_matches_user_and_assistant_words(journal: Journal) -> None:
+    found = invoke("transcripts", "search", "NINE THIRTY")
+    assert found.exit_code == 0
+    assert "you: What time is it?" in found.stdout and "oat milk" not in found.stdout
+    assert "heard: buy oat milk" in invoke("transcripts", "search", "oat").stdout
+    none = invoke("transcripts", "search", "zebra")
+    assert none.exit_code == 1 and none.stdout == "" and "nothing matches" in none.stderr
+
+
+def test_export_json_txt_and_ranges(journal: Journal, tmp_path: Path) -> None:
+    result = invoke("transcripts", "export", "--format", "json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)
+    assert [r["text"] for r in records] == [
+        "buy oat milk",
+        "What time is it?",
+        "Tell me about the moon.",
+    ]
+    assert "exported 3 record(s)" in result.stderr
+    ranged = json.loads(
+        invoke("transcripts", "export", "-f", "json", "--since", "2026-03-02").stdout
+    )
+    assert [r["text"] for r in ranged] == ["Tell me about the moon."]
+    until = json.loads(
+        invoke("transcripts", "export", "-f", "json", "--until", "2026-03-01").stdout
+    )
+    assert len(until) == 2
+    out = tmp_path / "all.txt"
+    assert invoke("transcripts", "export", "-o", str(out)).exit_code == 0
+    text = out.read_text()
+    assert text.count("you: ") == 2 and "heard: buy oat milk" in text
+    lines = invoke("transcripts", "export", "-f", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["kind"] for line in lines] == ["dictation", "turn", "turn"]
+
+
+def test_export_skips_a_torn_last_line(journal: Journal) -> None:
+    path = journal.path_for(DAY2.date())
+    with open(path, "ab") as handle:
+        handle.write(b'{"id": "torn", "start": "2026-03-02T19:00')
+    records = json.loads(invoke("transcripts", "export", "-f", "json").stdout)
+    assert len(records) == 3
+
+
+# ------------------------------------------------------------------------- doctor
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.pulse
+def test_doctor_passes_when_everything_works(
+    pulse_server, ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n")
+    result = invoke("--config", str(config), "doctor")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "ok   config",
+        "ok   speech model",
+        "ok   voice",
+        "ok   input device",
+        "ok   output device",
+        "ok   Ollama",
+        "ok   LLM model",
+        "ok   transcripts",
+    ]
+    assert "gpt-oss:20b is pulled (completion, tools, thinking)" in result.stdout
+    assert "all checks passed" in result.stderr
+
+
+SKIP_HEAVY = ("--skip", "stt", "--skip", "tts", "--skip", "input", "--skip", "output")
+
+
+def test_doctor_ollama_down(dead_ollama_url: str, tmp_path: Path) -> None:
+    config = _config(tmp_path, f"llm:\n  host: {dead_ollama_url}\n")
+    result = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert result.exit_code == 1
+    assert f"FAIL Ollama: cannot reach Ollama at {dead_ollama_url}" in result.stdout
+    assert "fix: start it (`ollama serve`" in result.stdout
+    assert "FAIL LLM model: skipped" in result.stdout
+    assert "ok   transcripts" in result.stdout
+    assert "2 check(s) failed" in result.stderr
+
+
+def test_doctor_model_missing_or_without_tools(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n  model: llama9:1b\n")
+    missing = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert missing.exit_code == 1
+    assert "FAIL LLM model: llama9:1b is not pulled" in missing.stdout
+    assert "fix: run: ollama pull llama9:1b" in missing.stdout
+
+    ollama_server.add_model("gemma3:1b", plain_model_show())
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n  model: gemma3:1b\n")
+    plain = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert plain.exit_code == 1
+    assert "FAIL LLM model: gemma3:1b cannot call tools (capabilities: completion)" in plain.stdout
+
+
+def test_doctor_unwritable_transcripts(
+    ollama_server: OllamaTestServer, tmp_path: Path, voiced_home: Path
+) -> None:
+    paths.transcripts_dir().write_text("a file where the folder should be")
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n")
+    result = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert result.exit_code == 1
+    assert f"FAIL transcripts: {paths.transcripts_dir()} is not writable" in result.stdout
+    assert "ok   LLM model" in result.stdout
+
+
+def test_doctor_invalid_config(tmp_path: Path) -> None:
+    config = _config(tmp_path, "wake:\n  follow_up_s: soon\n")
+    result = invoke("--config", str(config), "doctor")
+    assert result.exit_code == 1
+    assert result.stdout.startswith("FAIL config:") and "wake.follow_up_s" in result.stdout
+    assert "fix: correct the file" in result.stdout
+
+
+@pytest.mark.pulse
+def test_doctor_missing_devices(
+    pulse_server, ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        f"llm:\n  host: {ollama_server.url}\n"
+        "audio:\n  input_device: no-such-mic\n  output_device: no-such-speaker\n",
+    )
+    result = invoke("--config", str(config), "doctor", "--skip", "stt")
+    assert result.exit_code == 1
+    assert "FAIL input device: no input device matches 'no-such-mic'" in result.stdout
+    assert "FAIL output device:" in result.stdout and "no-such-speaker" in result.stdout
+    assert "fix: run `voiced devices` and set audio.input_device" in result.stdout

@@ -1,0 +1,239 @@
+"""``voiced doctor``: check everything ``voiced run`` needs, each with a hint to fix it.
+
+Checks, in order: the configuration, the speech model (loads and runs), the voice (loads and
+speaks), the input and output devices (open, deliver / take audio), the Ollama server
+(reachable), the model (pulled, tool-capable), and the transcript folder (writable). The
+exit status is 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from voiced import paths
+
+CHECKS = ("config", "stt", "tts", "input", "output", "ollama", "model", "transcripts")
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    detail: str
+    hint: str = ""
+
+
+class _Failed(Exception):
+    def __init__(self, detail: str, hint: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.hint = hint
+
+
+def _check_stt(settings: Any, context: dict[str, Any]) -> str:
+    import numpy as np
+
+    from voiced.stt import SpeechToText
+
+    try:
+        stt = SpeechToText.from_settings(settings.stt)
+        stt.transcribe(np.zeros(16000, dtype=np.float32))
+    except Exception as exc:
+        raise _Failed(
+            f"{settings.stt.model}: {exc}",
+            "check stt.model; `voiced models list` shows what is installed and "
+            "`voiced models check` repairs the default model",
+        ) from None
+    return f"{settings.stt.model} loads and runs ({stt.model_path})"
+
+
+def _check_tts(settings: Any, context: dict[str, Any]) -> str:
+    from voiced.tts import TextToSpeech
+
+    try:
+        tts = TextToSpeech.from_settings(settings.tts)
+        audio = tts.synthesize("Ready.")
+    except Exception as exc:
+        raise _Failed(
+            f"{settings.tts.voice}: {exc}",
+            "check tts.voice (a voice name from `voiced models list`, or a path to a Piper "
+            ".onnx file with its .onnx.json beside it)",
+        ) from None
+    if not audio.size:
+        raise _Failed(f"{settings.tts.voice} produced no audio", "try another Piper voice")
+    context["tts"] = tts
+    return f"{tts.name} speaks at {tts.sample_rate} Hz"
+
+
+_DEVICE_HINT = (
+    "run `voiced devices` and set audio.{key} to the right device (index or part of its "
+    "name); is PipeWire or PulseAudio running in this session?"
+)
+
+
+def _check_input(settings: Any, context: dict[str, Any]) -> str:
+    from voiced.capture import Capture
+
+    try:
+        with Capture(settings.audio) as capture:
+            block = capture.read(timeout=3.0)
+            name = capture.device.describe() if capture.device else "?"
+    except Exception as exc:
+        raise _Failed(str(exc), _DEVICE_HINT.format(key="input_device")) from None
+    if block is None:
+        raise _Failed(
+            f"{name} opened but delivered no audio in 3 s",
+            _DEVICE_HINT.format(key="input_device"),
+        )
+    return f"{name} delivers audio"
+
+
+def _check_output(settings: Any, context: dict[str, Any]) -> str:
+    import numpy as np
+
+    from voiced.playback import Player
+
+    rate = context["tts"].sample_rate if "tts" in context else 22050
+    try:
+        with Player(rate, settings.audio.output_device) as player:
+            player.play(np.zeros(rate // 10, dtype=np.float32))
+            player.wait(timeout=5.0)
+            device = player.device if player.device is not None else "default"
+    except Exception as exc:
+        raise _Failed(str(exc), _DEVICE_HINT.format(key="output_device")) from None
+    return f"{device} plays audio"
+
+
+def _check_ollama(settings: Any, context: dict[str, Any]) -> str:
+    from voiced.assistant import make_client, resolve_host
+
+    host = resolve_host(settings.llm)
+    client = make_client(settings.llm)
+    try:
+        response = client._client.get("/api/version", timeout=5.0)
+        response.raise_for_status()
+        version = response.json().get("version", "?")
+    except Exception as exc:
+        raise _Failed(
+            f"cannot reach Ollama at {host}: {type(exc).__name__}: {exc}",
+            "start it (`ollama serve`, or `systemctl start ollama`), or point llm.host or "
+            "OLLAMA_HOST at the server",
+        ) from None
+    context["client"] = client
+    return f"Ollama {version} at {host}"
+
+
+def _check_model(settings: Any, context: dict[str, Any]) -> str:
+    import ollama
+
+    model = settings.llm.model
+    client = context.get("client")
+    if client is None:
+        raise _Failed("skipped: Ollama is not reachable", "fix the Ollama check first")
+    try:
+        shown = client.show(model)
+    except ollama.ResponseError as exc:
+        if exc.status_code == 404:
+            raise _Failed(f"{model} is not pulled", f"run: ollama pull {model}") from None
+        raise _Failed(f"Ollama refused to describe {model}: {exc.error}", "") from None
+    except Exception as exc:
+        raise _Failed(f"asking Ollama about {model} failed: {exc}", "") from None
+    capabilities = list(shown.capabilities or [])
+    if "tools" not in capabilities:
+        raise _Failed(
+            f"{model} cannot call tools (capabilities: {', '.join(capabilities) or 'none'})",
+            "set llm.model to a tool-capable model such as gpt-oss:20b, or disable tools "
+            "(tools.enabled: [])",
+        )
+    think = settings.llm.think
+    if think not in (False, None) and "thinking" not in capabilities:
+        raise _Failed(
+            f"{model} cannot think, but llm.think is {think!r}",
+            "set llm.think: false, or use a reasoning model such as gpt-oss:20b",
+        )
+    return f"{model} is pulled ({', '.join(capabilities)})"
+
+
+def _check_transcripts(settings: Any, context: dict[str, Any]) -> str:
+    folder = paths.transcripts_dir()
+    if not settings.transcripts.enabled:
+        return f"transcripts are off (transcripts.enabled: false); {folder} not needed"
+    try:
+        paths.ensure_private_dir(folder)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-", delete=True) as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise _Failed(
+            f"{folder} is not writable: {exc}",
+            "fix the folder's owner and permissions, free some disk space, or set "
+            "VOICED_HOME / XDG_STATE_HOME to a writable place",
+        ) from None
+    return f"{folder} is writable"
+
+
+_RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
+    "stt": ("speech model", _check_stt),
+    "tts": ("voice", _check_tts),
+    "input": ("input device", _check_input),
+    "output": ("output device", _check_output),
+    "ollama": ("Ollama", _check_ollama),
+    "model": ("LLM model", _check_model),
+    "transcripts": ("transcripts", _check_transcripts),
+}
+
+
+def _report(label: str, outcome: Outcome) -> None:
+    mark = "ok  " if outcome.ok else "FAIL"
+    click.echo(f"{mark} {label}: {outcome.detail}")
+    if not outcome.ok and outcome.hint:
+        click.echo(f"     fix: {outcome.hint}")
+
+
+@click.command()
+@click.option(
+    "--skip",
+    multiple=True,
+    type=click.Choice(CHECKS[1:]),
+    help="Leave out a check (repeatable), e.g. --skip input --skip output on a server.",
+)
+@click.pass_obj
+def doctor(app: Any, skip: tuple[str, ...]) -> None:
+    """Check that everything voiced needs works; print a fix for anything that does not."""
+    started = time.monotonic()
+    source = str(app.config_path or paths.user_config_path())
+    try:
+        settings = app.settings()
+    except click.UsageError as exc:
+        _report(
+            "config",
+            Outcome(False, str(exc), "correct the file, or check it with `voiced config check`"),
+        )
+        raise SystemExit(1) from None
+    found = app.config_path is not None or paths.user_config_path().is_file()
+    _report("config", Outcome(True, source if found else "built-in defaults (no config file)"))
+    failures = 0
+    context: dict[str, Any] = {}
+    for name, (label, runner) in _RUNNERS.items():
+        if name in skip:
+            continue
+        try:
+            outcome = Outcome(True, runner(settings, context))
+        except _Failed as failed:
+            outcome = Outcome(False, failed.detail, failed.hint)
+        except Exception as exc:  # a check must never crash the doctor
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}", "")
+        _report(label, outcome)
+        failures += not outcome.ok
+    elapsed = time.monotonic() - started
+    if failures:
+        click.echo(f"{failures} check(s) failed ({elapsed:.1f} s)", err=True)
+        raise SystemExit(1)
+    click.echo(f"all checks passed ({elapsed:.1f} s)", err=True)
