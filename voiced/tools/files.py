@@ -104,11 +104,11 @@ class FileTools:
             except OSError:
                 continue
             if stat.S_ISLNK(info.st_mode):
-                try:
-                    target = os.readlink(folder / entry.name)
-                except OSError:
-                    target = "?"
-                files.append(f"{entry.name} -> {target} (link)")
+                real = Path(os.path.realpath(folder / entry.name))
+                if self.sandbox.allowed(real):
+                    files.append(f"{entry.name} -> {self.sandbox.display(real)} (link)")
+                else:
+                    files.append(f"{entry.name} (link to a place I may not use)")
             elif stat.S_ISDIR(info.st_mode):
                 folders.append(f"{entry.name}/")
             else:

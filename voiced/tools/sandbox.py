@@ -134,6 +134,10 @@ class _Rule:
         compiled = tuple(re.compile(fnmatch.translate(part)) for part in self.parts)
         object.__setattr__(self, "regexes", compiled)
 
+    @property
+    def text(self) -> str:
+        return str(Path(*self.parts)) if self.anchored else "/".join(self.parts)
+
     def matches_ending_at(self, path_parts: tuple[str, ...]) -> bool:
         """Whether the rule matches ``path_parts`` with its last part on the last component.
 
@@ -288,8 +292,7 @@ class Sandbox:
             rule = self.denied_by(candidate)
             if rule is not None:
                 raise SandboxError(
-                    f"{self.display(candidate)} is off limits ({rule.source}: "
-                    f"{'/'.join(rule.parts)})"
+                    f"{self.display(candidate)} is off limits ({rule.source}: {rule.text})"
                 )
 
     def resolve(self, raw: str, *, base: Path | None = None) -> Path:

@@ -1,0 +1,433 @@
+"""The security battery: every case is refused (or declined), changes nothing, and is audited.
+
+Each case runs through the fully configured registry (``build_registry``: validation, policy,
+sandbox, confirmation, limits, audit log) with ``tools.file_roots`` pointing at a temp folder
+beside an "outside" folder, and compares a snapshot of both (and of VOICED_HOME) before and
+after. No secret's content may appear in any result or error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from voiced.config import CommandRule, Settings, ToolsSettings
+from voiced.tools.audit import read_records
+from voiced.tools.policy import build_registry
+from voiced.tools.registry import ConfirmationRequest, ToolRegistry
+from voiced.tools.sandbox import Sandbox, SandboxError
+
+SECRET = "TOP-SECRET-CONTENT-4711"
+
+
+class Confirmations:
+    """A confirmation callback that records every question and answers ``answer``."""
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked: list[ConfirmationRequest] = []
+
+    def __call__(self, request: ConfirmationRequest) -> bool:
+        self.asked.append(request)
+        return self.answer
+
+
+@pytest.fixture
+def world(tmp_path: Path, voiced_home: Path) -> dict[str, Path]:
+    """A root with ordinary files, secrets inside it, links pointing out, and an outside."""
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    for folder in (root / "notes", root / ".ssh", root / "project", outside / "data"):
+        folder.mkdir(parents=True)
+    (root / "notes" / "todo.txt").write_text("buy milk\n")
+    (root / "big.txt").write_text("line of text\n" * 100_000)
+    (root / ".ssh" / "id_ed25519").write_text(SECRET)
+    (root / "project" / ".env").write_text(f"API_KEY={SECRET}\n")
+    (root / "project" / ".env.local").write_text(f"TOKEN={SECRET}\n")
+    (root / ".gnupg").mkdir()
+    (root / ".gnupg" / "secring.gpg").write_text(SECRET)
+    profile = root / ".mozilla" / "firefox" / "abc.default"
+    profile.mkdir(parents=True)
+    (profile / "logins.json").write_text(SECRET)
+    (root / "private.pem").write_text(SECRET)
+    (root / "diary.secret").write_text(SECRET)
+    (outside / "passwords.txt").write_text(SECRET)
+    (outside / "data" / "x.txt").write_text(SECRET)
+    (root / "link_out").symlink_to(outside / "passwords.txt")
+    (root / "dir_out").symlink_to(outside / "data")
+    (root / "innocent.txt").symlink_to(root / ".ssh" / "id_ed25519")
+    (root / "keys").symlink_to(root / ".ssh")
+    transcripts = voiced_home / "transcripts"
+    transcripts.mkdir()
+    (transcripts / "2026-01-01.jsonl").write_text(f'{{"user": "{SECRET}"}}\n')
+    (voiced_home / "config.yaml").write_text("tools:\n  enabled: [time]\n")
+    return {"root": root, "outside": outside, "home": voiced_home, "tmp": tmp_path}
+
+
+def snapshot(*folders: Path) -> dict[str, Any]:
+    """Every entry under ``folders``: type, size, mode, content hash or link target."""
+    state: dict[str, Any] = {}
+    for top in folders:
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                path = Path(dirpath) / name
+                if path.name == "audit.jsonl":
+                    continue  # the audit log is supposed to grow
+                info = path.lstat()
+                if path.is_symlink():
+                    state[str(path)] = ("link", os.readlink(path))
+                elif path.is_dir():
+                    state[str(path)] = ("dir", info.st_mode)
+                else:
+                    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                    state[str(path)] = ("file", info.st_mode, digest)
+    return state
+
+
+def settings_for(world: dict[str, Path], **tools: Any) -> Settings:
+    commands = dict(ToolsSettings().commands)
+    commands["sleep"] = CommandRule(text_operands=1, text_pattern="[0-9]{1,4}")
+    options: dict[str, Any] = {
+        "file_roots": [str(world["root"]), str(world["home"])],
+        "deny": ["*.secret"],
+        "commands": commands,
+        "command_timeout_s": 1.0,
+        "max_write_bytes": 1000,
+        "max_output_chars": 2000,
+    }
+    options.update(tools)
+    return Settings(tools=ToolsSettings(**options))
+
+
+def registry_for(world: dict[str, Path], answer: bool = True, **tools: Any) -> tuple:
+    confirm = Confirmations(answer)
+    registry = build_registry(settings_for(world, **tools), confirm=confirm, source="test")
+    return registry, confirm
+
+
+def last_audit() -> dict[str, Any]:
+    records = list(read_records())
+    assert records, "the audit log is empty"
+    return records[-1]
+
+
+def _absolute(world: dict[str, Path], value: Any) -> Any:
+    if isinstance(value, str):
+        for key in ("root", "outside", "home"):
+            value = value.replace("{" + key + "}", str(world[key]))
+        return value
+    if isinstance(value, list):
+        return [_absolute(world, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _absolute(world, item) for key, item in value.items()}
+    return value
+
+
+REFUSED_CASES = [
+    # traversal and absolute paths outside the roots
+    ("traversal", "read_file", {"path": "../outside/passwords.txt"}),
+    ("deep traversal", "read_file", {"path": "notes/../../outside/passwords.txt"}),
+    ("absolute outside", "read_file", {"path": "{outside}/passwords.txt"}),
+    ("system file", "read_file", {"path": "/etc/passwd"}),
+    ("list outside", "list_directory", {"path": "{outside}"}),
+    ("find outside", "find_files", {"pattern": "*", "path": "/etc"}),
+    ("large files outside", "find_large_files", {"path": "{outside}"}),
+    ("disk usage outside", "disk_usage", {"path": "/"}),
+    ("transcribe outside", "transcribe_audio", {"path": "{outside}/passwords.txt"}),
+    ("write outside", "write_file", {"path": "{outside}/new.txt", "content": "x"}),
+    ("write by traversal", "write_file", {"path": "../outside/new.txt", "content": "x"}),
+    ("delete outside", "delete_file", {"path": "{outside}/passwords.txt"}),
+    ("speak outside", "speak_to_file", {"text": "hi", "path": "{outside}/x.wav"}),
+    # symlinks pointing out
+    ("file link out", "read_file", {"path": "link_out"}),
+    ("folder link out", "list_directory", {"path": "dir_out"}),
+    ("through folder link", "read_file", {"path": "dir_out/x.txt"}),
+    ("write through link", "write_file", {"path": "dir_out/new.txt", "content": "x"}),
+    ("overwrite link out", "write_file", {"path": "link_out", "content": "x"}),
+    ("delete link out", "delete_file", {"path": "link_out"}),
+    # secrets inside the roots
+    ("ssh key", "read_file", {"path": ".ssh/id_ed25519"}),
+    ("ssh folder", "list_directory", {"path": ".ssh"}),
+    ("link to key", "read_file", {"path": "innocent.txt"}),
+    ("linked secret folder", "read_file", {"path": "keys/id_ed25519"}),
+    ("dotenv", "read_file", {"path": "project/.env"}),
+    ("dotenv variant", "read_file", {"path": "project/.env.local"}),
+    ("gnupg", "read_file", {"path": ".gnupg/secring.gpg"}),
+    ("browser profile", "read_file", {"path": ".mozilla/firefox/abc.default/logins.json"}),
+    ("private key file", "read_file", {"path": "private.pem"}),
+    ("tools.deny glob", "read_file", {"path": "diary.secret"}),
+    ("overwrite secret", "write_file", {"path": ".ssh/authorized_keys", "content": "x"}),
+    ("delete secret", "delete_file", {"path": "project/.env"}),
+    ("voiced transcripts", "read_file", {"path": "{home}/transcripts/2026-01-01.jsonl"}),
+    ("voiced config", "write_file", {"path": "{home}/config.yaml", "content": "x"}),
+    ("voiced audit log", "delete_file", {"path": "{home}/audit.jsonl"}),
+    ("grep a secret", "run_command", {"command": "grep", "args": ["KEY", "project/.env"]}),
+    ("cat through link", "run_command", {"command": "cat", "args": ["link_out"]}),
+    ("cat outside", "run_command", {"command": "cat", "args": ["/etc/shadow"]}),
+    ("ls outside", "run_command", {"command": "ls", "args": ["{outside}"]}),
+    ("cwd outside", "run_command", {"command": "ls", "args": [], "cwd": "{outside}"}),
+    # shell metacharacters and substitutions
+    ("substitution", "run_command", {"command": "ls", "args": ["$(cat /etc/passwd)"]}),
+    ("backticks", "run_command", {"command": "ls", "args": ["`id`"]}),
+    ("variable", "run_command", {"command": "ls", "args": ["${HOME}"]}),
+    ("semicolon", "run_command", {"command": "ls", "args": ["notes;rm -rf notes"]}),
+    ("pipe", "run_command", {"command": "cat", "args": ["notes/todo.txt|sh"]}),
+    ("redirection", "run_command", {"command": "cat", "args": ["notes/todo.txt>notes/x"]}),
+    ("and-chain", "run_command", {"command": "ls", "args": ["&&", "id"]}),
+    ("wildcard", "run_command", {"command": "cat", "args": ["notes/*"]}),
+    ("newline", "run_command", {"command": "ls", "args": ["notes\nid"]}),
+    ("shell in the name", "run_command", {"command": "ls; rm -rf notes"}),
+    ("path as command", "run_command", {"command": "/bin/sh", "args": ["-c", "id"]}),
+    # commands off the list
+    ("rm", "run_command", {"command": "rm", "args": ["-rf", "notes"]}),
+    ("shell", "run_command", {"command": "sh", "args": ["-c", "id"]}),
+    ("python", "run_command", {"command": "python3", "args": ["-V"]}),
+    ("curl", "run_command", {"command": "curl", "args": ["example.com"]}),
+    # allowed commands with disallowed arguments
+    ("ls recursive", "run_command", {"command": "ls", "args": ["-R"]}),
+    ("grep recursive", "run_command", {"command": "grep", "args": ["-r", "KEY", "."]}),
+    ("grep pattern file", "run_command", {"command": "grep", "args": ["-f", "x", "big.txt"]}),
+    ("tail follow", "run_command", {"command": "tail", "args": ["-f", "big.txt"]}),
+    ("date set", "run_command", {"command": "date", "args": ["-s", "2020-01-01"]}),
+    ("date set by operand", "run_command", {"command": "date", "args": ["010100002030"]}),
+    ("date read file", "run_command", {"command": "date", "args": ["-f", "big.txt"]}),
+    ("head bad count", "run_command", {"command": "head", "args": ["-n", "lots", "big.txt"]}),
+    ("uname operand", "run_command", {"command": "uname", "args": ["notes"]}),
+    ("unknown long option", "run_command", {"command": "ls", "args": ["--hide=x"]}),
+    ("combined unknown", "run_command", {"command": "ls", "args": ["-lR"]}),
+    ("stdin dash", "run_command", {"command": "cat", "args": ["-"]}),
+    # oversized writes and oversized arguments
+    ("oversized write", "write_file", {"path": "notes/huge.txt", "content": "x" * 5000}),
+    ("oversized speech", "speak_to_file", {"text": "word " * 1000, "path": "notes/a.wav"}),
+    ("not a wav", "speak_to_file", {"text": "hi", "path": "notes/todo.txt"}),
+    ("delete a folder", "delete_file", {"path": "notes"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "tool", "arguments"), REFUSED_CASES, ids=[c[0] for c in REFUSED_CASES]
+)
+def test_refused_with_a_reason_and_no_side_effect(
+    world: dict[str, Path], case: str, tool: str, arguments: dict[str, Any]
+) -> None:
+    registry, confirm = registry_for(world, answer=True)
+    arguments = _absolute(world, arguments)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(tool, arguments)
+    assert outcome.decision == "refused", (case, outcome)
+    assert outcome.error and outcome.error.startswith("refused: ") and len(outcome.reason) > 10
+    assert not confirm.asked, "a refused call must be refused before anyone is asked"
+    assert snapshot(world["tmp"], world["home"]) == before
+    assert SECRET not in (outcome.error or "") + outcome.result
+    record = last_audit()
+    assert record["tool"] == tool and record["decision"] == "refused"
+    assert record["reason"] == outcome.reason and record["source"] == "test"
+    assert record["ok"] is False
+
+
+INVALID_CASES = [
+    ("path not text", "read_file", {"path": 123}),
+    ("count not a number", "read_file", {"path": "notes/todo.txt", "max_bytes": "lots"}),
+    ("missing argument", "write_file", {"path": "notes/x.txt"}),
+    ("unknown argument", "delete_file", {"path": "notes/todo.txt", "force": True}),
+    ("args not a list", "run_command", {"command": "ls", "args": "-la"}),
+    ("enum value", "processes", {"sort_by": "name"}),
+    ("arguments not an object", "delete_file", ["notes/todo.txt"]),
+    ("arguments not JSON", "delete_file", "{path: notes/todo.txt"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "tool", "arguments"), INVALID_CASES, ids=[c[0] for c in INVALID_CASES]
+)
+def test_invalid_argument_types_never_run(
+    world: dict[str, Path], case: str, tool: str, arguments: Any
+) -> None:
+    registry, confirm = registry_for(world, answer=True)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(tool, arguments)
+    assert outcome.decision == "invalid", (case, outcome)
+    assert "argument" in outcome.error
+    assert not confirm.asked
+    assert snapshot(world["tmp"], world["home"]) == before
+    record = last_audit()
+    assert record["tool"] == tool and record["decision"] == "invalid"
+    assert record["error"] == outcome.error
+
+
+@pytest.mark.parametrize(
+    "name", ["shell", "exec", "assistant<|channel|>analysis", "", "../read_file", "rm -rf"]
+)
+def test_unknown_tools_are_refused_and_audited(world: dict[str, Path], name: str) -> None:
+    registry, _ = registry_for(world)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(name, {"command": "rm -rf /"})
+    assert outcome.decision == "unknown" and "no tool named" in outcome.error
+    assert snapshot(world["tmp"], world["home"]) == before
+    record = last_audit()
+    assert record["decision"] == "unknown" and record["tool"] == name
+    assert record["arguments"] == {"command": "rm -rf /"}
+
+
+DESTRUCTIVE_CASES = [
+    ("delete", "delete_file", {"path": "notes/todo.txt"}),
+    ("replace", "write_file", {"path": "notes/todo.txt", "content": "gone"}),
+    ("create", "write_file", {"path": "notes/new.txt", "content": "new"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "tool", "arguments"), DESTRUCTIVE_CASES, ids=[c[0] for c in DESTRUCTIVE_CASES]
+)
+@pytest.mark.parametrize("who", ["user says no", "nobody to ask"])
+def test_destructive_calls_without_confirmation_change_nothing(
+    world: dict[str, Path], case: str, tool: str, arguments: dict[str, Any], who: str
+) -> None:
+    if who == "user says no":
+        registry, confirm = registry_for(world, answer=False)
+    else:  # non-interactive: build_registry without a callback declines
+        registry = build_registry(settings_for(world), source="test")
+        confirm = None
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(tool, arguments)
+    assert outcome.decision == "declined"
+    assert "nothing was changed" in outcome.error
+    if confirm is not None:
+        assert len(confirm.asked) == 1 and confirm.asked[0].question.endswith("Say yes or no.")
+        assert "notes/" in confirm.asked[0].question
+    assert snapshot(world["tmp"], world["home"]) == before
+    assert last_audit()["decision"] == "declined"
+
+
+def test_replacing_a_wav_asks_first_and_a_no_keeps_it(world: dict[str, Path]) -> None:
+    registry, confirm = registry_for(world, answer=False)
+    wav = world["root"] / "notes" / "old.wav"
+    wav.write_bytes(b"RIFF-not-really")
+    before = snapshot(world["tmp"])
+    outcome = registry.call("speak_to_file", {"text": "hello", "path": "notes/old.wav"})
+    assert outcome.decision == "declined"
+    assert (
+        confirm.asked[0].question.startswith("Replace ") and "old.wav" in confirm.asked[0].question
+    )
+    assert snapshot(world["tmp"]) == before
+    assert last_audit()["decision"] == "declined"
+
+
+def test_huge_output_is_capped_and_the_command_stopped(world: dict[str, Path]) -> None:
+    registry, _ = registry_for(world)
+    outcome = registry.call("run_command", {"command": "cat", "args": ["big.txt"]})
+    assert outcome.decision == "allowed" and outcome.ok
+    assert "stopped after 2000 bytes of output (output limit)" in outcome.result
+    # The file holds 1.3 MB; the model sees at most the registry's cap plus a note.
+    assert len(outcome.result) <= 2000 + 100
+    assert outcome.result.count("line of text") < 200
+    record = last_audit()
+    assert record["tool"] == "run_command" and record["decision"] == "allowed"
+    assert record["result_chars"] >= 2000
+
+
+def test_huge_file_reads_are_bounded(world: dict[str, Path]) -> None:
+    registry, _ = registry_for(world, max_read_bytes=1000)
+    outcome = registry.call("read_file", {"path": "big.txt", "max_bytes": 10_000_000})
+    assert outcome.ok
+    assert "first 1000 bytes of 1.2 MiB" in outcome.result
+    assert "at most 1000 bytes are read at once" in outcome.result
+    assert outcome.result.count("line of text") <= 1000 // len("line of text\n") + 1
+    assert last_audit()["decision"] == "allowed"
+
+
+def test_a_hanging_command_is_killed_at_the_timeout(world: dict[str, Path]) -> None:
+    registry, _ = registry_for(world)
+    started = time.monotonic()
+    outcome = registry.call("run_command", {"command": "sleep", "args": ["600"]})
+    assert outcome.ok and "killed after 1 seconds (time limit)" in outcome.result
+    assert time.monotonic() - started < 60  # far from 600: it really was stopped
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if p.info["name"] == "sleep" and (p.info["cmdline"] or [])[1:] == ["600"]
+    ]
+    assert not leftovers
+    record = last_audit()
+    assert record["tool"] == "run_command" and record["arguments"]["args"] == ["600"]
+
+
+def test_the_audit_log_is_private(world: dict[str, Path]) -> None:
+    registry, _ = registry_for(world)
+    registry.call("read_file", {"path": "../outside/passwords.txt"})
+    log_path = world["home"] / "audit.jsonl"
+    assert log_path.stat().st_mode & 0o777 == 0o600
+    assert log_path.parent.stat().st_mode & 0o777 == 0o700
+    assert SECRET not in log_path.read_text()
+
+
+def test_a_symlink_swapped_in_after_the_check_is_caught(world: dict[str, Path]) -> None:
+    sandbox = Sandbox([world["root"]])
+    victim = world["root"] / "notes"
+    checked = sandbox.resolve("notes/todo.txt")
+    target = sandbox.resolve_target("notes/planted.txt")
+    # An attacker swaps the checked folder for a link to the outside after the check.
+    victim.rename(world["root"] / "notes-moved")
+    os.symlink(world["outside"] / "data", victim)
+    (world["outside"] / "data" / "todo.txt").write_text(SECRET)
+    before = snapshot(world["tmp"])
+    with pytest.raises(SandboxError, match="outside the folders"):
+        sandbox.read_bytes(checked, 1000)
+    # The folder itself is now a link: opening it with O_NOFOLLOW fails; deeper, the check of
+    # where the descriptor really points refuses.
+    refused = "outside the folders|cannot open folder .*Not a directory"
+    with pytest.raises(SandboxError, match=refused):
+        sandbox.write_bytes(target, b"planted")
+    with pytest.raises(SandboxError, match=refused):
+        sandbox.delete_file(world["root"] / "notes" / "todo.txt")
+    (world["outside"] / "data" / "deeper").mkdir()
+    deeper_target = world["root"] / "notes" / "deeper" / "planted.txt"
+    with pytest.raises(SandboxError, match="outside the folders"):
+        sandbox.write_bytes(deeper_target, b"planted")
+    (world["outside"] / "data" / "deeper").rmdir()
+    assert snapshot(world["tmp"]) == before
+
+
+def test_listing_and_searching_hide_secrets(world: dict[str, Path]) -> None:
+    registry, _ = registry_for(world)
+    listing = registry.call("list_directory", {"path": str(world["root"])})
+    found = registry.call("find_files", {"pattern": "*"})
+    large = registry.call("find_large_files", {"limit": 100})
+    for outcome in (listing, found, large):
+        assert outcome.ok
+        for hidden in (".ssh", "id_ed25519", ".env", ".gnupg", "logins.json", "private.pem"):
+            assert hidden not in outcome.result, (hidden, outcome.result)
+    assert "todo.txt" in found.result and "big.txt" in large.result
+    assert "off-limits entries not shown" in listing.result
+
+
+def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[str, Path]) -> None:
+    # A registry that skips the pre-flight (a permissive policy) still cannot escape:
+    # every tool resolves and checks its paths itself when it runs.
+    from voiced.tools import commands, files
+    from voiced.tools.registry import PolicyDecision
+
+    settings = settings_for(world).tools
+    registry = ToolRegistry(
+        files.tools(settings) + commands.tools(settings),
+        policy=lambda tool, args: PolicyDecision.allow(),
+    )
+    before = snapshot(world["tmp"], world["home"])
+    for tool, arguments in [
+        ("read_file", {"path": "../outside/passwords.txt"}),
+        ("delete_file", {"path": str(world["outside"] / "passwords.txt")}),
+        ("write_file", {"path": "dir_out/new.txt", "content": "x"}),
+        ("read_file", {"path": ".ssh/id_ed25519"}),
+        ("run_command", {"command": "cat", "args": ["link_out"]}),
+        ("run_command", {"command": "rm", "args": ["notes/todo.txt"]}),
+    ]:
+        outcome = registry.call(tool, arguments)
+        assert outcome.decision == "allowed" and not outcome.ok, (tool, outcome)
+        assert SECRET not in outcome.error
+    assert snapshot(world["tmp"], world["home"]) == before
