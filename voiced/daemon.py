@@ -146,6 +146,7 @@ class Daemon:
         self._stop_capture = threading.Event()
         self._mic_open = threading.Event()
         self._current: _TurnJob | None = None
+        self._jobs: dict[int, _TurnJob] = {}  # queued or running turns, by id
         self._current_lock = threading.Lock()
         self._confirm_ids = itertools.count(1)
         self._confirmations: dict[int, tuple[threading.Event, list[bool]]] = {}
@@ -169,10 +170,14 @@ class Daemon:
         self._load_assistant(self.settings)
 
     def _load_voice(self, settings: Settings) -> None:
-        from voiced.playback import Player, Speaker
         from voiced.tts import TextToSpeech
 
-        tts = TextToSpeech.from_settings(settings.tts)
+        self._open_output(TextToSpeech.from_settings(settings.tts), settings)
+
+    def _open_output(self, tts: Any, settings: Settings) -> None:
+        """A fresh player and speaker (the device is opened on the first sentence)."""
+        from voiced.playback import Player, Speaker
+
         player = Player(tts.sample_rate, settings.audio.output_device)
         speaker = Speaker(tts, player, on_sentence=self._on_sentence_playing)
         old_speaker, old_player = self.speaker, self.player
@@ -295,6 +300,8 @@ class Daemon:
             job = _TurnJob(action.turn_id, action.text, action.heard.context)
             try:
                 self._turns.put_nowait(job)
+                with self._current_lock:
+                    self._jobs[job.turn_id] = job
             except queue.Full:
                 log.error("too many turns waiting; dropping %r", action.text)
                 self.post(TurnFinished(action.turn_id, time.monotonic()))
@@ -317,11 +324,11 @@ class Daemon:
 
     def _interrupt(self, turn_id: int) -> None:
         with self._current_lock:
-            job = self._current if self._current and self._current.turn_id == turn_id else None
+            job = self._jobs.get(turn_id)  # running, or still waiting in the queue
         if job is not None:
             job.cancel.set()
         report = self.speaker.stop()
-        if job is not None:
+        if job is not None and job is self._current:
             job.heard.append(report.text)
         log.info("barge-in: stopped speaking after %r", report.text)
 
@@ -420,12 +427,16 @@ class Daemon:
             with self._current_lock:
                 self._current = job
             try:
-                self._run_turn(job)
+                if job.cancel.is_set():
+                    log.info("turn %d was cancelled before it started", job.turn_id)
+                else:
+                    self._run_turn(job)
             except Exception:
                 log.exception("turn %d failed", job.turn_id)
             finally:
                 with self._current_lock:
                     self._current = None
+                    self._jobs.pop(job.turn_id, None)
                 self.post(TurnFinished(job.turn_id, time.monotonic()))
 
     def _run_turn(self, job: _TurnJob) -> None:
@@ -466,8 +477,12 @@ class Daemon:
             report = speaker.wait()
             job.heard.append(report.text)
         except Exception as exc:
-            log.error("could not speak the reply: %s", exc)
+            log.error("could not speak the reply: %s; reopening the output device", exc)
             error = error or f"speech: {exc}"
+            try:
+                self._open_output(self.tts, self.settings)
+            except Exception as reopen_error:
+                log.error("the output device cannot be reopened yet: %s", reopen_error)
         ended = time.monotonic()
         spoken = " ".join(part for part in job.heard if part).strip()
         interrupted = job.cancel.is_set()

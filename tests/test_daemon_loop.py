@@ -1,0 +1,359 @@
+"""The daemon's threads and actions with the real assistant over the Ollama test server, but
+no audio: utterances are posted as transcribed events and a timed fake speaker "plays".
+
+This is where barge-in clipping, spoken confirmations, reloads and crashing turns are checked
+through the daemon's real code paths (the end-to-end module covers real audio).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import ollama_fixtures
+from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced.assistant import Assistant
+from voiced.config import Settings
+from voiced.daemon import Daemon, Utterance, wall_time
+from voiced.notify import Notifier
+from voiced.playback import SpokenReport
+from voiced.tools.registry import Tool, ToolRegistry
+from voiced.transcripts import Journal
+from voiced.turns import Heard, State
+
+ollama_server = ollama_fixtures.ollama_server
+
+SECONDS_PER_CHAR = 0.015
+
+
+class FakePlayer:
+    def __init__(self) -> None:
+        self.last_sound_end = 0.0
+
+    def current_sentence_left_s(self) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass
+
+
+class FakeSpeaker:
+    """Plays sentences on a timeline (no sound): SECONDS_PER_CHAR per character."""
+
+    def __init__(self, player: FakePlayer, on_sentence: Callable[[str], None]) -> None:
+        self.player = player
+        self.on_sentence = on_sentence
+        self.said: list[str] = []
+        self._queue: list[str] = []
+        self._done: list[str] = []
+        self._current: tuple[str, float, float] | None = None  # text, start, end
+        self._lock = threading.Condition()
+        threading.Thread(target=self._play, daemon=True).start()
+
+    @property
+    def speaking(self) -> bool:
+        with self._lock:
+            return bool(self._queue) or self._current is not None
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            self._queue.append(text)
+            self._lock.notify_all()
+
+    def _play(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._lock.wait()
+                text = self._queue.pop(0)
+                start = time.monotonic()
+                self._current = (text, start, start + len(text) * SECONDS_PER_CHAR)
+                self.said.append(text)
+            self.on_sentence(text)
+            with self._lock:
+                while self._current is not None and time.monotonic() < self._current[2]:
+                    self._lock.wait(self._current[2] - time.monotonic())
+                if self._current is not None and self._current[0] == text:
+                    self._done.append(text)
+                    self._current = None
+                    self.player.last_sound_end = time.monotonic()
+                self._lock.notify_all()
+
+    def wait(self) -> SpokenReport:
+        with self._lock:
+            while self._queue or self._current is not None:
+                self._lock.wait(0.05)
+            done, self._done = self._done, []
+        return SpokenReport(spoken=done)
+
+    def stop(self) -> SpokenReport:
+        with self._lock:
+            report = SpokenReport(spoken=self._done, unspoken=list(self._queue))
+            self._done, self._queue = [], []
+            if self._current is not None:
+                text, start, end = self._current
+                fraction = (time.monotonic() - start) / (end - start)
+                cut = text.rfind(" ", 0, int(len(text) * fraction) + 1)
+                report.partial, report.partial_chars = text, max(cut, 0)
+                report.interrupted = True
+                self._current = None
+                self.player.last_sound_end = time.monotonic()
+            self._lock.notify_all()
+        return report
+
+
+class Loop:
+    """A daemon running on a thread with fakes for the sound parts."""
+
+    def __init__(self, settings: Settings, registry: ToolRegistry | None, config: Path) -> None:
+        self.daemon = Daemon(
+            settings,
+            config_path=config,
+            notifier=Notifier(environ={}),
+            journal=Journal(retention_days=0),
+        )
+        daemon = self.daemon
+        daemon.stt = object()  # never used: utterances arrive transcribed
+        daemon.player = FakePlayer()
+        daemon.speaker = FakeSpeaker(daemon.player, daemon._on_sentence_playing)
+        if registry is not None:
+            registry.confirm = daemon._confirm
+        daemon.assistant = Assistant(settings.llm, registry)
+        daemon._start_capture = daemon._mic_open.set  # no microphone
+        self.thread = threading.Thread(target=daemon.run, daemon=True)
+        self.thread.start()
+
+    @property
+    def speaker(self) -> FakeSpeaker:
+        return self.daemon.speaker
+
+    def say(self, text: str, duration: float = 1.0) -> None:
+        """The user said ``text``, ending now; it was transcribed 0.1 s later."""
+        now = time.monotonic()
+        start = now - duration
+        context = Utterance(
+            audio=None,
+            start=start,
+            end=now,
+            endpoint_at=now,
+            endpoint_wait_ms=720,
+            started_wall=wall_time(start),
+            stt_ms=100,
+        )
+        self.daemon.post(Heard(text, start, now, now + 0.1, context))
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "condition never became true"
+            time.sleep(0.02)
+
+    def records(self) -> list[dict]:
+        return list(self.daemon.journal.records())
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def make_settings(url: str, **wake) -> Settings:
+    return Settings.model_validate(
+        {"llm": {"host": url}, "wake": {"follow_up_s": 5.0, "confirm_timeout_s": 3.0, **wake}}
+    )
+
+
+@pytest.fixture
+def loop_factory(ollama_server: OllamaTestServer, tmp_path: Path) -> Iterator[Callable[..., Loop]]:
+    loops: list[Loop] = []
+
+    def make(registry: ToolRegistry | None = None, **wake) -> Loop:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"llm:\n  host: {ollama_server.url}\n")
+        loop = Loop(make_settings(ollama_server.url, **wake), registry, config)
+        loops.append(loop)
+        return loop
+
+    yield make
+    for loop in loops:
+        loop.stop()
+
+
+def conversation(server: OllamaTestServer) -> list[dict]:
+    return [r for r in server.chat_requests if r.get("messages")]
+
+
+# ------------------------------------------------------------------------- barge-in
+
+
+def test_barge_in_stops_speech_and_clips_history(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    first = "Once upon a time there was a king who had three daughters."
+    ollama_server.script(
+        Reply(content=[first, " The eldest loved gold above all things.", " The end."]),
+        Reply(content=["It is noon."]),
+    )
+    loop = loop_factory()
+    loop.say("Computer, tell me a story.")
+    loop.wait_for(lambda: loop.daemon.machine.state is State.SPEAKING)
+    time.sleep(len(first) * SECONDS_PER_CHAR * 0.6)  # most of the first sentence is heard
+    loop.say("Computer, stop. What time is it?", duration=0.8)
+    loop.wait_for(lambda: len(loop.records()) == 2)
+
+    story, answer = loop.records()
+    assert story["interrupted"] is True
+    assert story["assistant"].startswith("Once upon a time")
+    assert story["assistant"].endswith("…") and "gold" not in story["assistant"]
+    assert answer["user"] == "Stop. What time is it?" and answer["assistant"] == "It is noon."
+    second = conversation(ollama_server)[1]["messages"]
+    assert second[2] == {"role": "assistant", "content": story["assistant"]}
+    assert "The eldest" not in " ".join(loop.speaker.said)
+
+
+def test_speech_without_the_phrase_during_a_reply_changes_nothing(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    ollama_server.script(Reply(content=["The kitchen light is on, and so is the hall light."]))
+    loop = loop_factory()
+    loop.say("Computer, which lights are on?")
+    loop.wait_for(lambda: loop.daemon.machine.state is State.SPEAKING)
+    loop.say("the kitchen light is on and", duration=0.5)  # its own voice through the mic
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    (record,) = loop.records()
+    assert record["interrupted"] is False
+    assert record["assistant"] == "The kitchen light is on, and so is the hall light."
+    assert len(conversation(ollama_server)) == 1
+
+
+# ------------------------------------------------------------------------- confirmation
+
+
+def confirm_registry(deleted: list[str]) -> ToolRegistry:
+    def delete_note(name: str) -> str:
+        """Delete a note.
+
+        Args:
+            name: The note's name.
+        """
+        deleted.append(name)
+        return f"deleted {name}"
+
+    tool = Tool.from_function(
+        delete_note,
+        group="files",
+        needs_confirmation=True,
+        question=lambda args: f"Delete the note {args['name']}? Say yes or no.",
+    )
+    return ToolRegistry([tool])
+
+
+def script_delete(server: OllamaTestServer) -> None:
+    server.script(
+        Reply(tool_calls=[ToolCall("delete_note", {"name": "shopping"})]),
+        Reply(content=["Done."]),
+    )
+
+
+def ask_and_wait(loop: Loop) -> None:
+    loop.say("Computer, delete my shopping note.")
+    question = "Delete the note shopping? Say yes or no."
+    loop.wait_for(lambda: question in loop.speaker.said and not loop.speaker.speaking)
+    assert loop.daemon.machine.state is State.CONFIRMING
+    time.sleep(1.2)  # the answer starts after the question and its echo tail (0.5 s)
+
+
+@pytest.mark.parametrize(
+    ("answer", "decision", "deleted_names"),
+    [("Yes, go ahead.", "confirmed", ["shopping"]), ("No, don't.", "declined", [])],
+)
+def test_spoken_confirmation(
+    loop_factory, ollama_server: OllamaTestServer, answer, decision, deleted_names
+) -> None:
+    deleted: list[str] = []
+    script_delete(ollama_server)
+    loop = loop_factory(confirm_registry(deleted))
+    ask_and_wait(loop)
+    loop.say(answer, duration=0.6)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    (record,) = loop.records()
+    assert deleted == deleted_names
+    (call,) = record["tool_calls"]
+    assert call["name"] == "delete_note" and call["decision"] == decision
+    assert call["arguments"] == {"name": "shopping"}
+    tool_message = conversation(ollama_server)[1]["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert ("deleted shopping" in tool_message["content"]) is bool(deleted_names)
+    assert "Delete the note shopping?" in record["assistant"]  # the question was spoken
+
+
+def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestServer) -> None:
+    deleted: list[str] = []
+    script_delete(ollama_server)
+    loop = loop_factory(confirm_registry(deleted))
+    ask_and_wait(loop)
+    loop.wait_for(lambda: len(loop.records()) == 1)  # confirm_timeout_s = 3.0, nobody answers
+    assert deleted == []
+    assert loop.records()[0]["tool_calls"][0]["decision"] == "declined"
+
+
+# ------------------------------------------------------------------------- robustness
+
+
+def test_a_crashing_turn_is_recorded_and_the_loop_goes_on(
+    loop_factory, ollama_server: OllamaTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ollama_server.script(Reply(content=["Second time lucky."]))
+    loop = loop_factory()
+    real_ask = loop.daemon.assistant.ask
+    calls = []
+
+    def flaky_ask(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the brain")
+        return real_ask(*args, **kwargs)
+
+    monkeypatch.setattr(loop.daemon.assistant, "ask", flaky_ask)
+    loop.say("Computer, first try.")
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    failed = loop.records()[0]
+    assert failed["error"] == "internal: RuntimeError: a bug in the brain"
+    assert failed["assistant"] == "Something went wrong on my side. Please try again."
+    loop.say("Computer, second try.")
+    loop.wait_for(lambda: len(loop.records()) == 2)
+    assert loop.records()[1]["assistant"] == "Second time lucky."
+    assert loop.thread.is_alive()
+
+
+def test_sighup_reload_applies_new_wake_settings(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    loop = loop_factory()
+    config = loop.daemon.config_path
+    config.write_text(
+        f"llm:\n  host: {ollama_server.url}\nwake:\n  phrases: [jarvis]\n"
+        "  acknowledgement: Listening.\n"
+    )
+    loop.daemon.request_reload()
+    loop.wait_for(lambda: loop.daemon.machine.matcher.phrases == ["jarvis"])
+    loop.say("Computer.", duration=0.5)
+    loop.say("Jarvis.", duration=0.5)
+    loop.wait_for(lambda: "Listening." in loop.speaker.said)
+    assert loop.speaker.said == ["Listening."]
+
+
+def test_reload_with_a_broken_file_keeps_the_old_settings(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    loop = loop_factory()
+    loop.daemon.config_path.write_text("wake:\n  phrases: 7\n")
+    loop.daemon.request_reload()
+    time.sleep(0.5)
+    assert loop.daemon.machine.matcher.phrases == ["computer", "hey computer"]
+    loop.say("Computer.", duration=0.5)
+    loop.wait_for(lambda: loop.speaker.said == ["Yes?"])
