@@ -34,6 +34,9 @@ _FRAME = int(SAMPLE_RATE * _FRAME_S)
 _MIN_SPEECH_S = 0.12
 # Whisper's segment times are loose; look this far around a segment for speech.
 _SEGMENT_SLACK_S = 0.3
+_FULL_CTX = 1500
+# Speech rarely passes ~4 words (~6 tokens) a second; beyond twice that a decoder is looping.
+_MAX_WORDS_PER_S = 8.0
 _NON_SPEECH_TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+[^♪]*♪*|♫+")
 
 
@@ -108,6 +111,30 @@ def clean_text(text: str) -> str:
     return re.sub(r"\s+", " ", _NON_SPEECH_TAG.sub(" ", text)).strip()
 
 
+def _max_tokens(duration: float) -> int:
+    return int(duration * 2 * _MAX_WORDS_PER_S) + 16
+
+
+def _repeats(words: list[str], n: int = 4) -> bool:
+    """True when some run of ``n`` words occurs twice: a decoder repeating itself."""
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            return True
+        seen.add(gram)
+    return False
+
+
+def _looks_wrong(raw: list, duration: float, speech_seconds: float) -> bool:
+    """Signs that a shortened window failed: a loop, too many words, or nothing heard."""
+    text = " ".join(segment.text for segment in raw)
+    words = re.findall(r"[\w']+", text.lower())
+    if not words:
+        return speech_seconds >= 0.5
+    return len(words) > _MAX_WORDS_PER_S * duration + 2 or _repeats(words)
+
+
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -127,6 +154,8 @@ class SpeechToText:
         logprob_threshold: float = -1.0,
         energy_floor_dbfs: float = -55.0,
         max_segment_chars: int = 0,
+        short_max_s: float = 20.0,
+        short_ctx_margin: int = 256,
     ) -> None:
         from voiced.models import inspect_ggml
 
@@ -146,6 +175,8 @@ class SpeechToText:
         self.logprob_threshold = logprob_threshold
         self.energy_floor_dbfs = energy_floor_dbfs
         self.max_segment_chars = max_segment_chars
+        self.short_max_s = short_max_s
+        self.short_ctx_margin = short_ctx_margin
         self._lock = threading.Lock()
         self._model = self._load()
 
@@ -166,6 +197,8 @@ class SpeechToText:
             logprob_threshold=settings.logprob_threshold,
             energy_floor_dbfs=settings.energy_floor_dbfs,
             max_segment_chars=settings.max_segment_chars,
+            short_max_s=settings.short_max_s,
+            short_ctx_margin=settings.short_ctx_margin,
         )
 
     def _load(self):
@@ -180,6 +213,9 @@ class SpeechToText:
             print_progress=False,
             print_realtime=False,
             print_timestamps=False,
+            # With a reduced audio_ctx, flash attention reads past the context unmasked and
+            # results depend on earlier calls; plain attention keeps them repeatable.
+            context_params={"flash_attn": False},
         )
         if not getattr(model, "_ctx", None):
             raise SttError(f"whisper.cpp could not load {self.model_path}")
@@ -204,35 +240,19 @@ class SpeechToText:
                 on_progress(duration)
             return Transcription((), duration, self.language, self.model_name, 0.0)
 
-        def segment_done(segment) -> None:
+        def on_segment(segment) -> None:
             if on_progress:
                 on_progress(min(duration, segment.t1 / 100))
 
         with self._lock:
-            raw = self._model.transcribe(
-                audio,
-                new_segment_callback=segment_done if on_progress else None,
-                language=self.language,
-                n_threads=self.threads,
-                # Earlier text as a prompt dropped whole sentences at window boundaries.
-                n_max_text_ctx=0,
-                no_context=True,
-                no_timestamps=False,
-                single_segment=False,
-                suppress_blank=True,
-                suppress_nst=True,
-                # Like whisper-cli -ml: split segments at word boundaries past this length.
-                max_len=self.max_segment_chars,
-                split_on_word=True,
-                token_timestamps=self.max_segment_chars > 0,
-                no_speech_thold=self.no_speech_threshold,
-                logprob_thold=self.logprob_threshold,
-                temperature=0.0,
-                beam_search={
-                    "beam_size": self.beam_size if self.beam_size > 1 else -1,
-                    "patience": -1.0,
-                },
-            )
+            raw = None
+            if duration <= self.short_max_s and self.short_max_s > 0:
+                raw = self._decode(audio, None, audio_ctx=self._short_ctx(duration))
+                if _looks_wrong(raw, duration, speech.speech_seconds):
+                    log.debug("short-window result %r looks wrong; using the full window", raw)
+                    raw = None
+            if raw is None:
+                raw = self._decode(audio, on_segment if on_progress else None, audio_ctx=0)
             logprobs = self._segment_logprobs(len(raw))
             language = self._detected_language()
         segments = []
@@ -250,6 +270,44 @@ class SpeechToText:
             on_progress(duration)
         return Transcription(
             tuple(segments), duration, language, self.model_name, speech.speech_seconds
+        )
+
+    def _short_ctx(self, duration: float) -> int:
+        """Encoder frames for a short clip: its length (50 per second) plus a margin.
+
+        whisper.cpp encodes a full 30 s window for every clip; a 3 s utterance needs a
+        tenth of it. Too small a margin makes the decoder loop (see _looks_wrong).
+        """
+        return min(_FULL_CTX, math.ceil(duration * 50) + self.short_ctx_margin)
+
+    def _decode(self, audio: np.ndarray, on_segment: Callable | None, *, audio_ctx: int) -> list:
+        duration = audio.size / SAMPLE_RATE
+        return self._model.transcribe(
+            audio,
+            new_segment_callback=on_segment,
+            language=self.language,
+            n_threads=self.threads,
+            audio_ctx=audio_ctx,
+            # A looping decoder on a short clip is cut short here; _looks_wrong catches it.
+            max_tokens=_max_tokens(duration) if audio_ctx else 0,
+            # Earlier text as a prompt dropped whole sentences at window boundaries.
+            n_max_text_ctx=0,
+            no_context=True,
+            no_timestamps=False,
+            single_segment=False,
+            suppress_blank=True,
+            suppress_nst=True,
+            # Like whisper-cli -ml: split segments at word boundaries past this length.
+            max_len=self.max_segment_chars,
+            split_on_word=True,
+            token_timestamps=self.max_segment_chars > 0,
+            no_speech_thold=self.no_speech_threshold,
+            logprob_thold=self.logprob_threshold,
+            temperature=0.0,
+            beam_search={
+                "beam_size": self.beam_size if self.beam_size > 1 else -1,
+                "patience": -1.0,
+            },
         )
 
     def _segment_logprobs(self, n_segments: int) -> list[float]:

@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): tables and ratios against a peer measured in the same run."""

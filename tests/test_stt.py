@@ -1,0 +1,82 @@
+"""The STT engine's guards: no invented text, and a short window that falls back when it fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from tests.speech import noise, synthesize, wer
+from voiced.stt import SpeechToText, _looks_wrong, _repeats, clean_text, speech_map
+
+
+@dataclass
+class RawSegment:
+    text: str
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[BLANK_AUDIO]", ""),
+        (" (wind blowing) ", ""),
+        ("Hello [Music] there.", "Hello there."),
+        ("*laughs* Okay.", "Okay."),
+        ("♪ la la la ♪", ""),
+        ("It costs 5 dollars.", "It costs 5 dollars."),
+    ],
+)
+def test_non_speech_tags_are_removed(text: str, expected: str) -> None:
+    assert clean_text(text) == expected
+
+
+def test_repetition_detector() -> None:
+    assert _repeats("what is the weather like what is the weather like".split())
+    assert not _repeats("turn off the lights in the kitchen and lock the door".split())
+
+
+def test_short_window_result_checks() -> None:
+    sentence = "What is the weather like outside today?"
+    assert not _looks_wrong([RawSegment(sentence)], 2.5, 2.0)
+    assert _looks_wrong([RawSegment(sentence), RawSegment(sentence)], 2.5, 2.0)  # a loop
+    assert _looks_wrong([RawSegment("yes " * 30)], 2.0, 1.5)  # far too many words
+    assert _looks_wrong([], 2.5, 2.0)  # speech heard, nothing decoded
+    assert not _looks_wrong([], 2.5, 0.2)
+
+
+def test_speech_map_finds_speech_not_noise() -> None:
+    speech = synthesize("Turn off the lights in the kitchen.")
+    assert speech_map(speech, -55.0).speech_seconds > 1.0
+    assert speech_map(noise(3.0, dbfs=-60), -55.0).speech_seconds == 0.0
+    assert speech_map(np.zeros(48000, dtype=np.float32), -55.0).speech_seconds == 0.0
+
+
+SHORT = [
+    "Turn off the lights in the kitchen and lock the back door.",
+    "How much memory is free right now?",
+    "Please list the files in my documents folder.",
+]
+
+
+def test_short_window_is_as_accurate_as_the_full_window(stt: SpeechToText) -> None:
+    full = SpeechToText(stt.model_path, model_name="tiny.en", short_max_s=0)
+    for i, sentence in enumerate(SHORT):
+        audio = synthesize(sentence, seed=20 + i)
+        fast_text, full_text = stt.transcribe(audio).text, full.transcribe(audio).text
+        assert wer(sentence, fast_text) <= wer(sentence, full_text) + 0.1, (fast_text, full_text)
+
+
+def test_a_window_too_small_to_work_falls_back(stt: SpeechToText) -> None:
+    # With no margin the decoder tends to loop or stop; the guard must notice and redo it.
+    tight = SpeechToText(stt.model_path, model_name="tiny.en", short_ctx_margin=0)
+    for i, sentence in enumerate(SHORT):
+        text = tight.transcribe(synthesize(sentence, seed=30 + i)).text
+        assert wer(sentence, text) <= 0.15, text
+
+
+def test_short_clip_timestamps_stay_inside_the_clip(stt: SpeechToText) -> None:
+    audio = synthesize(SHORT[0], seed=3, lead_s=1.0)
+    result = stt.transcribe(audio)
+    assert result.segments
+    assert all(0 <= s.start <= s.end <= result.duration for s in result.segments)
