@@ -22,6 +22,7 @@ SIGHUP reloads the configuration and restarts what changed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -294,7 +295,9 @@ class Daemon:
 
     def _act(self, action: Action) -> None:
         if isinstance(action, StartTurn):
-            log.info("turn %d: %r", action.turn_id, action.text)
+            # What people say goes to the transcripts (0600), not to the journal, unless -vv.
+            log.info("turn %d starts", action.turn_id)
+            log.debug("turn %d: %r", action.turn_id, action.text)
             if self.speaker.speaking and self._current is None:
                 self.speaker.stop()  # an acknowledgement still playing
             job = _TurnJob(action.turn_id, action.text, action.heard.context)
@@ -320,7 +323,8 @@ class Daemon:
                 pending[1].append(action.approved)
                 pending[0].set()
         elif isinstance(action, Ignore):
-            log.info("not for me (%s): %r", action.reason, action.heard.text)
+            log.info("not for me (%s)", action.reason)
+            log.debug("not for me: %r", action.heard.text)
 
     def _interrupt(self, turn_id: int) -> None:
         with self._current_lock:
@@ -330,7 +334,7 @@ class Daemon:
         report = self.speaker.stop()
         if job is not None and job is self._current:
             job.heard.append(report.text)
-        log.info("barge-in: stopped speaking after %r", report.text)
+        log.info("barge-in: stopped speaking after %d characters", len(report.text))
 
     def _status_text(self) -> str:
         if not self._mic_open.is_set():
@@ -406,8 +410,9 @@ class Daemon:
             if not text:
                 log.debug("no words in %.1f s of sound", utterance.end - utterance.start)
                 continue
-            log.info("heard: %r (%d ms)", text, stt_ms)
-            context = Utterance(**{**utterance.__dict__, "stt_ms": stt_ms})
+            log.info("heard %d words (%d ms to transcribe)", len(text.split()), stt_ms)
+            log.debug("heard: %r", text)
+            context = dataclasses.replace(utterance, stt_ms=stt_ms)
             self.post(Heard(text, utterance.start, utterance.end, time.monotonic(), context))
 
     # -- turn thread -------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""``voiced run`` when the sound server goes away and comes back (a private PulseAudio)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.ollama_server import OllamaTestServer
+from tests.pulse import PulseServer, _missing_tools
+from voiced.models import MANIFEST
+
+pytestmark = pytest.mark.pulse
+
+
+def _wait(condition, what: str, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never happened; log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
+    if _missing_tools():
+        pytest.skip("PulseAudio tools are not installed")
+    server = PulseServer(Path(tempfile.mkdtemp(prefix="voiced-pulse-own-")))
+    server.start()
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    for entry in whisper_store.iterdir():
+        if entry.name == MANIFEST:
+            shutil.copy(entry, home / "models" / entry.name)
+        elif entry.is_file():
+            os.link(entry, home / "models" / entry.name)
+    sock_path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    messages: list[str] = []
+
+    def collect() -> None:
+        while True:
+            try:
+                messages.extend(sock.recv(4096).decode().splitlines())
+            except OSError:
+                return
+
+    threading.Thread(target=collect, daemon=True).start()
+    log = tmp_path / "daemon.log"
+    with OllamaTestServer() as ollama, open(log, "wb") as log_file:
+        (home / "config.yaml").write_text(f"llm:\n  host: {ollama.url}\ntools:\n  enabled: []\n")
+        env = {
+            **os.environ,
+            **server.env_vars,
+            "VOICED_HOME": str(home),
+            "NOTIFY_SOCKET": str(sock_path),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voiced", "-v", "run"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait(lambda: "READY=1" in messages, "READY=1", log)
+            ready_at = len(messages)
+            server.stop()  # the microphone disappears
+            _wait(
+                lambda: "STATUS=waiting for the microphone" in messages[ready_at:],
+                "status after the loss",
+                log,
+            )
+            assert proc.poll() is None
+            assert "retrying in" in log.read_text()
+            lost_at = len(messages)
+            server.start()  # ... and comes back
+            _wait(lambda: "STATUS=idle" in messages[lost_at:], "status after the return", log)
+            assert "audio input is back" in log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            server.stop()
+            sock.close()
+            shutil.rmtree(server.dir, ignore_errors=True)
