@@ -102,7 +102,8 @@ class CommandRunner:
 
     @property
     def output_limit(self) -> int:
-        return max(1024, self.settings.max_output_chars)
+        # Leave room for the command line and status above the output.
+        return max(256, self.settings.max_output_chars - 200)
 
     # ------------------------------------------------------------------ checking
 
@@ -252,7 +253,8 @@ class CommandRunner:
         deadline = time.monotonic() + self.timeout_s
         memory = self.settings.command_memory_mb * 1024 * 1024
         process = subprocess.Popen(
-            [prepared.executable, *prepared.argv],
+            [Path(prepared.executable).name, *prepared.argv],
+            executable=prepared.executable,
             cwd=prepared.cwd,
             env=self._environment(),
             stdin=subprocess.DEVNULL,
