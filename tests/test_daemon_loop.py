@@ -357,3 +357,21 @@ def test_reload_with_a_broken_file_keeps_the_old_settings(
     assert loop.daemon.machine.matcher.phrases == ["computer", "hey computer"]
     loop.say("Computer.", duration=0.5)
     loop.wait_for(lambda: loop.speaker.said == ["Yes?"])
+
+
+def test_reload_waits_for_the_turn_in_progress(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    ollama_server.script(Reply(content=["One, ", "two, ", "three."], chunk_delay_s=0.3))
+    loop = loop_factory()
+    loop.say("Computer, count to three.")
+    loop.wait_for(lambda: loop.daemon.machine.active_turn is not None)
+    loop.daemon.config_path.write_text(
+        f"llm:\n  host: {ollama_server.url}\nwake:\n  phrases: [jarvis]\n"
+    )
+    loop.daemon.request_reload()
+    time.sleep(0.3)
+    assert loop.daemon.machine.matcher.phrases == ["computer", "hey computer"]
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    loop.wait_for(lambda: loop.daemon.machine.matcher.phrases == ["jarvis"])
+    assert loop.records()[0]["assistant"] == "One, two, three."

@@ -247,7 +247,7 @@ class Daemon:
 
     def _main_loop(self) -> None:
         while not self._stop.is_set():
-            if self._reload.is_set():
+            if self._reload.is_set() and self._idle():
                 self._reload.clear()
                 self._do_reload()
             try:
@@ -268,6 +268,11 @@ class Daemon:
             self._update_status()
             if self.notifier.watchdog_due():
                 self.notifier.watchdog()
+
+    def _idle(self) -> bool:
+        """No turn running or waiting (a reload replaces parts that turns use)."""
+        with self._current_lock:
+            return not self._jobs and self._current is None
 
     def _check_capture(self) -> None:
         """Restart the capture thread if something unexpected killed it."""
@@ -585,10 +590,7 @@ class Daemon:
         log.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
         try:
             if "wake" in changed:
-                self.machine.settings = settings.wake
-                from voiced.wake import WakeMatcher
-
-                self.machine.matcher = WakeMatcher(settings.wake.phrases, settings.wake.fuzziness)
+                self.machine.reconfigure(settings.wake)
             if "stt" in changed:
                 from voiced.stt import SpeechToText
 

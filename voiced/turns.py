@@ -185,6 +185,11 @@ class TurnMachine:
         self._window = False  # a listening window was opened and no turn started since
         self._confirmation: _Confirmation | None = None
 
+    def reconfigure(self, settings: WakeSettings) -> None:
+        """New wake settings (after a reload); the state and timers carry over."""
+        self.settings = settings
+        self.matcher = WakeMatcher(settings.phrases, settings.fuzziness)
+
     # -- queries ---------------------------------------------------------------------------
 
     @property
