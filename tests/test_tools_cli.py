@@ -1,0 +1,198 @@
+"""``voiced tools list|call|audit`` and tool calls from ``voiced chat``: one path, one audit log."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from ollama._types import Tool as OllamaTool
+
+from tests import ollama_fixtures
+from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced.cli import main
+from voiced.config import Settings, ToolsSettings
+from voiced.tools.audit import read_records
+from voiced.tools.policy import build_registry
+
+ollama_server = ollama_fixtures.ollama_server
+
+ALL_TOOLS = {
+    "current_time",
+    "days_until",
+    "transcribe_audio",
+    "speak_to_file",
+    "list_audio_devices",
+    "system_summary",
+    "processes",
+    "memory",
+    "disk_usage",
+    "network_connections",
+    "find_large_files",
+    "read_file",
+    "list_directory",
+    "find_files",
+    "write_file",
+    "delete_file",
+    "run_command",
+}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    folder = tmp_path / "root"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("call the plumber\n")
+    return folder
+
+
+@pytest.fixture
+def config(tmp_path: Path, root: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"tools": {"file_roots": [str(root)]}}))
+    return path
+
+
+def voiced(config: Path, *args: str, stdin: str | None = None):
+    return CliRunner().invoke(main, ["--config", str(config), *args], input=stdin)
+
+
+def test_list_names_every_tool_with_its_arguments(config: Path) -> None:
+    result = voiced(config, "tools", "list")
+    assert result.exit_code == 0, result.output
+    headers = {line.split(" (")[0] for line in result.stdout.splitlines() if line[:1] != " "}
+    assert headers == ALL_TOOLS
+    assert "delete_file (files, asks first)" in result.stdout
+    assert "    sort_by (cpu | memory, optional): " in result.stdout
+    assert "    args (array of string, optional): " in result.stdout
+
+
+def test_list_json_is_exactly_what_the_model_gets(config: Path, root: Path) -> None:
+    result = voiced(config, "tools", "list", "--json")
+    assert result.exit_code == 0, result.output
+    schemas = json.loads(result.stdout)
+    settings = Settings(tools=ToolsSettings(file_roots=[str(root)]))
+    assert schemas == build_registry(settings).schemas()
+    for schema in schemas:  # every schema survives the ollama client's own type
+        assert (
+            OllamaTool.model_validate(schema).model_dump(exclude_none=True)["function"]["name"]
+            == schema["function"]["name"]
+        )
+
+
+def test_call_prints_the_result(config: Path, root: Path) -> None:
+    result = voiced(config, "tools", "call", "read_file", "--args", '{"path": "notes.txt"}')
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"{root}/notes.txt (17 bytes):\ncall the plumber\n\n"
+    record = list(read_records())[-1]
+    assert record["source"] == "cli" and record["decision"] == "allowed"
+
+
+def test_call_without_yes_declines_and_changes_nothing(config: Path, root: Path) -> None:
+    result = voiced(config, "tools", "call", "delete_file", "--args", '{"path": "notes.txt"}')
+    assert result.exit_code == 1
+    assert f"Delete {root}/notes.txt? Say yes or no. (no terminal to ask on; use --yes)" in (
+        result.stderr
+    )
+    assert "voiced: delete_file: declined: the user did not confirm" in result.stderr
+    assert (root / "notes.txt").exists()
+    assert list(read_records())[-1]["decision"] == "declined"
+
+
+def test_call_with_yes_runs_the_destructive_tool(config: Path, root: Path) -> None:
+    result = voiced(
+        config, "tools", "call", "delete_file", "--args", '{"path": "notes.txt"}', "--yes"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"deleted {root}/notes.txt (17 bytes)\n"
+    assert not (root / "notes.txt").exists()
+    assert list(read_records())[-1]["decision"] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "message"),
+    [
+        ("read_file", '{"path": "/etc/passwd"}', "refused: '/etc/passwd' is outside the folders"),
+        ("run_command", '{"command": "rm", "args": ["-rf", "."]}', "refused: rm is not on"),
+        ("read_file", '{"path": 5}', "invalid: invalid arguments: path:"),
+        ("shell", '{"cmd": "id"}', "unknown: there is no tool named 'shell'"),
+    ],
+)
+def test_refusals_exit_non_zero_with_the_reason(
+    config: Path, root: Path, name: str, arguments: str, message: str
+) -> None:
+    result = voiced(config, "tools", "call", name, "--args", arguments, "--yes")
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert result.stdout == ""
+    assert (root / "notes.txt").exists()
+    assert list(read_records())[-1]["tool"] == name
+
+
+def test_bad_json_is_a_usage_error(config: Path) -> None:
+    result = voiced(config, "tools", "call", "read_file", "--args", "{path: x}")
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    assert list(read_records()) == []
+
+
+def test_audit_shows_the_calls(config: Path) -> None:
+    voiced(config, "tools", "call", "memory")
+    voiced(config, "tools", "call", "read_file", "--args", '{"path": "../x"}')
+    result = voiced(config, "tools", "audit")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert " cli memory {} -> allowed" in lines[0]
+    assert ' cli read_file {"path": "../x", "max_bytes": 4000} -> refused: refused: ' in lines[1]
+    as_json = voiced(config, "tools", "audit", "--json", "-n", "1")
+    assert [json.loads(line)["tool"] for line in as_json.stdout.splitlines()] == ["read_file"]
+
+
+def test_a_real_subprocess_call_is_audited_with_private_permissions(
+    config: Path, root: Path, voiced_home: Path
+) -> None:
+    arguments = json.dumps({"path": "new.txt", "content": "hello"})
+    command = [sys.executable, "-m", "voiced", "--config", str(config), "tools", "call"]
+    done = subprocess.run(
+        [*command, "write_file", "--args", arguments],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "declined" in done.stderr
+    assert not (root / "new.txt").exists()
+    log_path = voiced_home / "audit.jsonl"
+    assert log_path.stat().st_mode & 0o777 == 0o600
+    assert voiced_home.stat().st_mode & 0o777 == 0o700
+    record = json.loads(log_path.read_text().splitlines()[-1])
+    assert record["tool"] == "write_file" and record["decision"] == "declined"
+
+
+def test_chat_tool_calls_go_through_the_same_gate(
+    ollama_server: OllamaTestServer, config: Path, root: Path
+) -> None:
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("read_file", {"path": "notes.txt"})]),
+        Reply(tool_calls=[ToolCall("delete_file", {"path": "notes.txt"})]),
+        Reply(tool_calls=[ToolCall("read_file", {"path": "/etc/shadow"})]),
+        Reply(content=["I read your note but did not delete it."]),
+    )
+    result = voiced(config, "chat", "--host", ollama_server.url, stdin="tidy my notes\n")
+    assert result.exit_code == 0, result.output
+    assert (root / "notes.txt").exists()  # piped chat cannot confirm: declined
+    messages = ollama_server.chat_requests[-1]["messages"]
+    tool_replies = [m["content"] for m in messages if m["role"] == "tool"]
+    assert tool_replies[0] == f"{root}/notes.txt (17 bytes):\ncall the plumber\n"
+    assert tool_replies[1].startswith("error: the user did not confirm")
+    assert tool_replies[2].startswith("error: refused: '/etc/shadow' is outside the folders")
+    records = list(read_records())
+    assert [(r["source"], r["tool"], r["decision"]) for r in records] == [
+        ("assistant", "read_file", "allowed"),
+        ("assistant", "delete_file", "declined"),
+        ("assistant", "read_file", "refused"),
+    ]
