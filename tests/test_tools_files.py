@@ -185,3 +185,12 @@ def test_relative_paths_start_in_the_first_root_and_roots_are_resolved(tmp_path:
     sandbox = Sandbox([str(alias)])
     assert sandbox.roots == (real,)
     assert sandbox.resolve("a/../b.txt") == real / "b.txt"
+
+
+def test_a_fifo_is_refused_without_hanging(root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    registry = make_registry(root, timeout_s=5.0)
+    outcome = registry.call("read_file", {"path": "pipe"})
+    assert not outcome.ok and outcome.error == f"{root}/pipe is not a regular file"
+    transcribe = registry.call("transcribe_audio", {"path": "pipe"})
+    assert transcribe.decision == "refused" and "is not a file" in transcribe.reason
