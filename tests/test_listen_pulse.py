@@ -44,11 +44,11 @@ class Listen:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "listen", *args],
+            [sys.executable, "-m", "voiced", "-v", "listen", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env or os.environ.copy(),
+            env={**(env or os.environ), "PYTHONFAULTHANDLER": "1"},
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
@@ -90,8 +90,9 @@ class Listen:
         try:
             rc = self.proc.wait(WAIT_S)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            time.sleep(1.0)
+            self.kill()
             pytest.fail(f"voiced listen did not exit; stderr:\n{''.join(self.stderr)}")
         time.sleep(0.1)  # let the reader threads drain the pipes
         rest = []

@@ -192,6 +192,23 @@ def test_steady_noise_is_not_segmented(make) -> None:
             assert event.reason == "steady_noise"
 
 
+def test_noise_stepping_between_levels_is_not_segmented() -> None:
+    steps = np.concatenate(
+        [
+            noise(1.0, seed=10),
+            noise(3.0, dbfs=-30, seed=11),
+            noise(3.0, dbfs=-20, seed=12),
+            pink_noise(3.0, -25, seed=13),
+            mains_hum(3.0, -25) + noise(3.0, seed=14),
+        ]
+    )
+    events = run(steps)
+    assert ended(events) == []
+    cancelled = [e for e in events if isinstance(e, UtteranceCancelled)]
+    assert cancelled, "the level steps should have started (and then cancelled) utterances"
+    assert all(e.reason == "steady_noise" and e.modulation_db < 2.5 for e in cancelled)
+
+
 def test_speech_in_moderate_noise_is_still_found() -> None:
     speech = synthesize(SENTENCES[2], lead_s=3.0, tail_s=1.5)
     background = pink_noise(speech.size / RATE, -35.0, seed=6)[: speech.size]

@@ -50,7 +50,7 @@ class VadSettings(_Section):
     energy_floor_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
     noise_margin_db: float = Field(10.0, ge=0.0, le=60.0)
     noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
-    min_level_spread_db: float = Field(6.0, ge=0.0, le=60.0)
+    min_modulation_db: float = Field(2.5, ge=0.0, le=60.0)
 
 
 class SttSettings(_Section):

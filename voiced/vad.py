@@ -35,6 +35,8 @@ from voiced.config import VadSettings
 
 SAMPLE_RATE = 16000
 
+# Level changes over this lag measure syllable-rate modulation (speech) vs steady noise.
+_MODULATION_LAG_MS = 90
 # Non-speech frames tolerated inside the voiced run that starts an utterance.
 _ONSET_GAP_MS = 60
 
@@ -81,14 +83,15 @@ class UtteranceCancelled:
     """A started utterance turned out not to be speech; nothing to transcribe.
 
     ``reason`` is ``too_short`` (below ``vad.min_utterance_ms``: taps, clicks) or
-    ``steady_noise`` (its level hardly varied, unlike speech: a fan or hum switching on).
+    ``steady_noise`` (its level hardly moved from one syllable-length step to the next,
+    unlike speech: a fan or hum switching on). ``modulation_db`` is that measure.
     """
 
     index: int
     start_s: float
     end_s: float
     reason: Literal["too_short", "steady_noise"] = "too_short"
-    level_spread_db: float = 0.0
+    modulation_db: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -294,14 +297,16 @@ class Segmenter:
             return UtteranceCancelled(
                 index=index, start_s=self._time(self._utterance_start), end_s=self._time(speech_end)
             )
-        spread = _level_spread(f for f in kept if self._utterance_start <= f.index < speech_end)
-        if spread < self.settings.min_level_spread_db:
+        modulation = _level_modulation(
+            [f for f in kept if self._utterance_start <= f.index < speech_end], self.frame_ms
+        )
+        if modulation < self.settings.min_modulation_db:
             return UtteranceCancelled(
                 index=index,
                 start_s=self._time(self._utterance_start),
                 end_s=self._time(speech_end),
                 reason="steady_noise",
-                level_spread_db=spread,
+                modulation_db=modulation,
             )
         wait_frames = self._next_index - speech_end if reason != "max_length" else 0
         return UtteranceEnded(
@@ -361,13 +366,18 @@ class Segmenter:
         return [ended, started]
 
 
-def _level_spread(frames: Iterable[_Frame]) -> float:
-    """How much the level varies: 90th minus 10th percentile of frame levels, in dB."""
-    levels = [f.dbfs for f in frames]
-    if len(levels) < 2:
+def _level_modulation(frames: list[_Frame], frame_ms: int) -> float:
+    """Median change of the frame level over 90 ms, in dB.
+
+    Speech rises and falls with its syllables (measured on Piper speech: 7-13 dB clean,
+    4-6 dB at 10 dB SNR in pink noise); steady noise barely moves (white 0.4 dB, pink 1.6 dB,
+    hum 0.01 dB), even when it steps from one level to another.
+    """
+    lag = max(1, _MODULATION_LAG_MS // frame_ms)
+    levels = np.array([f.dbfs for f in frames])
+    if levels.size <= lag:
         return 0.0
-    low, high = np.percentile(levels, [10, 90])
-    return float(high - low)
+    return float(np.median(np.abs(levels[lag:] - levels[:-lag])))
 
 
 def _trailing_silence(frames: list[_Frame]) -> Iterator[_Frame]:

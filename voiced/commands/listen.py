@@ -26,7 +26,7 @@ import click
 from voiced.capture import AudioBlock, capture_blocks
 from voiced.config import Settings
 from voiced.transcripts import Journal, make_record
-from voiced.vad import Segmenter, UtteranceEnded
+from voiced.vad import Segmenter, UtteranceCancelled, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class Listener:
 
     def run(self) -> None:
         self._worker.start()
+        interrupted = False
         try:
             blocks = capture_blocks(
                 self.settings.audio,
@@ -126,12 +127,16 @@ class Listener:
                 if self._stop_requested.is_set() and not self._segmenter.in_utterance:
                     break
             self._handle(self._segmenter.flush())
+        except KeyboardInterrupt:
+            interrupted = True  # a second Ctrl-C: leave without waiting for the worker
+            raise
         finally:
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
             self._stop_capture.set()
-            self._utterances.put(None)
-            self._worker.join()
+            if not interrupted:
+                self._utterances.put(None)
+                self._worker.join()
 
     def _handle(self, events: list) -> None:
         for event in events:
@@ -139,7 +144,7 @@ class Listener:
                 heard = _Heard(
                     event, self._clock.wall(event.start_s), self._clock.wall(event.end_s)
                 )
-                log.debug(
+                log.info(
                     "utterance %d: %.2f-%.2f s (%s)",
                     event.index,
                     event.start_s,
@@ -147,6 +152,10 @@ class Listener:
                     event.reason,
                 )
                 self._utterances.put(heard)
+            elif isinstance(event, UtteranceCancelled):
+                log.info(
+                    "ignored sound at %.2f-%.2f s (%s)", event.start_s, event.end_s, event.reason
+                )
 
     # -- STT worker -----------------------------------------------------------------------
 
@@ -170,6 +179,7 @@ class Listener:
         result = self.stt.transcribe(utterance.audio)
         stt_ms = round((time.perf_counter() - started) * 1000)
         text = result.text.strip()
+        log.info("utterance %d transcribed in %d ms: %r", utterance.index, stt_ms, text)
         if not text:
             log.info("%.1f s of sound held no recognisable speech", utterance.duration_s)
             return
