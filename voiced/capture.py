@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 # No callback for this long while the stream claims to run: the device is gone.
-STALL_S = 2.0
+STALL_S = 3.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 10.0
 
