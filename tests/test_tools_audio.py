@@ -23,6 +23,8 @@ SENTENCE = "Please remind me to water the plants in the kitchen tomorrow morning
 
 
 def registry_for(root: Path, stt: Any = None, answer: bool = False, **tools: Any) -> ToolRegistry:
+    # A generous time limit: the machines running the tests are shared and slow.
+    tools.setdefault("timeout_s", 300.0)
     settings = Settings(tools=ToolsSettings(file_roots=[str(root)], enabled=["audio"], **tools))
 
     def confirm(request: ConfirmationRequest) -> bool:
@@ -101,6 +103,7 @@ def test_speak_to_file_writes_a_wav_that_transcribes_back(tmp_path: Path, stt) -
     channels, width, rate, frames = frames_of(tmp_path / "reminder.wav")
     assert (channels, width, rate) == (1, 2, 22050) and frames > rate * 2
     heard = registry.call("transcribe_audio", {"path": "reminder.wav"})
+    assert heard.ok, heard.error
     assert wer(SENTENCE, heard.result.split(" s, en): ", 1)[1]) < 0.2, heard.result
 
 
