@@ -30,15 +30,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from voiced import paths
 from voiced.config import ToolsSettings
 from voiced.tools.registry import ToolError
 
 log = logging.getLogger(__name__)
-
-Access = Literal["read", "write", "delete"]
 
 # Names or runs of folder names that hold secrets, matched anywhere in a path (fnmatch syntax).
 SECRET_PATTERNS: tuple[str, ...] = (
@@ -324,10 +321,6 @@ class Sandbox:
             raise SandboxError(f"folder {self.display(parent)} does not exist")
         return target
 
-    def check_resolved(self, path: Path) -> None:
-        """Check a path that is already real (entries found while walking a resolved folder)."""
-        self._check(str(path), path, path)
-
     def allowed(self, path: Path) -> bool:
         return self.root_of(path) is not None and self.denied_by(path) is None
 
@@ -501,4 +494,4 @@ class Walk:
                     continue
 
 
-__all__ = ["SECRET_PATTERNS", "Access", "Sandbox", "SandboxError", "Walk", "human_size", "plural"]
+__all__ = ["SECRET_PATTERNS", "Sandbox", "SandboxError", "Walk", "human_size", "plural"]
