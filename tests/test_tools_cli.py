@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -196,3 +200,56 @@ def test_chat_tool_calls_go_through_the_same_gate(
         ("assistant", "delete_file", "declined"),
         ("assistant", "read_file", "refused"),
     ]
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while marker not in seen:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"never saw {marker!r}; got {bytes(seen)!r}"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the other side closed
+                chunk = b""
+            assert chunk, f"terminal closed before {marker!r}; got {bytes(seen)!r}"
+            seen += chunk
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [(b"y\n", True), (b"n\n", False)])
+def test_interactive_chat_asks_on_the_terminal(
+    ollama_server: OllamaTestServer, config: Path, root: Path, answer: bytes, deleted: bool
+) -> None:
+    ollama_server.script(
+        Reply(tool_calls=[ToolCall("delete_file", {"path": "notes.txt"})]),
+        Reply(content=["Done."]),
+    )
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "voiced", "--config", str(config), "chat"]
+    chat = subprocess.Popen(
+        [*command, "--host", ollama_server.url],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = bytearray()
+    try:
+        _read_until(controller, b"> ", seen)
+        os.write(controller, b"please delete my notes\n")
+        _read_until(controller, f"Delete {root}/notes.txt? Say yes or no.".encode(), seen)
+        os.write(controller, answer)
+        _read_until(controller, b"> ", bytearray())  # the next prompt: the turn is over
+        os.write(controller, b"\x04")  # Ctrl-D ends the chat
+        stdout, _ = chat.communicate(timeout=120)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+        os.close(controller)
+    assert chat.returncode == 0
+    assert stdout.decode() == "Done.\n"
+    assert (root / "notes.txt").exists() is not deleted
+    record = list(read_records())[-1]
+    assert record["tool"] == "delete_file"
+    assert record["decision"] == ("confirmed" if deleted else "declined")
