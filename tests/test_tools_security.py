@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -344,10 +343,8 @@ def test_huge_file_reads_are_bounded(world: dict[str, Path]) -> None:
 
 def test_a_hanging_command_is_killed_at_the_timeout(world: dict[str, Path]) -> None:
     registry, _ = registry_for(world)
-    started = time.monotonic()
     outcome = registry.call("run_command", {"command": "sleep", "args": ["600"]})
     assert outcome.ok and "killed after 1 seconds (time limit)" in outcome.result
-    assert time.monotonic() - started < 60  # far from 600: it really was stopped
     leftovers = [
         p.pid
         for p in psutil.process_iter(["name", "cmdline"])
