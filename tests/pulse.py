@@ -32,12 +32,13 @@ Usage::
 API (all methods are safe to call from any test using the fixture):
 
 * fixture ``pulse_server`` (session scope) -> :class:`PulseServer`. While it is alive the
-  client variables ``PULSE_SERVER``, ``XDG_RUNTIME_DIR``, ``HOME``, ``PULSE_STATE_PATH`` and
+  client variables ``PULSE_SERVER``, ``PULSE_COOKIE``, ``PULSE_STATE_PATH`` and
   ``PULSE_RUNTIME_PATH`` point at the private server in ``os.environ`` (so subprocesses
-  inherit them); they are restored at teardown. If ``sounddevice`` was already imported,
-  PortAudio is re-initialised so that its ``default`` device is the server
-  (:func:`reinit_portaudio`; call it yourself if you import sounddevice in another way
-  before the server starts).
+  inherit them); they are restored at teardown. ``HOME`` and ``XDG_RUNTIME_DIR`` are left
+  alone (other tests depend on them); with these variables libpulse writes nothing there.
+  If ``sounddevice`` was already imported, PortAudio is re-initialised so that its
+  ``default`` device is the server (:func:`reinit_portaudio`; call it yourself if you
+  import sounddevice in another way before the server starts).
 * ``PulseServer.env`` -> dict: a full environment for subprocesses.
 * ``PulseServer.play_into_mic(audio, rate=16000, wait=True)``: audio is a 1-D float32 array
   in [-1, 1] or int16; played through ``pacat`` into ``micsink``; with ``wait=False`` it
@@ -56,7 +57,8 @@ API (all methods are safe to call from any test using the fixture):
   brings it back on the same socket. Give its ``env`` to subprocesses only.
 
 The server runs in its own session with ``PR_SET_PDEATHSIG`` so that even ``kill -9`` of
-pytest takes it down; teardown terminates it and removes its temp folder. Without the
+pytest takes it down; teardown terminates it and removes its temp folder, and the next
+session removes the folders of sessions that were killed. Without the
 Debian packages (``pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins``) the
 tests that use the fixture are skipped, unless ``CI`` or ``VOICED_REQUIRE_PULSE`` is set,
 in which case they fail: CI must really run them.
@@ -208,12 +210,18 @@ class PulseServer:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.socket = directory / "native"
+        # What clients need; libpulse then keeps its cookie and state out of the real home.
         self.env_vars = {
             "PULSE_SERVER": f"unix:{self.socket}",
-            "XDG_RUNTIME_DIR": str(directory / "xdg"),
-            "HOME": str(directory / "home"),
+            "PULSE_COOKIE": str(directory / "cookie"),
             "PULSE_STATE_PATH": str(directory / "state"),
             "PULSE_RUNTIME_PATH": str(directory / "xdg" / "pulse"),
+        }
+        # The server itself also gets a private home and runtime folder.
+        self.server_env_vars = {
+            **self.env_vars,
+            "XDG_RUNTIME_DIR": str(directory / "xdg"),
+            "HOME": str(directory / "home"),
         }
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = None
@@ -252,7 +260,7 @@ class PulseServer:
                 "-F",
                 str(script),
             ],
-            env=self.env,
+            env={**os.environ, **self.server_env_vars},
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -388,6 +396,25 @@ class PulseServer:
         return self._record_for(MIC_SOURCE, seconds, rate)
 
 
+_PREFIX = "voiced-pulse-"
+_OWNER = "owner.pid"
+
+
+def _remove_orphans() -> None:
+    """Remove folders left by test sessions that were killed (their server died with them)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        try:
+            owner = int((folder / _OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
 def _missing_tools() -> list[str]:
     return [tool for tool in ("pulseaudio", "pactl", "pacat", "parec") if not shutil.which(tool)]
 
@@ -407,7 +434,9 @@ def pulse_server() -> Iterator[PulseServer]:
             f"{', '.join(missing)} not found (apt-get install pulseaudio pulseaudio-utils "
             "libportaudio2 libasound2-plugins)"
         )
-    directory = Path(tempfile.mkdtemp(prefix="voiced-pulse-"))
+    _remove_orphans()
+    directory = Path(tempfile.mkdtemp(prefix=_PREFIX))
+    (directory / _OWNER).write_text(str(os.getpid()))
     server = PulseServer(directory)
     try:
         server.start()
@@ -426,6 +455,7 @@ def pulse_server() -> Iterator[PulseServer]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        # No PortAudio re-initialisation here: without the server, libpulse would go looking
+        # for one in the real home. The process is ending anyway.
         server.stop()
-        reinit_portaudio()
         shutil.rmtree(directory, ignore_errors=True)
