@@ -174,6 +174,8 @@ UTTERANCES = [
     "Computer, how far away is the moon?",
     "Computer, what time is it?",
     "Computer, what time is it now?",
+    "Computer, tell me a story.",
+    "Computer, stop.",
     "Computer, tell me something long.",
 ]
 _SPEECH: dict[str, np.ndarray] = {}
@@ -291,6 +293,36 @@ def test_ollama_down_is_spoken_and_the_next_turn_works(
     records = daemon.wait_for_records(count + 2)
     assert records[-1]["error"] is None
     assert records[-1]["assistant"] == "It is a quarter past nine."
+
+
+def test_barge_in_stops_the_reply_and_clips_the_history(daemon: DaemonHandle, pulse_server) -> None:
+    story = [
+        "Once upon a time, a lighthouse keeper lived alone on a rock in the sea. ",
+        "Every night he climbed one hundred and twenty steps to light the lamp. ",
+        "One stormy night, a small boat appeared between the waves. ",
+        "He ran down the steps with a rope and a lantern. ",
+    ]
+    daemon.ollama.script(Reply(content=story), Reply(content=["Okay."]))
+    count = len(daemon.records())
+    seen = len(daemon.notifications)
+    say_into_mic(pulse_server, "Computer, tell me a story.")
+    deadline = time.monotonic() + 60
+    while "STATUS=speaking" not in [m for _, m in daemon.notifications[seen:]]:
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.02)
+    time.sleep(1.0)
+    say_into_mic(pulse_server, "Computer, stop.")
+    records = daemon.wait_for_records(count + 2)
+    interrupted, stop = records[-2], records[-1]
+    assert interrupted["interrupted"] is True, interrupted
+    full = "".join(story).strip()
+    heard = interrupted["assistant"]
+    assert heard.startswith("Once upon a time") and len(heard) < len(full)
+    assert "rope" not in heard  # the last sentence was never played
+    assert stop["user"].lower().startswith("stop") and stop["assistant"] == "Okay."
+    history = daemon.conversation_requests()[-1]["messages"]
+    assert {"role": "assistant", "content": heard} in history  # clipped to what was heard
+    assert all("rope" not in m["content"] for m in history)
 
 
 def test_sigterm_while_speaking_exits_zero_promptly(daemon: DaemonHandle, pulse_server) -> None:

@@ -67,6 +67,7 @@ LOOP_S = 0.05
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
 CAPTURE_RESTART_S = 5.0
+STOP_REPORT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ class _TurnJob:
     utterance: Utterance | None
     cancel: threading.Event = field(default_factory=threading.Event)
     heard: list[str] = field(default_factory=list)  # what was heard of the reply so far
+    # Set once a barge-in's stop report is in ``heard`` (the stop wakes the turn up earlier).
+    stop_reported: threading.Event = field(default_factory=threading.Event)
     first_audio_at: float | None = None
 
 
@@ -189,8 +192,11 @@ class Daemon:
 
     def _load_assistant(self, settings: Settings) -> None:
         from voiced.assistant import Assistant
+        from voiced.tools.policy import build_registry
 
-        self.assistant = Assistant.from_settings(settings, confirm=self._confirm)
+        # The audio tools share the loaded speech model; the audit log says "daemon".
+        registry = build_registry(settings, confirm=self._confirm, source="daemon", stt=self.stt)
+        self.assistant = Assistant(settings.llm, registry)
         threading.Thread(target=self._warm_up, name="voiced-warm-up", daemon=True).start()
 
     def _warm_up(self) -> None:
@@ -337,8 +343,10 @@ class Daemon:
         if job is not None:
             job.cancel.set()
         report = self.speaker.stop()
-        if job is not None and job is self._current:
-            job.heard.append(report.text)
+        if job is not None:
+            if job is self._current:
+                job.heard.append(report.text)
+            job.stop_reported.set()
         log.info("barge-in: stopped speaking after %d characters", len(report.text))
 
     def _status_text(self) -> str:
@@ -494,8 +502,10 @@ class Daemon:
             except Exception as reopen_error:
                 log.error("the output device cannot be reopened yet: %s", reopen_error)
         ended = time.monotonic()
-        spoken = " ".join(part for part in job.heard if part).strip()
         interrupted = job.cancel.is_set()
+        if interrupted:
+            job.stop_reported.wait(STOP_REPORT_WAIT_S)
+        spoken = " ".join(part for part in job.heard if part).strip()
         if interrupted:
             self.assistant.clip_last_reply(spoken)
         self.turns_done += 1
@@ -619,6 +629,7 @@ class Daemon:
         job = self._current
         if job is not None:
             job.cancel.set()
+            job.stop_reported.set()
         with self._confirm_lock:
             for done, _ in self._confirmations.values():
                 done.set()
