@@ -300,7 +300,11 @@ def test_barge_in_stops_the_reply_and_clips_the_history(daemon: DaemonHandle, pu
         "Once upon a time, a lighthouse keeper lived alone on a rock in the sea. ",
         "Every night he climbed one hundred and twenty steps to light the lamp. ",
         "One stormy night, a small boat appeared between the waves. ",
-        "He ran down the steps with a rope and a lantern. ",
+        "He ran down the steps with a lantern in his hand. ",
+        "The waves were higher than the roof of his little house. ",
+        "He shouted to the sailors and waved the light above his head. ",
+        "At last they saw him and steered towards the quiet side of the rock. ",
+        "In the morning he gave them bread and tea, and tied their boat with a rope. ",
     ]
     daemon.ollama.script(Reply(content=story), Reply(content=["Okay."]))
     count = len(daemon.records())
