@@ -42,6 +42,7 @@ def test_short_window_result_checks() -> None:
     assert _looks_wrong([RawSegment(sentence), RawSegment(sentence)], 2.5, 2.0)  # a loop
     assert _looks_wrong([RawSegment("yes " * 30)], 2.0, 1.5)  # far too many words
     assert _looks_wrong([], 2.5, 2.0)  # speech heard, nothing decoded
+    assert not _looks_wrong([RawSegment("♪♪♪♪♪♪♪♪")], 2.5, 2.0)  # whisper calls it music
     assert not _looks_wrong([], 2.5, 0.2)
 
 

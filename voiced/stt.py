@@ -127,11 +127,16 @@ def _repeats(words: list[str], n: int = 4) -> bool:
 
 
 def _looks_wrong(raw: list, duration: float, speech_seconds: float) -> bool:
-    """Signs that a shortened window failed: a loop, too many words, or nothing heard."""
+    """Signs that a shortened window failed: a loop, too many words, or nothing heard.
+
+    Only non-speech tags ("[BLANK_AUDIO]", "♪♪♪") is whisper's verdict on noise, not a failure.
+    """
     text = " ".join(segment.text for segment in raw)
-    words = re.findall(r"[\w']+", text.lower())
-    if not words:
+    if not text.strip():
         return speech_seconds >= 0.5
+    words = re.findall(r"[\w']+", clean_text(text).lower())
+    if not words:
+        return False
     return len(words) > _MAX_WORDS_PER_S * duration + 2 or _repeats(words)
 
 
@@ -246,13 +251,15 @@ class SpeechToText:
 
         with self._lock:
             raw = None
-            if duration <= self.short_max_s and self.short_max_s > 0:
-                raw = self._decode(audio, None, audio_ctx=self._short_ctx(duration))
+            short = 0 < duration <= self.short_max_s
+            if short:
+                raw = self._decode(audio, None, audio_ctx=self._short_ctx(duration), short=True)
                 if _looks_wrong(raw, duration, speech.speech_seconds):
                     log.debug("short-window result %r looks wrong; using the full window", raw)
                     raw = None
             if raw is None:
-                raw = self._decode(audio, on_segment if on_progress else None, audio_ctx=0)
+                callback = on_segment if on_progress else None
+                raw = self._decode(audio, callback, audio_ctx=0, short=short)
             logprobs = self._segment_logprobs(len(raw))
             language = self._detected_language()
         segments = []
@@ -280,7 +287,15 @@ class SpeechToText:
         """
         return min(_FULL_CTX, math.ceil(duration * 50) + self.short_ctx_margin)
 
-    def _decode(self, audio: np.ndarray, on_segment: Callable | None, *, audio_ctx: int) -> list:
+    def _decode(
+        self, audio: np.ndarray, on_segment: Callable | None, *, audio_ctx: int, short: bool
+    ) -> list:
+        """One whisper_full call. ``short``: an utterance, where latency beats retries.
+
+        For utterances, tokens are capped by duration and whisper's temperature fallback
+        (up to five more decodes of five candidates each, which made 6 s of noise cost 20 s)
+        is off; a loop is caught by _looks_wrong instead.
+        """
         duration = audio.size / SAMPLE_RATE
         return self._model.transcribe(
             audio,
@@ -288,8 +303,8 @@ class SpeechToText:
             language=self.language,
             n_threads=self.threads,
             audio_ctx=audio_ctx,
-            # A looping decoder on a short clip is cut short here; _looks_wrong catches it.
-            max_tokens=_max_tokens(duration) if audio_ctx else 0,
+            max_tokens=_max_tokens(duration) if short else 0,
+            temperature_inc=0.0 if short else 0.2,
             # Earlier text as a prompt dropped whole sentences at window boundaries.
             n_max_text_ctx=0,
             no_context=True,
