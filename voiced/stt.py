@@ -279,6 +279,12 @@ class SpeechToText:
             tuple(segments), duration, language, self.model_name, speech.speech_seconds
         )
 
+    def warm_up(self) -> None:
+        """Run one tiny decode so the first real utterance does not pay for buffer set-up."""
+        silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        with self._lock:
+            self._decode(silence, None, audio_ctx=self._short_ctx(1.0), short=True)
+
     def _short_ctx(self, duration: float) -> int:
         """Encoder frames for a short clip: its length (50 per second) plus a margin.
 
