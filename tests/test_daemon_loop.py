@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests import ollama_fixtures
@@ -375,3 +376,63 @@ def test_reload_waits_for_the_turn_in_progress(
     loop.wait_for(lambda: len(loop.records()) == 1)
     loop.wait_for(lambda: loop.daemon.machine.matcher.phrases == ["jarvis"])
     assert loop.records()[0]["assistant"] == "One, two, three."
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_long_request_split_by_the_segmenter_is_transcribed_whole(seed: int) -> None:
+    from tests.speech import synthesize
+    from voiced.config import VadSettings
+    from voiced.daemon import SplitJoiner
+    from voiced.vad import Segmenter, UtteranceEnded
+
+    request = synthesize(
+        "Computer, what is the capital of France, and what about Germany?", seed=seed
+    )
+    other = synthesize("Thank you.", seed=seed + 10, lead_s=1.0)
+    stream = np.concatenate([request, other])
+    settings = VadSettings(max_utterance_s=1.5)
+    segmenter = Segmenter(settings)
+    joiner = SplitJoiner(gap_s=settings.silence_ms / 1000)
+    events: list = []
+    complete: list = []
+    # Fed in 30 ms blocks, as the capture thread does.
+    for offset in range(0, stream.size, 480):
+        new = segmenter.feed(stream[offset : offset + 480])
+        events += new
+        complete += joiner.feed(new, segmenter.stream_time_s)
+    tail = segmenter.flush()
+    events += tail
+    complete += joiner.feed(tail, segmenter.stream_time_s)
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    described = [(e.reason, round(e.start_s, 2), round(e.end_s, 2)) for e in ended]
+    assert any(e.reason == "max_length" for e in ended), described
+    assert len(complete) == 2, described
+    (first, last, joined), (other_first, other_last, other_audio) = complete
+    boundary = request.size / 16000
+    assert first.start_s < 1.0 and boundary - 1.5 < last.end_s < boundary, described
+    request_pieces = [e for e in ended if e.start_s < boundary]
+    assert len(request_pieces) > 1
+    assert joined.size == sum(e.audio.size for e in request_pieces)
+    assert other_first is other_last and other_first.start_s > boundary
+    assert other_audio.size == other_first.audio.size
+
+
+def test_joined_speech_is_capped() -> None:
+    from voiced.daemon import SplitJoiner
+    from voiced.vad import UtteranceEnded
+
+    def piece(start: float) -> UtteranceEnded:
+        audio = np.zeros(16000, np.float32)
+        return UtteranceEnded(
+            0, start, start + 1, start + 1, 0, "max_length", audio, start, start + 1
+        )
+
+    joiner = SplitJoiner(gap_s=0.7, max_s=2.5)
+    assert joiner.feed([piece(0.0)], 1.0) == []
+    assert joiner.feed([piece(1.0)], 2.0) == []
+    (done,) = joiner.feed([piece(2.0)], 3.0)
+    assert done[2].size == 3 * 16000
+    # A split piece with no speech after it completes once the gap has passed.
+    assert joiner.feed([piece(10.0)], 11.5) == []
+    (alone,) = joiner.feed([], 11.8)
+    assert alone[0] is alone[1]

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from voiced import config as config_mod
 from voiced.config import Settings
 from voiced.notify import Notifier
@@ -68,6 +70,8 @@ STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
 CAPTURE_RESTART_S = 5.0
 STOP_REPORT_WAIT_S = 2.0
+# Split pieces of one utterance are joined up to this length for transcription.
+MAX_JOINED_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,55 @@ class _TurnJob:
     # Set once a barge-in's stop report is in ``heard`` (the stop wakes the turn up earlier).
     stop_reported: threading.Event = field(default_factory=threading.Event)
     first_audio_at: float | None = None
+
+
+class SplitJoiner:
+    """Joins the pieces of one long utterance that the segmenter split at its maximum length.
+
+    A request is transcribed whole; otherwise its second half would arrive without the wake
+    phrase and be ignored. After a split, speech may go on in a piece that starts at once (the
+    split fell inside speech) or after a pause shorter than ``gap_s`` (the split fell in a
+    pause); such a piece is joined to the ones before. The utterance is complete when a piece
+    ends normally, when no speech followed within ``gap_s``, when the next piece is cancelled
+    (a short noisy tail), or when the joined audio reaches ``max_s``.
+
+    :meth:`feed` takes the segmenter's events and its stream time, and returns
+    ``(first, last, audio)`` for each complete utterance: its first and last ended pieces
+    and the joined audio.
+    """
+
+    def __init__(self, gap_s: float, max_s: float = MAX_JOINED_S) -> None:
+        self.gap_s = gap_s
+        self.max_s = max_s
+        self._pieces: list[Any] = []
+        self._continued = False  # the segmenter's current utterance continues the pieces
+
+    def feed(self, events: list[Any], now_s: float) -> list[tuple[Any, Any, np.ndarray]]:
+        from voiced.vad import UtteranceCancelled, UtteranceEnded, UtteranceStarted
+
+        complete = []
+        for event in events:
+            if isinstance(event, UtteranceStarted) and self._pieces:
+                if event.start_s - self._pieces[-1].end_s <= self.gap_s:
+                    self._continued = True
+                else:
+                    complete.append(self._join())
+            elif isinstance(event, UtteranceCancelled) and self._pieces:
+                complete.append(self._join())
+            elif isinstance(event, UtteranceEnded):
+                self._pieces.append(event)
+                self._continued = False
+                held_s = sum(piece.audio.size for piece in self._pieces) / event.sample_rate
+                if event.reason != "max_length" or held_s >= self.max_s:
+                    complete.append(self._join())
+        if self._pieces and not self._continued and now_s - self._pieces[-1].end_s > self.gap_s:
+            complete.append(self._join())
+        return complete
+
+    def _join(self) -> tuple[Any, Any, np.ndarray]:
+        pieces, self._pieces = self._pieces, []
+        self._continued = False
+        return pieces[0], pieces[-1], np.concatenate([piece.audio for piece in pieces])
 
 
 class _StreamClock:
@@ -364,7 +417,7 @@ class Daemon:
 
     def _capture_loop(self, settings: Settings, stop: threading.Event) -> None:
         from voiced.capture import capture_blocks
-        from voiced.vad import Segmenter, UtteranceEnded
+        from voiced.vad import Segmenter
 
         segmenter = Segmenter(settings.vad)
         clock = _StreamClock()
@@ -376,18 +429,18 @@ class Daemon:
             else:
                 self._mic_open.clear()
 
+        joiner = SplitJoiner(gap_s=settings.vad.silence_ms / 1000)
+
         def handle(events: list) -> None:
             decided = time.monotonic()
-            for event in events:
-                if not isinstance(event, UtteranceEnded):
-                    continue
-                start = clock.monotonic(event.start_s)
+            for first, last, audio in joiner.feed(events, segmenter.stream_time_s):
+                start = clock.monotonic(first.start_s)
                 utterance = Utterance(
-                    audio=event.audio,
+                    audio=audio,
                     start=start,
-                    end=clock.monotonic(event.end_s),
+                    end=clock.monotonic(last.end_s),
                     endpoint_at=decided,
-                    endpoint_wait_ms=event.endpoint_wait_ms,
+                    endpoint_wait_ms=last.endpoint_wait_ms,
                     started_wall=wall_time(start),
                 )
                 try:
