@@ -213,7 +213,6 @@ class Daemon:
         self._capture_restart_at = 0.0
         self._ready = False
         self._status = ""
-        self.turns_done = 0
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -561,7 +560,6 @@ class Daemon:
         spoken = " ".join(part for part in job.heard if part).strip()
         if interrupted:
             self.assistant.clip_last_reply(spoken)
-        self.turns_done += 1
         self._record(job, result, spoken, error, interrupted, marks, reference, ended)
 
     def _record(
