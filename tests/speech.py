@@ -25,8 +25,13 @@ def _voice():
 
 @functools.cache
 def _clean_speech(text: str) -> tuple[np.ndarray, int]:
+    from piper import SynthesisConfig
+
     voice = _voice()
-    chunks = [chunk.audio_float_array for chunk in voice.synthesize(text)]
+    # Piper draws random noise inside the ONNX graph (unseedable), so every process would
+    # hear a slightly different sentence; without it tests hear the same audio every run.
+    steady = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    chunks = [chunk.audio_float_array for chunk in voice.synthesize(text, steady)]
     return np.concatenate(chunks).astype(np.float32), voice.config.sample_rate
 
 

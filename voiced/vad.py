@@ -38,7 +38,7 @@ SAMPLE_RATE = 16000
 # Level changes over this lag measure syllable-rate modulation (speech) vs steady noise.
 _MODULATION_LAG_MS = 90
 # Non-speech frames tolerated inside the voiced run that starts an utterance.
-_ONSET_GAP_MS = 60
+_ONSET_GAP_MS = 200  # stop closures inside a word ("Wha-t time") last up to ~150 ms
 
 EndReason = Literal["silence", "max_length", "flush"]
 
