@@ -1,0 +1,99 @@
+"""Run `voiced run` for a benchmark: private PulseAudio, the scripted Ollama server, a temp home.
+
+The same pieces the end-to-end tests use (tests/pulse.py, tests/ollama_server.py), so a
+benchmark needs no sound card and no Ollama.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.ollama_server import OllamaTestServer, Reply
+from tests.pulse import PulseServer
+from voiced.models import ModelStore
+from voiced.transcripts import Journal
+
+REPLY = Reply(content=["It is ", "three o'clock in the ", "afternoon. ", "Anything else?"])
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen
+    home: Path
+    pulse: PulseServer
+    ollama: OllamaTestServer
+
+    def records(self) -> list[dict]:
+        return [r for r in Journal(self.home / "transcripts").records() if r.get("kind") == "turn"]
+
+    def wait_for_records(self, count: int, timeout: float = 120.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.records()
+            if len(records) >= count:
+                return records
+            if self.proc.poll() is not None:
+                raise RuntimeError("voiced run exited; see its log")
+            time.sleep(0.05)
+        raise TimeoutError(f"no turn record #{count} within {timeout:.0f} s")
+
+
+@contextmanager
+def audio_and_llm() -> Iterator[tuple[PulseServer, OllamaTestServer, Path]]:
+    folder = Path(tempfile.mkdtemp(prefix="voiced-bench-"))
+    pulse = PulseServer(folder / "pulse")
+    pulse.start()
+    ollama = OllamaTestServer().start()
+    ollama.default_reply = REPLY
+    try:
+        yield pulse, ollama, folder
+    finally:
+        ollama.stop()
+        pulse.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def voiced_run(
+    pulse: PulseServer, ollama: OllamaTestServer, folder: Path, name: str, config: str = ""
+) -> Iterator[Daemon]:
+    """Start `voiced run` with the given extra YAML config; yields once it reports READY."""
+    home = folder / name
+    home.mkdir()
+    ModelStore(home / "models").ensure_default()
+    (home / "config.yaml").write_text(
+        f"llm:\n  host: {ollama.url}\nwake:\n  follow_up_s: 0.0\n"
+        f"tools:\n  enabled: [time]\n{config}"
+    )
+    notify_path = folder / f"{name}.notify"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(300)
+    env = {**pulse.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(notify_path)}
+    log = (folder / f"{name}.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voiced", "run"], env=env, stdout=log, stderr=log
+    )
+    try:
+        while b"READY=1" not in notify.recv(4096):
+            pass
+        yield Daemon(proc, home, pulse, ollama)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        notify.close()
+        log.close()
+        os.unlink(notify_path)

@@ -1,0 +1,92 @@
+"""Turn latency of `voiced run`: from the endpoint decision to the first reply audio.
+
+Speech (~3 s, "Computer, ..." made with Piper at a room noise floor) is played into the
+private PulseAudio server's virtual microphone; the LLM is the scripted test server, which
+answers at once, so what is measured is voiced's own share of a turn. Timings are read from
+the transcript records the daemon writes. The same run measures a daemon forced to decode
+whisper's full 30 s window (`stt.short_max_s: 0`), the way whisper.cpp's own tools do, as the
+baseline.
+
+    python -m bench.turn_latency [--turns 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from bench.harness import Daemon, audio_and_llm, voiced_run
+from tests.speech import synthesize
+
+QUESTIONS = [
+    "Computer, what time is it right now?",
+    "Computer, how much memory is free?",
+    "Computer, what is filling up my disk?",
+    "Computer, which program uses the most processor?",
+    "Computer, is the network connected?",
+    "Computer, how long has this machine been up?",
+]
+KEYS = ("endpoint_wait_ms", "stt_ms", "llm_first_token_ms", "first_audio_ms", "total_ms")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=12)
+    args = parser.parse_args()
+    clips = [synthesize(q, seed=i, lead_s=0.3, tail_s=0.2) for i, q in enumerate(QUESTIONS)]
+    results = {}
+    with audio_and_llm() as (pulse, ollama, folder):
+        for name, config in [
+            ("voiced", ""),
+            ("full-window", "stt:\n  short_max_s: 0.0\n"),
+        ]:
+            with voiced_run(pulse, ollama, folder, name, config) as daemon:
+                daemon.pulse.play_into_mic(clips[0])  # a first turn, not counted
+                daemon.wait_for_records(1)
+                time.sleep(1.5)
+                results[name] = measure_after(daemon, clips, args.turns)
+    print(f"{args.turns} turns of ~3 s speech, instant scripted LLM, real PulseAudio")
+    header = "".join(f"{k:>20}" for k in ("voiced p50/p90", "full-window p50/p90"))
+    print(f"\n{'ms':<22}{header}")
+    for key in KEYS:
+        row = f"{key:<22}"
+        for name in ("voiced", "full-window"):
+            values = results[name][key]
+            if values:
+                row += f"{percentile(values, 0.5):>12.0f} /{percentile(values, 0.9):>6.0f}"
+            else:
+                row += f"{'-':>20}"
+        print(row)
+    fast = statistics.median(results["voiced"]["first_audio_ms"])
+    full = statistics.median(results["full-window"]["first_audio_ms"])
+    print(
+        f"\nendpoint -> first audio, p50: {fast:.0f} ms (target <= 400); "
+        f"full window {full:.0f} ms; ratio {fast / full:.2f}"
+    )
+
+
+def measure_after(daemon: Daemon, clips: list[np.ndarray], turns: int) -> dict[str, list[float]]:
+    """Measure ``turns`` turns after those already recorded."""
+    already = len(daemon.records())
+    timings: dict[str, list[float]] = {key: [] for key in KEYS}
+    for turn in range(turns):
+        daemon.pulse.play_into_mic(clips[turn % len(clips)])
+        record = daemon.wait_for_records(already + turn + 1)[-1]
+        for key in KEYS:
+            value = (record.get("timings") or {}).get(key)
+            if value is not None:
+                timings[key].append(float(value))
+        time.sleep(1.5)
+    return timings
+
+
+if __name__ == "__main__":
+    main()
