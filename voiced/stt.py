@@ -35,6 +35,10 @@ _MIN_SPEECH_S = 0.12
 # Whisper's segment times are loose; look this far around a segment for speech.
 _SEGMENT_SLACK_S = 0.3
 _FULL_CTX = 1500
+# Audio kept around each stretch of speech when files are cut into chunks.
+_CHUNK_PAD_S = 0.3
+# Chunk length with chunk_s = 0 (whisper's own 30 s windows).
+_FULL_CHUNK_S = 28.0
 # Speech rarely passes ~4 words (~6 tokens) a second; beyond twice that a decoder is looping.
 _MAX_WORDS_PER_S = 8.0
 _NON_SPEECH_TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+[^♪]*♪*|♫+")
@@ -69,9 +73,11 @@ class Transcription:
 
 @dataclass(frozen=True)
 class SpeechMap:
-    """Which 30 ms frames of a clip hold speech."""
+    """Which 30 ms frames of a clip hold speech, and how loud each frame is (dBFS)."""
 
     voiced: np.ndarray = field(repr=False)
+    levels: np.ndarray = field(repr=False)
+    samples: int = 0
 
     @property
     def speech_seconds(self) -> float:
@@ -82,6 +88,42 @@ class SpeechMap:
         last = max(first, math.ceil(end / _FRAME_S))
         return float(self.voiced[first:last].sum()) * _FRAME_S
 
+    def chunks(self, max_s: float) -> list[tuple[int, int]]:
+        """Sample ranges of at most ``max_s`` that hold all the speech, cut in silences.
+
+        Speech runs (with _CHUNK_PAD_S of audio around them) are packed together while they
+        fit; long silence between chunks is never decoded, and speech longer than ``max_s``
+        is cut at its quietest frame.
+        """
+        limit = max(1, int(max_s / _FRAME_S))
+        pad = int(_CHUNK_PAD_S / _FRAME_S)
+        n = self.voiced.size
+        regions: list[list[int]] = []
+        for index in np.flatnonzero(self.voiced):
+            lo, hi = max(0, index - pad), min(n, index + 1 + pad)
+            if regions and lo <= regions[-1][1]:
+                regions[-1][1] = hi
+            else:
+                regions.append([lo, hi])
+        chunks: list[list[int]] = []
+        for lo, hi in regions:
+            if chunks and hi - chunks[-1][0] <= limit:
+                chunks[-1][1] = hi
+                continue
+            while hi - lo > limit:
+                cut = self._quietest(lo + limit * 2 // 3, lo + limit)
+                chunks.append([lo, cut])
+                lo = cut
+            chunks.append([lo, hi])
+        frame = _FRAME
+        ranges = [(lo * frame, hi * frame) for lo, hi in chunks]
+        if ranges and chunks[-1][1] >= n:  # the partial frame at the very end
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], self.samples))
+        return ranges
+
+    def _quietest(self, lo: int, hi: int) -> int:
+        return lo + int(np.argmin(self.levels[lo:hi]))
+
 
 def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int = 3) -> SpeechMap:
     """Frames that webrtcvad calls speech and that are louder than the energy floor."""
@@ -89,10 +131,11 @@ def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int 
 
     n_frames = audio.size // _FRAME
     if n_frames == 0:
-        return SpeechMap(np.zeros(0, dtype=bool))
+        return SpeechMap(np.zeros(0, dtype=bool), np.zeros(0), audio.size)
     frames = audio[: n_frames * _FRAME].reshape(n_frames, _FRAME)
     rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-    loud = 20 * np.log10(np.maximum(rms, 1e-10)) > energy_floor_dbfs
+    levels = 20 * np.log10(np.maximum(rms, 1e-10))
+    loud = levels > energy_floor_dbfs
     pcm = (np.clip(frames, -1.0, 1.0) * 32767).astype("<i2")
     vad = webrtcvad.Vad(aggressiveness)
     voiced = np.fromiter(
@@ -103,7 +146,7 @@ def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int 
         dtype=bool,
         count=n_frames,
     )
-    return SpeechMap(voiced)
+    return SpeechMap(voiced, levels, audio.size)
 
 
 def clean_text(text: str) -> str:
@@ -159,8 +202,8 @@ class SpeechToText:
         logprob_threshold: float = -1.0,
         energy_floor_dbfs: float = -55.0,
         max_segment_chars: int = 0,
-        short_max_s: float = 20.0,
-        short_ctx_margin: int = 256,
+        chunk_s: float = 10.0,
+        window_margin: int = 128,
     ) -> None:
         from voiced.models import inspect_ggml
 
@@ -180,8 +223,8 @@ class SpeechToText:
         self.logprob_threshold = logprob_threshold
         self.energy_floor_dbfs = energy_floor_dbfs
         self.max_segment_chars = max_segment_chars
-        self.short_max_s = short_max_s
-        self.short_ctx_margin = short_ctx_margin
+        self.chunk_s = chunk_s
+        self.window_margin = window_margin
         self._lock = threading.Lock()
         self._model = self._load()
 
@@ -202,8 +245,8 @@ class SpeechToText:
             logprob_threshold=settings.logprob_threshold,
             energy_floor_dbfs=settings.energy_floor_dbfs,
             max_segment_chars=settings.max_segment_chars,
-            short_max_s=settings.short_max_s,
-            short_ctx_margin=settings.short_ctx_margin,
+            chunk_s=settings.chunk_s,
+            window_margin=settings.window_margin,
         )
 
     def _load(self):
@@ -245,45 +288,58 @@ class SpeechToText:
                 on_progress(duration)
             return Transcription((), duration, self.language, self.model_name, 0.0)
 
-        def on_segment(segment) -> None:
-            if on_progress:
-                on_progress(min(duration, segment.t1 / 100))
-
+        raw: list[tuple[float, float, str, float]] = []  # start, end, text, logprob
         with self._lock:
-            raw = None
-            short = 0 < duration <= self.short_max_s
-            if short:
-                raw = self._decode(audio, None, audio_ctx=self._short_ctx(duration), short=True)
-                if _looks_wrong(raw, duration, speech.speech_seconds):
-                    log.debug("short-window result %r looks wrong; using the full window", raw)
-                    raw = None
-            if raw is None:
-                callback = on_segment if on_progress else None
-                raw = self._decode(audio, callback, audio_ctx=0, short=short)
-            logprobs = self._segment_logprobs(len(raw))
+            for first, last in speech.chunks(self.chunk_s or _FULL_CHUNK_S):
+                offset = first / SAMPLE_RATE
+                chunk = audio[first:last]
+                for t0, t1, text, logprob in self._decode_chunk(chunk, speech, offset):
+                    raw.append((t0 + offset, t1 + offset, text, logprob))
+                if on_progress:
+                    on_progress(last / SAMPLE_RATE)
             language = self._detected_language()
         segments = []
-        for index, item in enumerate(raw):
-            text = clean_text(item.text)
-            start, end = item.t0 / 100, min(item.t1 / 100, duration)
+        for start, end, text, logprob in raw:
+            text = clean_text(text)
+            end = min(end, duration)
             if not text:
                 continue
             heard = speech.speech_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
             if heard < _MIN_SPEECH_S:
                 log.debug("dropping %r at %.2f-%.2f s: no speech there", text, start, end)
                 continue
-            segments.append(Segment(start, max(start, end), text, logprobs[index]))
+            segments.append(Segment(start, max(start, end), text, logprob))
         if on_progress:
             on_progress(duration)
         return Transcription(
             tuple(segments), duration, language, self.model_name, speech.speech_seconds
         )
 
+    def _decode_chunk(
+        self, chunk: np.ndarray, speech: SpeechMap, offset: float
+    ) -> list[tuple[float, float, str, float]]:
+        """Decode one chunk in a window cut to its length; redo it in the full window if wrong."""
+        duration = chunk.size / SAMPLE_RATE
+        heard = speech.speech_between(offset, offset + duration)
+        raw = None
+        if self.chunk_s > 0:
+            raw = self._decode(chunk, audio_ctx=self._short_ctx(duration))
+            if _looks_wrong(raw, duration, heard):
+                log.debug("short-window result %r looks wrong; using the full window", raw)
+                raw = None
+        if raw is None:
+            raw = self._decode(chunk, audio_ctx=0)
+        logprobs = self._segment_logprobs(len(raw))
+        return [
+            (r.t0 / 100, min(r.t1 / 100, duration), r.text, lp)
+            for r, lp in zip(raw, logprobs, strict=True)
+        ]
+
     def warm_up(self) -> None:
         """Run one tiny decode so the first real utterance does not pay for buffer set-up."""
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         with self._lock:
-            self._decode(silence, None, audio_ctx=self._short_ctx(1.0), short=True)
+            self._decode(silence, audio_ctx=self._short_ctx(1.0))
 
     def _short_ctx(self, duration: float) -> int:
         """Encoder frames for a short clip: its length (50 per second) plus a margin.
@@ -291,26 +347,23 @@ class SpeechToText:
         whisper.cpp encodes a full 30 s window for every clip; a 3 s utterance needs a
         tenth of it. Too small a margin makes the decoder loop (see _looks_wrong).
         """
-        return min(_FULL_CTX, math.ceil(duration * 50) + self.short_ctx_margin)
+        return min(_FULL_CTX, math.ceil(duration * 50) + self.window_margin)
 
-    def _decode(
-        self, audio: np.ndarray, on_segment: Callable | None, *, audio_ctx: int, short: bool
-    ) -> list:
-        """One whisper_full call. ``short``: an utterance, where latency beats retries.
+    def _decode(self, audio: np.ndarray, *, audio_ctx: int) -> list:
+        """One whisper_full call on a chunk of at most 30 s.
 
-        For utterances, tokens are capped by duration and whisper's temperature fallback
-        (up to five more decodes of five candidates each, which made 6 s of noise cost 20 s)
-        is off; a loop is caught by _looks_wrong instead.
+        Tokens are capped by duration and whisper's temperature fallback (up to five more
+        decodes of five candidates each, which made 6 s of noise cost 20 s) is off; a loop is
+        caught by _looks_wrong instead.
         """
         duration = audio.size / SAMPLE_RATE
         return self._model.transcribe(
             audio,
-            new_segment_callback=on_segment,
             language=self.language,
             n_threads=self.threads,
             audio_ctx=audio_ctx,
-            max_tokens=_max_tokens(duration) if short else 0,
-            temperature_inc=0.0 if short else 0.2,
+            max_tokens=_max_tokens(duration),
+            temperature_inc=0.0,
             # Earlier text as a prompt dropped whole sentences at window boundaries.
             n_max_text_ctx=0,
             no_context=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from audio_models import catalogue
 from voiced.models import DEFAULT_STT_MODEL, ModelError, ModelStore
 
 
@@ -60,18 +61,18 @@ def _model_rows(row) -> tuple[str, str, str, str, str]:
 @click.argument("source")
 @click.option("--name", help="Name in the store (default: from the file name).")
 def install(source: str, name: str | None) -> None:
-    """Install a model: `tiny.en` (converted offline), a ggml .bin file, or a Piper voice.
+    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice.
 
     \b
     Examples:
-      voiced models install tiny.en
+      voiced models install tiny.en          (f16; the default tiny.en-q8_0 is 8-bit)
       voiced models install ~/Downloads/ggml-base.en.bin
       voiced models install ~/voices/en_GB-alan-medium.onnx
     """
     store = ModelStore()
     try:
-        if source == DEFAULT_STT_MODEL:
-            path = store.ensure_default()
+        if catalogue().get(source, {}).get("source") == "converted":
+            path = store.resolve_whisper(source)
         elif source.endswith(".onnx"):
             from voiced import tts
 
@@ -80,7 +81,8 @@ def install(source: str, name: str | None) -> None:
             path = store.install_file(Path(source), name)
         else:
             raise ModelError(
-                f"{source}: no such file; give tiny.en, a ggml .bin file or a Piper .onnx voice "
+                f"{source}: no such file; give tiny.en, tiny.en-q8_0, a ggml .bin file or a Piper "
+                ".onnx voice "
                 "(official whisper.cpp models: `voiced models download NAME`)"
             )
     except ModelError as exc:

@@ -64,7 +64,7 @@ def _plan(files: tuple[Path, ...], fmt: str, output_dir: Path | None) -> _Plan:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write DIR/<name>.<format> for each file instead of printing.",
 )
-@click.option("-m", "--model", help="Model name or ggml file path  [default: stt.model, tiny.en]")
+@click.option("-m", "--model", help="Model name or ggml file path  [default: stt.model]")
 @click.option("-l", "--language", help="Spoken language code, or 'auto'  [default: stt.language]")
 @click.option(
     "-t", "--threads", type=click.IntRange(min=1), help="CPU threads  [default: one per core]"
