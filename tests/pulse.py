@@ -82,23 +82,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from voiced.decode import to_int16
+
 SPEAKER_SINK = "spk"
 MIC_SINK = "micsink"
 MIC_SOURCE = "vmic"
 
 _PR_SET_PDEATHSIG = 1
 _START_DEADLINE_S = 10.0
-
-
-def _to_int16(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"expected mono 1-D audio, got shape {audio.shape}")
-    if audio.dtype == np.int16:
-        return audio
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise ValueError(f"expected float or int16 audio, got {audio.dtype}")
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
 def _die_with_parent() -> None:
@@ -331,7 +322,7 @@ class PulseServer:
         pacat keeps 250 ms buffered in the server: with less, a busy machine starves the
         stream and the sink plays gaps of silence.
         """
-        data = _to_int16(audio).tobytes()
+        data = to_int16(audio).tobytes()
         proc = subprocess.Popen(
             [
                 "pacat",

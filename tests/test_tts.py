@@ -27,9 +27,12 @@ from voiced.tts import (
     voices_dir,
 )
 
+# Long enough that one ambiguous word ("memory use is" / "memory uses") stays under 10 %:
+# `voiced say` renders with Piper's random noise, so each run sounds a little different.
 REPLY = (
     "Your computer has been running for three days. "
-    "The disk is half full and the memory use is low."
+    "The disk is half full and the memory use is low. "
+    "Nothing needs your attention right now, so you can get back to work."
 )
 
 

@@ -153,3 +153,15 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     pieces = [out.to_ndarray()[0] for out in resampler.resample(frame)]
     pieces += [out.to_ndarray()[0] for out in resampler.resample(None)]
     return np.concatenate(pieces).astype(np.float32, copy=False) if pieces else audio[:0]
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """Mono float audio in [-1, 1] (or int16) as int16."""
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"expected mono 1-D audio, got shape {audio.shape}")
+    if audio.dtype == np.int16:
+        return audio
+    if not np.issubdtype(audio.dtype, np.floating):
+        raise ValueError(f"expected float32 or int16 audio, got {audio.dtype}")
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)

@@ -29,6 +29,7 @@ import numpy as np
 
 from voiced import paths
 from voiced.config import TtsSettings
+from voiced.decode import to_int16
 
 if TYPE_CHECKING:
     from piper import PiperVoice
@@ -276,10 +277,6 @@ def join_sentences(pieces: Iterable[np.ndarray], silence: np.ndarray) -> np.ndar
             parts.append(silence)
         parts.append(piece)
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
-
-
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
 
 
 class WavWriter:

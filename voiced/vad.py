@@ -32,6 +32,7 @@ import numpy as np
 import webrtcvad
 
 from voiced.config import VadSettings
+from voiced.decode import to_int16
 
 SAMPLE_RATE = 16000
 
@@ -103,18 +104,6 @@ class Timeout:
 
 
 Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | Timeout
-
-
-def to_int16(audio: np.ndarray) -> np.ndarray:
-    """Mono float audio in [-1, 1] (or int16) as int16."""
-    audio = np.asarray(audio)
-    if audio.ndim != 1:
-        raise ValueError(f"expected mono 1-D audio, got shape {audio.shape}")
-    if audio.dtype == np.int16:
-        return audio
-    if not np.issubdtype(audio.dtype, np.floating):
-        raise ValueError(f"expected float32 or int16 audio, got {audio.dtype}")
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 
 def frame_dbfs(frame: np.ndarray) -> float:

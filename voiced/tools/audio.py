@@ -160,7 +160,7 @@ class AudioTools:
             audio = engine.synthesize(text)
         if audio.size == 0:
             raise ToolError("the text has nothing to say")
-        from voiced.tts import to_int16
+        from voiced.decode import to_int16
 
         buffer = io.BytesIO()
         with wave.open(buffer, "wb") as wav:
