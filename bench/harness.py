@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,7 +61,21 @@ def audio_and_llm() -> Iterator[tuple[PulseServer, OllamaTestServer, Path]]:
     finally:
         ollama.stop()
         pulse.stop()
+        logs = sorted(folder.glob("*.log"))
+        keep = Path(tempfile.gettempdir()) / "voiced-bench-logs"
+        keep.mkdir(exist_ok=True)
+        for log_file in logs:  # the daemons' logs outlive the run, for a look afterwards
+            shutil.copy(log_file, keep / log_file.name)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _drain(sock: socket.socket) -> None:
+    """Keep reading status and watchdog messages, as systemd does."""
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        return
 
 
 @contextmanager
@@ -87,6 +102,8 @@ def voiced_run(
     try:
         while b"READY=1" not in notify.recv(4096):
             pass
+        notify.settimeout(None)
+        threading.Thread(target=_drain, args=(notify,), daemon=True).start()
         yield Daemon(proc, home, pulse, ollama)
     finally:
         proc.terminate()

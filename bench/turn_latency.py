@@ -49,9 +49,7 @@ def main() -> None:
             ("full-window", "stt:\n  chunk_s: 0.0\n"),
         ]:
             with voiced_run(pulse, ollama, folder, name, config) as daemon:
-                daemon.pulse.play_into_mic(clips[0])  # a first turn, not counted
-                daemon.wait_for_records(1)
-                time.sleep(1.5)
+                measure_after(daemon, clips[:1], 1)  # a first turn, not counted
                 results[name] = measure_after(daemon, clips, args.turns)
     print(f"{args.turns} turns of ~3 s speech, instant scripted LLM, real PulseAudio")
     header = "".join(f"{k:>20}" for k in ("voiced p50/p90", "full-window p50/p90"))
@@ -65,6 +63,9 @@ def main() -> None:
             else:
                 row += f"{'-':>20}"
         print(row)
+    for name in ("voiced", "full-window"):
+        if results[name]["missed"]:
+            print(f"{name}: {len(results[name]['missed'])} of {args.turns} turns gave no record")
     fast = statistics.median(results["voiced"]["first_audio_ms"])
     full = statistics.median(results["full-window"]["first_audio_ms"])
     print(
@@ -74,12 +75,17 @@ def main() -> None:
 
 
 def measure_after(daemon: Daemon, clips: list[np.ndarray], turns: int) -> dict[str, list[float]]:
-    """Measure ``turns`` turns after those already recorded."""
-    already = len(daemon.records())
+    """Measure ``turns`` turns after those already recorded; a turn with no record is missed."""
     timings: dict[str, list[float]] = {key: [] for key in KEYS}
+    timings["missed"] = []
     for turn in range(turns):
+        already = len(daemon.records())
         daemon.pulse.play_into_mic(clips[turn % len(clips)])
-        record = daemon.wait_for_records(already + turn + 1)[-1]
+        try:
+            record = daemon.wait_for_records(already + 1, timeout=30.0)[-1]
+        except TimeoutError:
+            timings["missed"].append(turn)
+            continue
         for key in KEYS:
             value = (record.get("timings") or {}).get(key)
             if value is not None:

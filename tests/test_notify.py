@@ -96,3 +96,14 @@ def test_watchdog_environment(env: dict[str, str], expected: float | None) -> No
     assert Notifier(environ={"NOTIFY_SOCKET": "/nonexistent", **env}).watchdog_interval_s == (
         expected
     )
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(path))
+    notifier = Notifier(address=str(path))
+    sent = [notifier.status(f"state {i}") for i in range(5000)]  # far beyond the queue
+    assert sent[0] is True
+    assert sent[-1] is False  # dropped, not waited for
+    listener.close()

@@ -27,7 +27,11 @@ class Notifier:
         self._socket: socket.socket | None = None
         self._last_watchdog = 0.0
         if self.address:
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Non-blocking: a listener that stops reading must never stall the main loop
+            # (a full datagram queue makes a blocking sendto wait forever).
+            self._socket = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
 
     @property
     def enabled(self) -> bool:

@@ -7,6 +7,7 @@ the configuration. See :mod:`voiced.daemon` and docs/daemon.md.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -77,6 +78,8 @@ def run(
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
+    # `kill -USR1 PID` writes every thread's stack to the journal: for a daemon that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         daemon.load()
     except Exception as exc:  # models or voice that cannot load: nothing to run
