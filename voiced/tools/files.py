@@ -17,7 +17,7 @@ from typing import Any
 
 from voiced.config import ToolsSettings
 from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, SandboxError, human_size, plural
+from voiced.tools.sandbox import Sandbox, SandboxError, human_size, plural, walk_budget_s
 
 MAX_LISTED = 200
 MAX_FOUND = 100
@@ -40,17 +40,6 @@ class FileTools:
     def __init__(self, settings: ToolsSettings, sandbox: Sandbox | None = None) -> None:
         self.settings = settings
         self.sandbox = sandbox or Sandbox.from_settings(settings)
-
-    def _walk_budget_s(self) -> float:
-        return max(0.2, self.settings.timeout_s * 0.6)
-
-    def _folder(self, path: str | None) -> Path:
-        folder = self.sandbox.resolve(path) if path and path.strip() else self.sandbox.roots[0]
-        if not folder.exists():
-            raise SandboxError(f"{self.sandbox.display(folder)} does not exist")
-        if not folder.is_dir():
-            raise SandboxError(f"{self.sandbox.display(folder)} is a file, not a folder")
-        return folder
 
     # ------------------------------------------------------------------ tools
 
@@ -86,7 +75,7 @@ class FileTools:
             path: The folder, for example ~/Documents; leave it out for the first allowed
                 folder.
         """
-        folder = self._folder(path)
+        folder = self.sandbox.folder(path)
         folders: list[str] = []
         files: list[str] = []
         hidden = 0
@@ -137,12 +126,12 @@ class FileTools:
             raise ToolError("give a name pattern such as *.txt")
         if len(pattern) > MAX_PATTERN_CHARS:
             raise ToolError(f"the pattern is longer than {MAX_PATTERN_CHARS} characters")
-        folder = self._folder(path)
+        folder = self.sandbox.folder(path)
         wanted = pattern.casefold()
         by_path = "/" in wanted
         found: list[str] = []
         more = 0
-        walk = self.sandbox.walk(folder, budget_s=self._walk_budget_s())
+        walk = self.sandbox.walk(folder, budget_s=walk_budget_s(self.settings))
         for parent, entry in walk:
             if entry.is_dir(follow_symlinks=False):
                 continue

@@ -180,6 +180,11 @@ def _own_files() -> list[Path]:
     return candidates
 
 
+def walk_budget_s(settings: ToolsSettings) -> float:
+    """Time a folder scan may take: most of the tool's time limit, leaving room to answer."""
+    return max(0.2, settings.timeout_s * 0.6)
+
+
 class Sandbox:
     """Where the tools may go: inside ``roots``, outside the deny list."""
 
@@ -299,6 +304,15 @@ class Sandbox:
         real = Path(os.path.realpath(absolute))
         self._check(raw, lexical, real)
         return real
+
+    def folder(self, raw: str | None) -> Path:
+        """An existing folder inside the roots; empty means the first root."""
+        folder = self.resolve(raw) if raw and raw.strip() else self.roots[0]
+        if not folder.exists():
+            raise SandboxError(f"{self.display(folder)} does not exist")
+        if not folder.is_dir():
+            raise SandboxError(f"{self.display(folder)} is a file, not a folder")
+        return folder
 
     def resolve_target(self, raw: str, *, base: Path | None = None) -> Path:
         """For writing or deleting: the real parent folder joined with the name as given.

@@ -22,7 +22,7 @@ import psutil
 
 from voiced.config import ToolsSettings
 from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, SandboxError, human_size, plural
+from voiced.tools.sandbox import Sandbox, human_size, plural, walk_budget_s
 
 CPU_SAMPLE_S = 0.5
 MAX_PROCESSES = 200
@@ -171,16 +171,6 @@ class SystemTools:
         self.settings = settings
         self.sandbox = sandbox or Sandbox.from_settings(settings)
 
-    def _budget_s(self) -> float:
-        return max(0.2, self.settings.timeout_s * 0.6)
-
-    def _folder(self, path: str | None) -> Path:
-        folder = self.sandbox.resolve(path) if path and path.strip() else self.sandbox.roots[0]
-        if not folder.is_dir():
-            what = "does not exist" if not folder.exists() else "is not a folder"
-            raise SandboxError(f"{self.sandbox.display(folder)} {what}")
-        return folder
-
     # ------------------------------------------------------------------ tools
 
     def system_summary(self) -> str:
@@ -251,11 +241,11 @@ class SystemTools:
         """
         if not path or not path.strip():
             return "\n".join(_filesystem_line(p, u) for p, u in _filesystems())
-        folder = self._folder(path)
+        folder = self.sandbox.folder(path)
         sizes: dict[str, int] = {}
         kinds: dict[str, str] = {}
         seen_inodes: set[tuple[int, int]] = set()
-        walk = self.sandbox.walk(folder, budget_s=self._budget_s())
+        walk = self.sandbox.walk(folder, budget_s=walk_budget_s(self.settings))
         for parent, entry in walk:
             try:
                 info = entry.stat(follow_symlinks=False)
@@ -355,10 +345,10 @@ class SystemTools:
         """
         if not 1 <= limit <= MAX_LARGE_FILES:
             raise ToolError(f"limit must be between 1 and {MAX_LARGE_FILES}")
-        folder = self._folder(path)
+        folder = self.sandbox.folder(path)
         largest: list[tuple[int, str]] = []
         count = 0
-        walk = self.sandbox.walk(folder, budget_s=self._budget_s())
+        walk = self.sandbox.walk(folder, budget_s=walk_budget_s(self.settings))
         for parent, entry in walk:
             try:
                 if not entry.is_file(follow_symlinks=False):
@@ -390,7 +380,7 @@ class SystemTools:
 
     def check_path(self, values: dict[str, Any]) -> PolicyDecision | None:
         if values.get("path") and str(values["path"]).strip():
-            self._folder(values["path"])
+            self.sandbox.folder(values["path"])
         return None
 
 
