@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from voiced.models import MANIFEST, ModelStore
+from tests.store import seed_models
+from voiced.models import ModelStore
 
 
 @pytest.fixture(scope="session")
@@ -25,19 +24,9 @@ def voiced_home(
     monkeypatch: pytest.MonkeyPatch,
     whisper_store: Path,
 ) -> Path:
-    """A fresh VOICED_HOME whose model store already holds the default model.
-
-    The model file is a hard link to the session's copy: tests that damage a stored model
-    must replace the file (unlink, then write), never modify it in place.
-    """
+    """A fresh VOICED_HOME whose model store already holds the default model (see seed_models)."""
     home = tmp_path_factory.mktemp("voiced_home")
-    models = home / "models"
-    models.mkdir()
-    for entry in whisper_store.iterdir():
-        if entry.name == MANIFEST:
-            shutil.copy(entry, models / entry.name)
-        elif entry.is_file():
-            os.link(entry, models / entry.name)
+    seed_models(home, whisper_store)
     monkeypatch.setenv("VOICED_HOME", str(home))
     monkeypatch.delenv("VOICED_CONFIG", raising=False)
     monkeypatch.delenv("OLLAMA_HOST", raising=False)

@@ -106,6 +106,17 @@ def reinit_portaudio() -> None:
         sd._initialize()
 
 
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc`` if it still runs; kill it if it ignores that for 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Playback:
     """``pacat`` playing a buffer into a sink, in the background."""
 
@@ -131,13 +142,7 @@ class Playback:
             raise RuntimeError(f"pacat exited with {rc}: {stderr.strip()}")
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        _end(self._proc)
         self._writer.join(5)
         for stream in (self._proc.stdin, self._proc.stderr):
             if stream is not None and not stream.closed:
@@ -173,13 +178,7 @@ class Recording:
 
     def stop(self) -> np.ndarray:
         """Stop recording; return float32 mono audio at ``rate``."""
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        _end(self._proc)
         self._reader.join(5)
         if self._proc.stdout is not None:
             self._proc.stdout.close()

@@ -17,7 +17,7 @@ import pytest
 
 from tests.ollama_server import OllamaTestServer
 from tests.pulse import PulseServer, _missing_tools, _unavailable
-from voiced.models import MANIFEST
+from tests.store import seed_models
 
 pytestmark = pytest.mark.pulse
 
@@ -36,12 +36,7 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
     server = PulseServer(Path(tempfile.mkdtemp(prefix="voiced-pulse-own-")))
     server.start()
     home = tmp_path / "home"
-    (home / "models").mkdir(parents=True)
-    for entry in whisper_store.iterdir():
-        if entry.name == MANIFEST:
-            shutil.copy(entry, home / "models" / entry.name)
-        elif entry.is_file():
-            os.link(entry, home / "models" / entry.name)
+    seed_models(home, whisper_store)
     sock_path = tmp_path / "notify"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))

@@ -10,8 +10,6 @@ go to a NOTIFY_SOCKET the fixture opens.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +26,7 @@ import pytest
 from tests import pulse as pulse_fixtures
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.speech import synthesize, wer
-from voiced.models import MANIFEST
+from tests.store import seed_models
 from voiced.transcripts import Journal
 
 log = logging.getLogger(__name__)
@@ -111,13 +109,7 @@ def daemon(
     for index, text in enumerate(UTTERANCES):
         _SPEECH[text] = synthesize(text, seed=index)
     home = tmp_path_factory.mktemp("daemon_home")
-    models = home / "models"
-    models.mkdir()
-    for entry in whisper_store.iterdir():
-        if entry.name == MANIFEST:
-            shutil.copy(entry, models / entry.name)
-        elif entry.is_file():
-            os.link(entry, models / entry.name)
+    seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
         f"llm:\n  host: {ollama.url}\n"
         f"wake:\n  follow_up_s: {FOLLOW_UP_S}\n"
