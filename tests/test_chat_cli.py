@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from tests import ollama_fixtures
 from tests import pulse as pulse_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from tests.speech import wer
 from voiced.cli import main
 
 ollama_server = ollama_fixtures.ollama_server
@@ -108,8 +109,17 @@ def test_echo_pipe_into_the_installed_command(ollama_server: OllamaTestServer) -
 
 @pytest.mark.pulse
 def test_say_speaks_the_reply(ollama_server: OllamaTestServer, pulse_server, stt) -> None:
-    reply = "The kitchen is twenty one degrees."
-    ollama_server.script(Reply(content=["The kitchen is ", "twenty one degrees."]))
+    # Piper's voice varies run to run; tiny.en heard this reply word for word in 25 of 25 draws.
+    reply = "The weather today is sunny and warm. You could take a long walk in the park."
+    ollama_server.script(
+        Reply(
+            content=[
+                "The weather today is ",
+                "sunny and warm. You could ",
+                "take a long walk in the park.",
+            ]
+        )
+    )
     recording = pulse_server.start_speaker_recording()
     result = run_chat(ollama_server.url, "how warm is the kitchen\n", "--say")
     audio = recording.stop()
@@ -118,8 +128,8 @@ def test_say_speaks_the_reply(ollama_server: OllamaTestServer, pulse_server, stt
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     assert loud.size, "nothing was heard on the speaker"
     speech = audio[max(0, loud[0] - 1600) : loud[-1] + 1600]  # transcribe only the reply
-    heard = stt.transcribe(speech).text.lower()
-    assert "kitchen" in heard and "degrees" in heard
+    heard = stt.transcribe(speech).text
+    assert wer(reply, heard) <= 0.2, heard
 
 
 @pytest.mark.pulse

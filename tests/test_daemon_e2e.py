@@ -197,9 +197,10 @@ def test_ready_status_and_watchdog(daemon: DaemonHandle) -> None:
 def test_turn_with_the_wake_phrase_then_a_follow_up(
     daemon: DaemonHandle, pulse_server, stt
 ) -> None:
-    reply = "The capital of France is Paris."
+    # Not "...France is Paris.": tiny.en hears "Francis Paris" in Piper's voice every time.
+    reply = "The capital of France is the city of Paris."
     daemon.ollama.script(
-        Reply(content=["The capital of ", "France is Paris."]),
+        Reply(content=["The capital of ", "France is the city of Paris."]),
         Reply(content=["Berlin is the capital of Germany."]),
     )
     recording = pulse_server.start_speaker_recording()
@@ -216,7 +217,7 @@ def test_turn_with_the_wake_phrase_then_a_follow_up(
     assert wer("what is the capital of France", user["content"]) <= 0.2, user
     assert "computer" not in user["content"].lower()
     heard = heard_speech(stt, audio)
-    assert "paris" in heard.lower() and wer(reply, heard) <= 0.35, heard
+    assert "paris" in heard.lower() and wer(reply, heard) <= 0.2, heard
 
     assert record["kind"] == "turn" and record["user"] == user["content"]
     assert record["assistant"] == reply
