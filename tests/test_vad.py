@@ -11,6 +11,8 @@ from tests.speech import noise, synthesize
 from voiced.config import VadSettings
 from voiced.vad import (
     Segmenter,
+    SpeechPaused,
+    SpeechResumed,
     Timeout,
     UtteranceCancelled,
     UtteranceEnded,
@@ -269,6 +271,56 @@ def test_flush_finishes_the_utterance_in_flight() -> None:
     assert utterance.reason == "flush"
     assert utterance.audio_end_s >= (audio.size - 1000) / RATE
     assert segmenter.flush() == []
+
+
+def run_reporting_pauses(audio: np.ndarray, settings: VadSettings | None = None) -> list:
+    segmenter = Segmenter(settings, report_pauses=True)
+    events = [e for block in blocks(audio) for e in segmenter.feed(block)]
+    return events + segmenter.flush()
+
+
+def test_a_pause_carries_exactly_the_audio_of_the_utterance_that_ends_there() -> None:
+    audio = synthesize(SENTENCES[0], lead_s=1.0, tail_s=1.5)
+    settings = VadSettings(post_roll_ms=240, silence_ms=700)
+    events = run_reporting_pauses(audio, settings)
+    kinds = [type(e) for e in events if not isinstance(e, Timeout)]
+    assert kinds == [UtteranceStarted, SpeechPaused, UtteranceEnded]
+    paused, utterance = events[1], events[2]
+    assert paused.index == utterance.index
+    assert (paused.audio_start_s, paused.audio_end_s) == (
+        utterance.audio_start_s,
+        utterance.audio_end_s,
+    )
+    np.testing.assert_array_equal(paused.audio, utterance.audio)
+    # Reported 240 ms after the speech, while the endpoint waits 700 ms.
+    assert paused.audio_end_s == pytest.approx(utterance.end_s + 0.240)
+    # Without report_pauses the events are as before.
+    assert [type(e) for e in run(audio, settings)] == [UtteranceStarted, UtteranceEnded]
+
+
+def test_speech_after_a_pause_resumes_the_same_utterance() -> None:
+    first = synthesize(SENTENCES[0], lead_s=0.5, tail_s=0.45, seed=1)
+    second = synthesize(SENTENCES[2], lead_s=0.1, tail_s=1.0, seed=2)
+    events = run_reporting_pauses(np.concatenate([first, second]), VadSettings(post_roll_ms=240))
+    kinds = [type(e) for e in events]
+    assert kinds == [UtteranceStarted, SpeechPaused, SpeechResumed, SpeechPaused, UtteranceEnded]
+    early, resumed, late, utterance = events[1:]
+    assert early.index == resumed.index == late.index == utterance.index == 0
+    assert early.audio_end_s < resumed.at_s < late.audio_end_s == utterance.audio_end_s
+    np.testing.assert_array_equal(late.audio, utterance.audio)
+    assert early.audio.size < utterance.audio.size
+
+
+def test_no_pause_is_reported_for_what_will_be_cancelled() -> None:
+    floor = noise(3.0, seed=7)
+    tap = floor.copy()
+    burst = np.random.default_rng(8).standard_normal(int(0.12 * RATE)) * 0.3
+    tap[RATE : RATE + burst.size] += (burst * np.exp(-np.arange(burst.size) / 480)).astype(
+        np.float32
+    )
+    events = run_reporting_pauses(tap)
+    assert [type(e) for e in events] == [UtteranceStarted, UtteranceCancelled]
+    assert not [e for e in events if isinstance(e, (SpeechPaused, UtteranceEnded))]
 
 
 def test_bad_input_is_a_clear_error() -> None:

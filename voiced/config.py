@@ -64,6 +64,7 @@ class SttSettings(_Section):
     max_segment_chars: int = Field(0, ge=0, le=1000)
     chunk_s: float = Field(10.0, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
+    start_in_pause: bool = True
 
 
 class TtsSettings(_Section):

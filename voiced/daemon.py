@@ -74,6 +74,34 @@ STOP_REPORT_WAIT_S = 2.0
 MAX_JOINED_S = 60.0
 
 
+@dataclass
+class EarlyTranscript:
+    """An utterance transcribed in the pause before its endpoint (see ``stt.start_in_pause``).
+
+    The segmenter reports the pause with the exact audio the utterance will have if it ends
+    there; the STT thread transcribes it while the endpoint is still being waited for. If
+    the utterance does end there, its text is this one; if speech comes back, the work is
+    abandoned (and aborted if it is running).
+    """
+
+    index: int
+    audio_start_s: float
+    audio_end_s: float
+    audio: Any
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    text: str | None = None  # set by the STT thread when done
+    stt_ms: int = 0
+    started_at: float = 0.0  # monotonic
+    done_at: float = 0.0
+
+    def is_for(self, ended: Any) -> bool:
+        return (ended.index, ended.audio_start_s, ended.audio_end_s) == (
+            self.index,
+            self.audio_start_s,
+            self.audio_end_s,
+        )
+
+
 @dataclass(frozen=True)
 class Utterance:
     """What the capture thread knows about one utterance, carried along to the record."""
@@ -84,7 +112,9 @@ class Utterance:
     endpoint_at: float  # monotonic time of the segmenter's decision
     endpoint_wait_ms: int
     started_wall: dt.datetime
-    stt_ms: int = 0
+    stt_ms: int = 0  # transcription's own time
+    stt_ready_ms: int = 0  # from the endpoint decision until the text was ready
+    early: EarlyTranscript | None = None
 
 
 @dataclass
@@ -119,6 +149,11 @@ class SplitJoiner:
         self.max_s = max_s
         self._pieces: list[Any] = []
         self._continued = False  # the segmenter's current utterance continues the pieces
+
+    @property
+    def holding(self) -> bool:
+        """Pieces of a split utterance are waiting for the rest."""
+        return bool(self._pieces)
 
     def feed(self, events: list[Any], now_s: float) -> list[tuple[Any, Any, np.ndarray]]:
         from voiced.vad import UtteranceCancelled, UtteranceEnded, UtteranceStarted
@@ -196,7 +231,9 @@ class Daemon:
         self.speaker: Any = None
         self.assistant: Any = None
         self._events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE)
-        self._utterances: queue.Queue[Utterance | None] = queue.Queue(UTTERANCE_QUEUE)
+        self._utterances: queue.Queue[Utterance | EarlyTranscript | None] = queue.Queue(
+            UTTERANCE_QUEUE
+        )
         self._turns: queue.Queue[_TurnJob | None] = queue.Queue(TURN_QUEUE)
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -417,10 +454,11 @@ class Daemon:
 
     def _capture_loop(self, settings: Settings, stop: threading.Event) -> None:
         from voiced.capture import capture_blocks
-        from voiced.vad import Segmenter
+        from voiced.vad import Segmenter, SpeechPaused, SpeechResumed
 
-        segmenter = Segmenter(settings.vad)
+        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause)
         clock = _StreamClock()
+        early: EarlyTranscript | None = None
 
         def on_state(state: str, message: str) -> None:
             if state == "open":
@@ -431,10 +469,35 @@ class Daemon:
 
         joiner = SplitJoiner(gap_s=settings.vad.silence_ms / 1000)
 
+        def start_early(paused: SpeechPaused) -> EarlyTranscript | None:
+            if joiner.holding:  # the text will be that of several pieces joined
+                return None
+            job = EarlyTranscript(
+                paused.index, paused.audio_start_s, paused.audio_end_s, paused.audio
+            )
+            try:
+                self._utterances.put_nowait(job)
+            except queue.Full:  # behind already: no extra work
+                return None
+            return job
+
         def handle(events: list) -> None:
+            nonlocal early
             decided = time.monotonic()
+            for event in events:
+                if isinstance(event, SpeechPaused | SpeechResumed) and early is not None:
+                    early.abandoned.set()
+                    early = None
+                if isinstance(event, SpeechPaused):
+                    early = start_early(event)
             for first, last, audio in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
+                matched = (
+                    early if early is not None and first is last and early.is_for(last) else None
+                )
+                if early is not None and matched is None:
+                    early.abandoned.set()
+                early = None
                 utterance = Utterance(
                     audio=audio,
                     start=start,
@@ -442,6 +505,7 @@ class Daemon:
                     endpoint_at=decided,
                     endpoint_wait_ms=last.endpoint_wait_ms,
                     started_wall=wall_time(start),
+                    early=matched,
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -463,23 +527,60 @@ class Daemon:
 
     def _stt_loop(self) -> None:
         while True:
-            utterance = self._utterances.get()
-            if utterance is None:
+            item = self._utterances.get()
+            if item is None:
                 return
-            try:
-                began = time.perf_counter()
-                text = self.stt.transcribe(utterance.audio).text.strip()
-                stt_ms = round((time.perf_counter() - began) * 1000)
-            except Exception:
-                log.exception("speech recognition failed on one utterance")
+            if isinstance(item, EarlyTranscript):
+                self._transcribe_early(item)
                 continue
+            utterance = item
+            early = utterance.early
+            if early is not None and early.text is not None:
+                text, stt_ms = early.text, early.stt_ms
+            else:
+                try:
+                    began = time.perf_counter()
+                    text = self.stt.transcribe(utterance.audio).text.strip()
+                    stt_ms = round((time.perf_counter() - began) * 1000)
+                except Exception:
+                    log.exception("speech recognition failed on one utterance")
+                    continue
+            ready = max(time.monotonic(), utterance.endpoint_at)
+            if early is not None and early.text is not None:
+                ready = max(early.done_at, utterance.endpoint_at)
             if not text:
                 log.debug("no words in %.1f s of sound", utterance.end - utterance.start)
                 continue
-            log.info("heard %d words (%d ms to transcribe)", len(text.split()), stt_ms)
+            log.info(
+                "heard %d words (%d ms to transcribe%s)",
+                len(text.split()),
+                stt_ms,
+                ", in the pause" if early is not None and early.text is not None else "",
+            )
             log.debug("heard: %r", text)
-            context = dataclasses.replace(utterance, stt_ms=stt_ms)
+            context = dataclasses.replace(
+                utterance, stt_ms=stt_ms, stt_ready_ms=_ms(ready, utterance.endpoint_at) or 0
+            )
             self.post(Heard(text, utterance.start, utterance.end, time.monotonic(), context))
+
+    def _transcribe_early(self, job: EarlyTranscript) -> None:
+        from voiced.stt import TranscriptionAborted
+
+        if job.abandoned.is_set():
+            return
+        began = time.perf_counter()
+        job.started_at = time.monotonic()
+        try:
+            text = self.stt.transcribe(job.audio, abort=job.abandoned.is_set).text.strip()
+        except TranscriptionAborted:
+            log.debug("speech went on; dropped the transcription started in the pause")
+            return
+        except Exception:
+            log.exception("speech recognition failed in a pause")
+            return
+        job.stt_ms = round((time.perf_counter() - began) * 1000)
+        job.done_at = time.monotonic()
+        job.text = text
 
     # -- turn thread -------------------------------------------------------------------------
 
@@ -578,6 +679,7 @@ class Daemon:
         timings = {
             "endpoint_wait_ms": utterance.endpoint_wait_ms if utterance else None,
             "stt_ms": utterance.stt_ms if utterance else None,
+            "stt_ready_ms": utterance.stt_ready_ms if utterance else None,
             "llm_first_token_ms": _ms(marks.get("first_token"), reference),
             "llm_first_sentence_ms": _ms(marks.get("first_sentence"), reference),
             "first_audio_ms": _ms(job.first_audio_at, reference),

@@ -48,6 +48,10 @@ class SttError(Exception):
     """The model could not be loaded or used; the message is for the user."""
 
 
+class TranscriptionAborted(Exception):
+    """:meth:`SpeechToText.transcribe` stopped because its ``abort`` callback said so."""
+
+
 @dataclass(frozen=True)
 class Segment:
     """A stretch of recognised speech; times in seconds from the start of the audio."""
@@ -274,10 +278,13 @@ class SpeechToText:
         audio: np.ndarray,
         *,
         on_progress: Callable[[float], None] | None = None,
+        abort: Callable[[], bool] | None = None,
     ) -> Transcription:
         """Transcribe mono float32 16 kHz audio.
 
-        ``on_progress`` is called with the seconds of audio done so far.
+        ``on_progress`` is called with the seconds of audio done so far. ``abort`` is polled
+        while whisper works (between encoder and decoder steps); once it returns True the
+        work stops and :class:`TranscriptionAborted` is raised.
         """
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.size / SAMPLE_RATE
@@ -293,7 +300,7 @@ class SpeechToText:
             for first, last in speech.chunks(self.chunk_s or _FULL_CHUNK_S):
                 offset = first / SAMPLE_RATE
                 chunk = audio[first:last]
-                for t0, t1, text, logprob in self._decode_chunk(chunk, speech, offset):
+                for t0, t1, text, logprob in self._decode_chunk(chunk, speech, offset, abort):
                     raw.append((t0 + offset, t1 + offset, text, logprob))
                 if on_progress:
                     on_progress(last / SAMPLE_RATE)
@@ -316,19 +323,23 @@ class SpeechToText:
         )
 
     def _decode_chunk(
-        self, chunk: np.ndarray, speech: SpeechMap, offset: float
+        self,
+        chunk: np.ndarray,
+        speech: SpeechMap,
+        offset: float,
+        abort: Callable[[], bool] | None = None,
     ) -> list[tuple[float, float, str, float]]:
         """Decode one chunk in a window cut to its length; redo it in the full window if wrong."""
         duration = chunk.size / SAMPLE_RATE
         heard = speech.speech_between(offset, offset + duration)
         raw = None
         if self.chunk_s > 0:
-            raw = self._decode(chunk, audio_ctx=self._short_ctx(duration))
+            raw = self._decode(chunk, audio_ctx=self._short_ctx(duration), abort=abort)
             if _looks_wrong(raw, duration, heard):
                 log.debug("short-window result %r looks wrong; using the full window", raw)
                 raw = None
         if raw is None:
-            raw = self._decode(chunk, audio_ctx=0)
+            raw = self._decode(chunk, audio_ctx=0, abort=abort)
         logprobs = self._segment_logprobs(len(raw))
         return [
             (r.t0 / 100, min(r.t1 / 100, duration), r.text, lp)
@@ -349,7 +360,9 @@ class SpeechToText:
         """
         return min(_FULL_CTX, math.ceil(duration * 50) + self.window_margin)
 
-    def _decode(self, audio: np.ndarray, *, audio_ctx: int) -> list:
+    def _decode(
+        self, audio: np.ndarray, *, audio_ctx: int, abort: Callable[[], bool] | None = None
+    ) -> list:
         """One whisper_full call on a chunk of at most 30 s.
 
         Tokens are capped by duration and whisper's temperature fallback (up to five more
@@ -357,8 +370,9 @@ class SpeechToText:
         caught by _looks_wrong instead.
         """
         duration = audio.size / SAMPLE_RATE
-        return self._model.transcribe(
+        segments = self._model.transcribe(
             audio,
+            abort_callback=abort,
             language=self.language,
             n_threads=self.threads,
             audio_ctx=audio_ctx,
@@ -383,6 +397,9 @@ class SpeechToText:
                 "patience": -1.0,
             },
         )
+        if abort is not None and abort():
+            raise TranscriptionAborted("transcription aborted")
+        return segments
 
     def _segment_logprobs(self, n_segments: int) -> list[float]:
         import _pywhispercpp as pw

@@ -16,6 +16,10 @@ webrtcvad lacks:
 * ``vad.max_utterance_s``: longer speech is split at the quietest recent frame into several
   utterances, never dropped.
 * ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
+* with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
+  follows the speech, carrying exactly the audio the utterance will have if it ends at this
+  pause, and :class:`SpeechResumed` if speech comes back before the endpoint. A listener can
+  start transcribing in the pause and have the text when the endpoint is decided.
 
 Times are stream times in seconds: samples fed so far divided by the sample rate.
 """
@@ -96,6 +100,30 @@ class UtteranceCancelled:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """``vad.post_roll_ms`` of silence followed the speech of utterance ``index``.
+
+    If no speech comes back before the endpoint, the :class:`UtteranceEnded` that follows has
+    the same ``index``, ``audio_start_s`` and ``audio_end_s``, and exactly this ``audio``.
+    Not reported when that utterance would be cancelled (too short, steady noise).
+    """
+
+    index: int
+    audio: np.ndarray = field(repr=False)
+    audio_start_s: float
+    audio_end_s: float
+    sample_rate: int = SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    """Speech came back after a :class:`SpeechPaused`: utterance ``index`` goes on."""
+
+    index: int
+    at_s: float
+
+
+@dataclass(frozen=True)
 class Timeout:
     """No utterance started within ``vad.timeout_s`` (repeats while it stays quiet)."""
 
@@ -103,7 +131,14 @@ class Timeout:
     waited_s: float
 
 
-Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | Timeout
+Event = (
+    UtteranceStarted
+    | UtteranceEnded
+    | UtteranceCancelled
+    | SpeechPaused
+    | SpeechResumed
+    | Timeout
+)
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -123,13 +158,20 @@ class _Frame:
 class Segmenter:
     """Stateful VAD segmenter; see the module docstring. Not thread-safe."""
 
-    def __init__(self, settings: VadSettings | None = None, sample_rate: int = SAMPLE_RATE) -> None:
+    def __init__(
+        self,
+        settings: VadSettings | None = None,
+        sample_rate: int = SAMPLE_RATE,
+        *,
+        report_pauses: bool = False,
+    ) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz")
         self.settings = settings or VadSettings()
         self.sample_rate = sample_rate
         s = self.settings
         self.frame_ms = s.frame_ms
+        self.report_pauses = report_pauses
         self.frame_samples = sample_rate * s.frame_ms // 1000
         self._frame_s = s.frame_ms / 1000.0
         self._vad = webrtcvad.Vad(s.aggressiveness)
@@ -153,6 +195,7 @@ class Segmenter:
         self._utterance_start = 0  # frame index of the onset
         self._last_speech = 0  # frame index of the last speech frame in the utterance
         self._silent_run = 0
+        self._paused = False  # a SpeechPaused was reported for the current utterance
         self._utterance_count = 0
         self._quiet_since = 0  # frame index since which no utterance started
 
@@ -247,6 +290,7 @@ class Segmenter:
         self._utterance_start = onset
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
+        self._paused = False
         self._quiet_since = self._next_index
         return UtteranceStarted(
             index=self._utterance_count,
@@ -258,43 +302,80 @@ class Segmenter:
     def _step_speaking(self, frame: _Frame) -> list[Event]:
         assert self._utterance is not None
         self._utterance.append(frame)
+        events: list[Event] = []
         if frame.speech:
             self._last_speech = frame.index
             self._silent_run = 0
+            if self._paused:
+                self._paused = False
+                events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
         else:
             self._silent_run += 1
         if self._silent_run >= self._silence_frames:
-            return [self._end("silence")]
+            return [*events, self._end("silence")]
         if frame.index + 1 - self._utterance_start >= self._max_frames:
-            return self._split()
-        return []
+            self._paused = False
+            return [*events, *self._split()]
+        # From here on the kept audio cannot change unless speech comes back.
+        if self.report_pauses and self._silent_run == max(1, self._post_roll_frames):
+            events.extend(self._pause())
+        return events
+
+    def _pause(self) -> list[Event]:
+        frames = self._utterance
+        assert frames is not None
+        kept, speech_end = self._kept(frames)
+        if self._cancel_reason(kept, speech_end) is not None:
+            return []
+        self._paused = True
+        return [
+            SpeechPaused(
+                index=self._utterance_count,
+                audio=np.concatenate([f.samples for f in kept]).astype(np.float32) / 32768.0,
+                audio_start_s=self._time(kept[0].index),
+                audio_end_s=self._time(kept[-1].index + 1),
+                sample_rate=self.sample_rate,
+            )
+        ]
+
+    def _kept(self, frames: list[_Frame]) -> tuple[list[_Frame], int]:
+        """The frames an utterance ending now keeps, and the index after its last speech."""
+        speech_end = self._last_speech + 1
+        keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
+        return [f for f in frames if f.index < keep_until], speech_end
+
+    def _cancel_reason(self, kept: list[_Frame], speech_end: int) -> tuple[str, float] | None:
+        """Why an utterance with these frames is not speech: (reason, modulation), or None."""
+        if speech_end - self._utterance_start < self._min_frames:
+            return "too_short", 0.0
+        modulation = _level_modulation(
+            [f for f in kept if self._utterance_start <= f.index < speech_end], self.frame_ms
+        )
+        if modulation < self.settings.min_modulation_db:
+            return "steady_noise", modulation
+        return None
 
     def _end(self, reason: EndReason) -> UtteranceEnded | UtteranceCancelled:
         frames = self._utterance
         assert frames is not None
-        speech_end = self._last_speech + 1
-        keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
-        kept = [f for f in frames if f.index < keep_until]
+        kept, speech_end = self._kept(frames)
+        keep_until = kept[-1].index + 1
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
+        self._paused = False
         self._quiet_since = self._next_index
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)
         index = self._utterance_count
         self._utterance_count += 1
-        if speech_end - self._utterance_start < self._min_frames:
-            return UtteranceCancelled(
-                index=index, start_s=self._time(self._utterance_start), end_s=self._time(speech_end)
-            )
-        modulation = _level_modulation(
-            [f for f in kept if self._utterance_start <= f.index < speech_end], self.frame_ms
-        )
-        if modulation < self.settings.min_modulation_db:
+        cancelled = self._cancel_reason(kept, speech_end)
+        if cancelled is not None:
+            reason_name, modulation = cancelled
             return UtteranceCancelled(
                 index=index,
                 start_s=self._time(self._utterance_start),
                 end_s=self._time(speech_end),
-                reason="steady_noise",
+                reason=reason_name,  # type: ignore[arg-type]
                 modulation_db=modulation,
             )
         wait_frames = self._next_index - speech_end if reason != "max_length" else 0
