@@ -180,7 +180,11 @@ class Player:
         """Open and start the output stream (done by :meth:`play` when needed)."""
         if self._stream is not None:
             if not self._stream.active:
+                began = time.perf_counter()
                 self._stream.start()
+                log.debug(
+                    "restarted the output stream in %.0f ms", (time.perf_counter() - began) * 1000
+                )
             return
         import sounddevice as sd
 
@@ -452,7 +456,13 @@ class Speaker:
             queued = False
             try:
                 text = speakable(sentence)
+                began = time.perf_counter()
                 pieces = list(self.tts.sentences(text)) if text else []
+                log.debug(
+                    "synthesised %d characters in %.0f ms",
+                    len(text),
+                    (time.perf_counter() - began) * 1000,
+                )
                 # Text with nothing to say (a code block) is still queued, as empty audio, so
                 # that the report keeps the reply's sentences in order.
                 audio = np.concatenate([*pieces, self._silence]) if pieces else self._silence[:0]
