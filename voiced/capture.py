@@ -238,7 +238,7 @@ class Capture:
         try:
             self._queue.put_nowait((indata.copy(), time.time()))
         except queue.Full:
-            self.dropped_blocks += 1
+            self.dropped_blocks += self.settings.blocks_per_callback
 
     def open(self) -> Capture:
         sd = _sounddevice()
@@ -248,13 +248,15 @@ class Capture:
             sd.check_input_settings(
                 device=device.index, channels=1, dtype="int16", samplerate=SAMPLE_RATE
             )
-            rate, channels, dtype, blocksize = SAMPLE_RATE, 1, "int16", self.block_samples
+            rate, channels, dtype = SAMPLE_RATE, 1, "int16"
         except sd.PortAudioError:
             rate = int(device.default_samplerate)
             channels, dtype = 1, "float32"
-            blocksize = rate * self.settings.block_ms // 1000
             self._resampler = _Resampler(rate)
             log.info("%s cannot record 16 kHz mono; resampling from %d Hz", device.name, rate)
+        # Each callback wakes two threads; blocks are still handed out block_ms at a time.
+        per_callback = self.settings.block_ms * self.settings.blocks_per_callback
+        blocksize = rate * per_callback // 1000
         try:
             self._stream = sd.InputStream(
                 device=device.index,
@@ -328,6 +330,8 @@ class Capture:
             return None
         samples = self._pending[: self.block_samples].copy()
         self._pending = self._pending[self.block_samples :]
+        # The callback's time is that of its last sample; earlier blocks in it were whole sooner.
+        arrived = self._arrived - self._pending.size / SAMPLE_RATE
         losses = self.overflows + self.dropped_blocks
         discontinuity = self._first or losses > self._reported_losses
         if losses > self._reported_losses:
@@ -340,7 +344,7 @@ class Capture:
             )
             self._reported_losses = losses
         self._first = False
-        block = AudioBlock(samples, self._samples / SAMPLE_RATE, self._arrived, discontinuity)
+        block = AudioBlock(samples, self._samples / SAMPLE_RATE, arrived, discontinuity)
         self._samples += samples.size
         return block
 

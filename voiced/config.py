@@ -34,6 +34,7 @@ class AudioSettings(_Section):
     input_device: Device = None
     output_device: Device = None
     block_ms: Literal[10, 20, 30] = 30
+    blocks_per_callback: int = Field(2, ge=1, le=10)
     queue_blocks: int = Field(200, ge=10, le=10_000)
 
 

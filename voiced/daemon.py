@@ -54,6 +54,7 @@ from voiced.turns import (
     PlaybackFinished,
     PlaybackStarted,
     StartTurn,
+    State,
     Tick,
     TurnFinished,
     TurnMachine,
@@ -64,7 +65,10 @@ log = logging.getLogger(__name__)
 UTTERANCE_QUEUE = 4
 EVENT_QUEUE = 256
 TURN_QUEUE = 4
+# The main loop wakes this often while a turn, a reply or a follow-up window is going on...
 LOOP_S = 0.05
+# ...and this often when nothing is (events still wake it at once).
+IDLE_LOOP_S = 0.5
 # SIGTERM: the sentence being spoken may finish within this budget; then speech is cut.
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
@@ -300,9 +304,20 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake()
 
     def request_reload(self) -> None:
         self._reload.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the main loop from its idle wait (safe from a signal handler).
+
+        A signal handler runs on the main thread, possibly while it holds the event queue's
+        lock inside ``get``; posting from another thread avoids that deadlock.
+        """
+        event = Tick(time.monotonic())
+        threading.Thread(target=self.post, args=(event,), name="voiced-wake", daemon=True).start()
 
     def post(self, event: Event) -> None:
         try:
@@ -347,7 +362,7 @@ class Daemon:
                 self._reload.clear()
                 self._do_reload()
             try:
-                event: Event | None = self._events.get(timeout=LOOP_S)
+                event: Event | None = self._events.get(timeout=self._loop_wait_s())
             except queue.Empty:
                 event = None
             if event is not None:
@@ -364,6 +379,15 @@ class Daemon:
             self._update_status()
             if self.notifier.watchdog_due():
                 self.notifier.watchdog()
+
+    def _loop_wait_s(self) -> float:
+        quiet = self.machine.state is State.IDLE and not self.machine.playing and self._ready
+        if not quiet or self._reload.is_set():
+            return LOOP_S
+        wait = IDLE_LOOP_S
+        if self.notifier.watchdog_interval_s is not None:
+            wait = min(wait, self.notifier.watchdog_interval_s / 4)
+        return wait
 
     def _idle(self) -> bool:
         """No turn running or waiting (a reload replaces parts that turns use)."""

@@ -132,12 +132,7 @@ class Timeout:
 
 
 Event = (
-    UtteranceStarted
-    | UtteranceEnded
-    | UtteranceCancelled
-    | SpeechPaused
-    | SpeechResumed
-    | Timeout
+    UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed | Timeout
 )
 
 
