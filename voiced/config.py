@@ -63,7 +63,7 @@ class SttSettings(_Section):
     logprob_threshold: float = Field(-1.0, ge=-20.0, le=0.0)
     energy_floor_dbfs: float = Field(-55.0, ge=-120.0, le=0.0)
     max_segment_chars: int = Field(0, ge=0, le=1000)
-    chunk_s: float = Field(10.0, ge=0.0, le=28.0)
+    chunk_s: float = Field(12.8, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
     start_in_pause: bool = True
 
