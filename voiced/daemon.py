@@ -262,7 +262,7 @@ class Daemon:
         from voiced.stt import SpeechToText
 
         self.notifier.status("loading models")
-        self.stt = SpeechToText.from_settings(self.settings.stt)
+        self.stt = SpeechToText.from_settings(self.settings.stt, flash_attention=False)
         self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
@@ -782,7 +782,7 @@ class Daemon:
             if "stt" in changed:
                 from voiced.stt import SpeechToText
 
-                self.stt = SpeechToText.from_settings(settings.stt)
+                self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
                 self.stt.warm_up()
             if "tts" in changed or "audio" in changed:
                 self._load_voice(settings)

@@ -227,7 +227,7 @@ def _load_stt(settings: Settings) -> Any:
     from voiced.stt import SpeechToText
 
     try:
-        return SpeechToText.from_settings(settings.stt)
+        return SpeechToText.from_settings(settings.stt, flash_attention=False)
     except Exception as exc:  # SttError, ModelError, OSError: all end the command
         raise click.ClickException(f"cannot load the speech model: {exc}") from None
 
