@@ -558,9 +558,11 @@ class Daemon:
                 self._transcribe_early(item)
                 continue
             utterance = item
-            early = utterance.early
-            if early is not None and early.text is not None:
-                text, stt_ms = early.text, early.stt_ms
+            early = (
+                utterance.early if utterance.early and utterance.early.text is not None else None
+            )
+            if early is not None:
+                text, stt_ms, ready = early.text or "", early.stt_ms, early.done_at
             else:
                 try:
                     began = time.perf_counter()
@@ -569,9 +571,7 @@ class Daemon:
                 except Exception:
                     log.exception("speech recognition failed on one utterance")
                     continue
-            ready = max(time.monotonic(), utterance.endpoint_at)
-            if early is not None and early.text is not None:
-                ready = max(early.done_at, utterance.endpoint_at)
+                ready = time.monotonic()
             if not text:
                 log.debug("no words in %.1f s of sound", utterance.end - utterance.start)
                 continue
@@ -579,7 +579,7 @@ class Daemon:
                 "heard %d words (%d ms to transcribe%s)",
                 len(text.split()),
                 stt_ms,
-                ", in the pause" if early is not None and early.text is not None else "",
+                ", in the pause" if early is not None else "",
             )
             log.debug("heard: %r", text)
             context = dataclasses.replace(
