@@ -106,12 +106,12 @@ def reinit_portaudio() -> None:
         sd._initialize()
 
 
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate ``proc`` if it still runs; kill it if it ignores that for 5 s."""
+def end_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Terminate ``proc`` if it still runs; kill it if it ignores that for ``grace_s``."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(5)
+            proc.wait(grace_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -142,7 +142,7 @@ class Playback:
             raise RuntimeError(f"pacat exited with {rc}: {stderr.strip()}")
 
     def stop(self) -> None:
-        _end(self._proc)
+        end_process(self._proc)
         self._writer.join(5)
         for stream in (self._proc.stdin, self._proc.stderr):
             if stream is not None and not stream.closed:
@@ -178,7 +178,7 @@ class Recording:
 
     def stop(self) -> np.ndarray:
         """Stop recording; return float32 mono audio at ``rate``."""
-        _end(self._proc)
+        end_process(self._proc)
         self._reader.join(5)
         if self._proc.stdout is not None:
             self._proc.stdout.close()

@@ -148,13 +148,7 @@ def daemon(
     try:
         yield handle
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        pulse_fixtures.end_process(proc, grace_s=10)
         sock.close()
 
 

@@ -44,9 +44,10 @@ class WatchedStt:
 
 def heard_from(stream: np.ndarray, stt: object, monkeypatch, *, start_in_pause: bool = True):
     """Run capture + STT over ``stream`` in real time; return the Heard events and the calls."""
-    settings = Settings.model_validate({"stt": {"start_in_pause": start_in_pause}})
-    daemon = Daemon(settings, notifier=Notifier(environ={}), journal=None)
-    daemon.journal = None
+    settings = Settings.model_validate(
+        {"stt": {"start_in_pause": start_in_pause}, "transcripts": {"enabled": False}}
+    )
+    daemon = Daemon(settings, notifier=Notifier(environ={}))
     watched = WatchedStt(stt)
     daemon.stt = watched
     fed = threading.Event()

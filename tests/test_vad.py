@@ -38,8 +38,14 @@ def blocks(audio: np.ndarray, size: int = 480) -> list[np.ndarray]:
     return [audio[i : i + size] for i in range(0, audio.size, size)]
 
 
-def run(audio: np.ndarray, settings: VadSettings | None = None, size: int = 480) -> list:
-    return list(segment(blocks(audio, size), settings))
+def run(
+    audio: np.ndarray,
+    settings: VadSettings | None = None,
+    size: int = 480,
+    *,
+    report_pauses: bool = False,
+) -> list:
+    return list(segment(blocks(audio, size), settings, report_pauses=report_pauses))
 
 
 def ended(events: list) -> list[UtteranceEnded]:
@@ -236,14 +242,17 @@ def test_speech_in_moderate_noise_is_still_found() -> None:
     assert utterance.audio_end_s >= offset
 
 
-def test_taps_and_clicks_are_cancelled_as_too_short() -> None:
-    floor = noise(3.0, seed=7)
-    tap = floor.copy()
+def a_tap() -> np.ndarray:
+    """A 120 ms decaying burst (a finger on the desk) in a room's noise floor."""
+    tap = noise(3.0, seed=7)
     burst = np.random.default_rng(8).standard_normal(int(0.12 * RATE)) * 0.3
     envelope = np.exp(-np.arange(burst.size) / (0.03 * RATE))
     tap[RATE : RATE + burst.size] += (burst * envelope).astype(np.float32)
-    events = run(tap)
-    assert ended(events) == []
+    return tap
+
+
+def test_taps_and_clicks_are_cancelled_as_too_short() -> None:
+    assert ended(run(a_tap())) == []
 
 
 def test_silence_gives_timeouts_and_no_utterances() -> None:
@@ -273,16 +282,10 @@ def test_flush_finishes_the_utterance_in_flight() -> None:
     assert segmenter.flush() == []
 
 
-def run_reporting_pauses(audio: np.ndarray, settings: VadSettings | None = None) -> list:
-    segmenter = Segmenter(settings, report_pauses=True)
-    events = [e for block in blocks(audio) for e in segmenter.feed(block)]
-    return events + segmenter.flush()
-
-
 def test_a_pause_carries_exactly_the_audio_of_the_utterance_that_ends_there() -> None:
     audio = synthesize(SENTENCES[0], lead_s=1.0, tail_s=1.5)
     settings = VadSettings(post_roll_ms=240, silence_ms=700)
-    events = run_reporting_pauses(audio, settings)
+    events = run(audio, settings, report_pauses=True)
     kinds = [type(e) for e in events if not isinstance(e, Timeout)]
     assert kinds == [UtteranceStarted, SpeechPaused, UtteranceEnded]
     paused, utterance = events[1], events[2]
@@ -301,7 +304,7 @@ def test_a_pause_carries_exactly_the_audio_of_the_utterance_that_ends_there() ->
 def test_speech_after_a_pause_resumes_the_same_utterance() -> None:
     first = synthesize(SENTENCES[0], lead_s=0.5, tail_s=0.45, seed=1)
     second = synthesize(SENTENCES[2], lead_s=0.1, tail_s=1.0, seed=2)
-    events = run_reporting_pauses(np.concatenate([first, second]), VadSettings(post_roll_ms=240))
+    events = run(np.concatenate([first, second]), VadSettings(post_roll_ms=240), report_pauses=True)
     kinds = [type(e) for e in events]
     assert kinds == [UtteranceStarted, SpeechPaused, SpeechResumed, SpeechPaused, UtteranceEnded]
     early, resumed, late, utterance = events[1:]
@@ -312,13 +315,7 @@ def test_speech_after_a_pause_resumes_the_same_utterance() -> None:
 
 
 def test_no_pause_is_reported_for_what_will_be_cancelled() -> None:
-    floor = noise(3.0, seed=7)
-    tap = floor.copy()
-    burst = np.random.default_rng(8).standard_normal(int(0.12 * RATE)) * 0.3
-    tap[RATE : RATE + burst.size] += (burst * np.exp(-np.arange(burst.size) / 480)).astype(
-        np.float32
-    )
-    events = run_reporting_pauses(tap)
+    events = run(a_tap(), report_pauses=True)
     assert [type(e) for e in events] == [UtteranceStarted, UtteranceCancelled]
     assert not [e for e in events if isinstance(e, (SpeechPaused, UtteranceEnded))]
 

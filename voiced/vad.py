@@ -46,6 +46,7 @@ _MODULATION_LAG_MS = 90
 _ONSET_GAP_MS = 200  # stop closures inside a word ("Wha-t time") last up to ~150 ms
 
 EndReason = Literal["silence", "max_length", "flush"]
+CancelReason = Literal["too_short", "steady_noise"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class UtteranceCancelled:
     index: int
     start_s: float
     end_s: float
-    reason: Literal["too_short", "steady_noise"] = "too_short"
+    reason: CancelReason = "too_short"
     modulation_db: float = 0.0
 
 
@@ -339,7 +340,9 @@ class Segmenter:
         keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
         return [f for f in frames if f.index < keep_until], speech_end
 
-    def _cancel_reason(self, kept: list[_Frame], speech_end: int) -> tuple[str, float] | None:
+    def _cancel_reason(
+        self, kept: list[_Frame], speech_end: int
+    ) -> tuple[CancelReason, float] | None:
         """Why an utterance with these frames is not speech: (reason, modulation), or None."""
         if speech_end - self._utterance_start < self._min_frames:
             return "too_short", 0.0
@@ -370,7 +373,7 @@ class Segmenter:
                 index=index,
                 start_s=self._time(self._utterance_start),
                 end_s=self._time(speech_end),
-                reason=reason_name,  # type: ignore[arg-type]
+                reason=reason_name,
                 modulation_db=modulation,
             )
         wait_frames = self._next_index - speech_end if reason != "max_length" else 0
@@ -456,9 +459,11 @@ def segment(
     blocks: Iterable[np.ndarray],
     settings: VadSettings | None = None,
     sample_rate: int = SAMPLE_RATE,
+    *,
+    report_pauses: bool = False,
 ) -> Iterator[Event]:
     """Run a :class:`Segmenter` over ``blocks`` and flush at the end."""
-    segmenter = Segmenter(settings, sample_rate)
+    segmenter = Segmenter(settings, sample_rate, report_pauses=report_pauses)
     for block in blocks:
         yield from segmenter.feed(block)
     yield from segmenter.flush()
