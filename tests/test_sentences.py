@@ -79,6 +79,18 @@ SPLIT_CASES = [
     ),
     ("unclosed code block", "See:\n```\nx = 1. Y", ["See:", "```\nx = 1. Y"]),
     ("inline code", "Call `os.path.join()` here. Done.", ["Call `os.path.join()` here.", "Done."]),
+    (
+        "full stop inside inline code",
+        "Call `foo. Bar()` now. Done.",
+        ["Call `foo. Bar()` now.", "Done."],
+    ),
+    ("stray backtick", "It's a ` mark. Next one.", ["It's a ` mark.", "Next one."]),
+    (
+        "list after a colon",
+        "Steps: 1. Open the file. 2. Save it.",
+        ["Steps: 1. Open the file.", "2. Save it."],
+    ),
+    ("time ending a sentence", "Meet at 5 p.m. Thanks.", ["Meet at 5 p.m.", "Thanks."]),
     ("empty", "", []),
     ("no at sentence end", "I said no. Then I left.", ["I said no.", "Then I left."]),
     ("fig. with number", "See Fig. 3 for the plot. Ok.", ["See Fig. 3 for the plot.", "Ok."]),
@@ -185,6 +197,8 @@ SPEAKABLE_CASES = [
     ("multi line list", "Steps:\n- one\n- two", "Steps: one. two."),
     ("table", "| a | b |\n|---|---|\n| 1 | 2 |", "a, b. 1, 2."),
     ("only markup", "** __ ``", ""),
+    ("multiplication", "5 * 3 = 15 and 2*4 is 8.", "5 times 3 = 15 and 2 times 4 is 8."),
+    ("emphasised number", "It is *5* now.", "It is 5 now."),
 ]
 
 

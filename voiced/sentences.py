@@ -10,9 +10,9 @@ emphasis after them) followed by white space and then something that does not st
 lower-case letter; at every line break; and at the end of the text. That rule alone keeps
 decimals (``3.14``), versions (``1.2.3``), file names, URLs and "e.g. this" together. On top of
 it, a full stop after a title (``Dr.``), a Latin abbreviation (``e.g.``), an initial (``J.``)
-or a list number at the start of a line (``1.``) does not end a sentence. A fenced code block
-is one unit. A run-on sentence longer than ``max_chars`` is cut at a comma, semicolon or colon
-so that it does not hold up the speech.
+or a list number at the start of a line or after a colon (``1.``) does not end a sentence. A
+fenced code block is one unit, and so is an inline code span. A run-on sentence longer than
+``max_chars`` is cut at a comma, semicolon or colon so that it does not hold up the speech.
 """
 
 from __future__ import annotations
@@ -131,6 +131,12 @@ def _find_end(text: str, final: bool, max_chars: int) -> int | None:
         char = text[i]
         if char == "\n":
             return i + 1
+        if char == "`":
+            skip = _inline_code_end(text, i, final, max_chars)
+            if skip == -1:
+                return None  # an open code span: its full stops are not sentence ends
+            i = skip
+            continue
         if char in _TERMINATORS:
             end = _terminator_end(text, i, final)
             if end == -1:
@@ -149,6 +155,26 @@ def _find_end(text: str, final: bool, max_chars: int) -> int | None:
     if final:
         return size
     return None
+
+
+def _inline_code_end(text: str, start: int, final: bool, max_chars: int) -> int:
+    """Index just past the inline code span opening at ``start``, or -1 to wait for its end.
+
+    A run of backticks with no closing run on the same line is ordinary text once the line is
+    complete (or long), so a stray backtick cannot hold up the speech.
+    """
+    run = start
+    while run < len(text) and text[run] == "`":
+        run += 1
+    marker = text[start:run]
+    line_end = text.find("\n", run)
+    line = text[run:] if line_end == -1 else text[run:line_end]
+    for match in re.finditer(r"`+", line):
+        if match.group() == marker:
+            return run + match.end()
+    if line_end == -1 and not final and len(line) < max_chars:
+        return -1
+    return run
 
 
 def _fence_end(text: str, final: bool) -> int | None:
@@ -208,11 +234,15 @@ def _is_abbreviation(text: str, dot: int, next_char: str) -> bool:
         return True
     if len(word) == 1 and word.isupper():
         return True  # an initial: J. R. R. Tolkien
+    if word.lower() in ("a.m", "p.m"):
+        return False  # "at 5 p.m. Then": a capital after the time starts a new sentence
     if re.fullmatch(r"(?:[A-Za-z]\.)+[A-Za-z]", word):
         return True  # U.S, e.g-like dotted abbreviations
     line_start = text.rfind("\n", 0, start) + 1
-    # "1. First item" at the start of a line is a list number, not a sentence.
-    return word.isdigit() and not text[line_start:start].strip()
+    before = text[line_start:start].strip()
+    # "1. First item" at the start of a line, or after a colon ("Steps: 1. Open it."), is a
+    # list number, not a sentence.
+    return word.isdigit() and (not before or before.endswith(":"))
 
 
 def _in_parentheses(text: str, index: int) -> bool:
@@ -240,6 +270,7 @@ _EMPHASIS = (
     re.compile(r"(?<![\w_])(_)(?=\S)(.+?)(?<=\S)_(?![\w_])"),
     re.compile(r"(~~)(?=\S)(.+?)(?<=\S)~~"),
 )
+_MULTIPLY = re.compile(r"(?<=\d)[ \t]*\*[ \t]*(?=\d)")
 _HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _STRAY_MARKUP = re.compile(r"\*+|`+|\|+|~~+|(?<!\w)_+|_+(?!\w)")
 _INNER_UNDERSCORE = re.compile(r"(?<=[^\W_])_+(?=[^\W_])")
@@ -259,6 +290,7 @@ def speakable(text: str) -> str:
     text = _AUTOLINK.sub("link", text)
     text = _URL.sub("link", text)
     text = _INLINE_CODE.sub(lambda m: m.group(2).strip(), text)
+    text = _MULTIPLY.sub(" times ", text)  # "5 * 3": the star is a sign here, not emphasis
     lines = [line for line in map(_speakable_line, text.splitlines()) if line]
     if len(lines) > 1:
         # Lines (headers, list items, table rows) read one after another need a pause.
