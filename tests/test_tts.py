@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import shutil
 import wave
@@ -108,6 +110,16 @@ def test_length_scale_and_volume_are_applied(tts: TextToSpeech) -> None:
     slow_audio = slow.synthesize(text)
     assert slow_audio.size > 1.6 * normal_audio.size
     assert 0.45 < np.abs(slow_audio).max() <= 0.5 + 1e-6
+
+
+def test_length_scale_is_relative_to_the_voices_own_pace(tts: TextToSpeech) -> None:
+    text = "Some voices are configured to speak slowly."
+    slow_voice = copy.copy(tts.voice)
+    slow_voice.config = dataclasses.replace(tts.voice.config, length_scale=2.0)
+    by_default = TextToSpeech(slow_voice, TtsSettings(), tts.name).synthesize(text)
+    assert by_default.size > 1.6 * tts.synthesize(text).size
+    faster = TextToSpeech(slow_voice, TtsSettings(length_scale=0.5), tts.name).synthesize(text)
+    assert 0.75 < faster.size / tts.synthesize(text).size < 1.25
 
 
 # --- voices ----------------------------------------------------------------------------------

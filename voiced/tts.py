@@ -236,8 +236,11 @@ class TextToSpeech:
         self.settings = settings
         self.name = name
         self.sample_rate: int = voice.config.sample_rate
+        # tts.length_scale is relative to the pace the voice was trained and configured for.
         self._config = SynthesisConfig(
-            length_scale=settings.length_scale, volume=settings.volume, normalize_audio=True
+            length_scale=settings.length_scale * voice.config.length_scale,
+            volume=settings.volume,
+            normalize_audio=True,
         )
         # espeak-ng (phonemisation) keeps global state: one synthesis at a time.
         self._lock = threading.Lock()
