@@ -159,6 +159,51 @@ def test_speaking_state_follows_playback(player: Player, tts: TextToSpeech) -> N
     assert player.speaking_since is None
 
 
+def test_speaking_state_matches_the_sound_on_the_speaker(
+    pulse_server: PulseServer,  # noqa: F811
+    player: Player,
+    tts: TextToSpeech,
+) -> None:
+    # The listener trusts these timestamps to tell the assistant's own voice from the user's.
+    audio = tts.synthesize("The listener relies on these times.")
+    recording = pulse_server.start_speaker_recording(RATE)
+    deadline = time.monotonic() + 10
+    while recording.samples_so_far() < RATE // 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    # Anchor the recording's clock at the arrival of a fresh chunk of samples.
+    count = recording.samples_so_far()
+    while (anchor_samples := recording.samples_so_far()) == count:
+        time.sleep(0.001)
+    anchor_time = time.monotonic()
+    player.play(audio, "The listener relies on these times.")
+    since = player.speaking_since
+    player.wait(30)
+    last_sound_end = player.last_sound_end
+    time.sleep(0.3)
+    start, end = _sound_span(recording.stop())
+
+    def at(seconds: float) -> float:
+        return anchor_time + seconds - anchor_samples / RATE
+
+    # Piper's audio starts and ends with a little near-silence that the recording cannot see.
+    loud = np.flatnonzero(np.abs(audio) > SOUND)
+    lead = loud[0] / tts.sample_rate
+    tail = (audio.size - loud[-1]) / tts.sample_rate
+    assert since is not None
+    log.info(
+        "speaking_since %+.3f s, last_sound_end %+.3f s off the recording",
+        since + lead - at(start),
+        last_sound_end - tail - at(end),
+    )
+    # Within 100 ms, plus the 20 ms the recording itself may lag.
+    assert abs(since + lead - at(start)) < 0.12, (
+        f"speaking_since off by {since + lead - at(start):+.3f} s"
+    )
+    assert abs(last_sound_end - tail - at(end)) < 0.12, (
+        f"last_sound_end off by {last_sound_end - tail - at(end):+.3f} s"
+    )
+
+
 def _speak_until_mid_sentence(speaker: Speaker, player: Player) -> None:
     """Stream the reply in small pieces, like an LLM, and return while a sentence plays."""
     for start in range(0, len(REPLY), 12):
