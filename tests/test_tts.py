@@ -300,3 +300,19 @@ def test_say_with_unreadable_voice_file_is_a_runtime_error(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["--config", str(config), "say", "-o", "out.wav", "hi"])
     assert result.exit_code == 1, result.output
     assert "cannot load voice model" in result.output
+
+
+def test_say_to_wav_puts_the_configured_silence_between_sentences(tmp_path: Path) -> None:
+    config = tmp_path / "voiced.yaml"
+    config.write_text("tts:\n  sentence_silence_s: 1.0\n")
+    target = tmp_path / "gap.wav"
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "say", "-o", str(target), "First one. Second one."]
+    )
+    assert result.exit_code == 0, result.output
+    samples, rate = _read_wav(target)[:2]
+    quiet = np.abs(samples) == 0
+    # The longest run of exact silence: the configured second (Piper's own pauses are shorter).
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
+    longest = int(np.max(edges[1::2] - edges[::2]))
+    assert rate <= longest < 1.5 * rate
