@@ -239,6 +239,10 @@ def _classify(exc: BaseException) -> _RoundFailed:
         return exc
     if isinstance(exc, (ConnectionError, httpx.ConnectError)):
         return _RoundFailed(TurnError.UNREACHABLE, str(exc), retryable=False)
+    if isinstance(exc, httpx.ConnectTimeout):
+        # No answer to the connect at all (a firewalled or dead host), unlike a loading model,
+        # which accepts the connection and then sends nothing.
+        return _RoundFailed(TurnError.UNREACHABLE, f"connect timed out: {exc}", retryable=False)
     if isinstance(exc, ollama.ResponseError):
         status = exc.status_code
         if status == 404:
@@ -283,6 +287,8 @@ class Assistant:
         self._turn_lock = threading.Lock()
         self._busy = False
         self._pending_clip: str | None = None
+        # Whether the last ask saved a turn: only that turn's reply may be clipped.
+        self._last_ask_saved = False
         # Dropped for good when the model turns them down (a model without tools or thinking).
         self._send_tools = True
         self._think: str | bool | None = settings.think
@@ -316,9 +322,13 @@ class Assistant:
     # -- conversation state
 
     def system_prompt(self, today: date | None = None) -> str:
+        """``llm.system_prompt`` with today's date in place of ``{date}`` (or appended)."""
         day = today or date.today()
         spoken_date = f"{day:%A} {day.day} {day:%B %Y}"
-        return self.settings.system_prompt.replace("{date}", spoken_date)
+        prompt = self.settings.system_prompt
+        if "{date}" in prompt:
+            return prompt.replace("{date}", spoken_date)
+        return f"{prompt.rstrip()}\nToday is {spoken_date}."
 
     def history(self) -> list[dict[str, str]]:
         """The remembered conversation as chat messages (no system prompt)."""
@@ -336,15 +346,22 @@ class Assistant:
     def reset(self) -> None:
         with self._lock:
             self._turns.clear()
+            self._last_ask_saved = False
 
     def clip_last_reply(self, spoken_text: str) -> None:
-        """After a barge-in: remember only the part of the last reply that was spoken."""
+        """After a barge-in: remember only the part of the last reply that was spoken.
+
+        Does nothing when the last turn saved nothing (it failed before any reply): the turn
+        before it is not the one that was interrupted.
+        """
         with self._lock:
             if self._busy:
                 self._pending_clip = spoken_text
                 return
-            if self._turns:
-                self._turns[-1].assistant = spoken_text.strip()
+            if not self._last_ask_saved or not self._turns:
+                log.debug("nothing to clip: the last turn saved no reply")
+                return
+            self._turns[-1].assistant = spoken_text.strip()
 
     def _commit(self, user: str, assistant: str) -> None:
         with self._lock:
@@ -352,6 +369,7 @@ class Assistant:
                 assistant = self._pending_clip.strip()
                 self._pending_clip = None
             self._turns.append(_Turn(user=user, assistant=assistant))
+            self._last_ask_saved = True
             self._trim()
 
     def _trim(self) -> None:
@@ -398,6 +416,7 @@ class Assistant:
             with self._lock:
                 self._busy = True
                 self._pending_clip = None
+                self._last_ask_saved = False
             try:
                 return self._ask(text, on_text, cancel)
             finally:
