@@ -214,22 +214,32 @@ def test_two_round_tool_call_keeps_thinking_and_sends_results(
     assert len(second) == 4
 
 
-def test_mangled_tool_name_goes_back_as_an_error_and_the_turn_completes(
-    ollama_server: OllamaTestServer,
+@pytest.mark.parametrize(
+    ("mangled", "sent_back"),
+    [("assistant<|channel|>analysis", "assistant"), ("<|channel|>commentary", "unknown_tool")],
+)
+def test_mangled_tool_name_goes_back_cleaned_as_an_error_and_the_turn_completes(
+    ollama_server: OllamaTestServer, mangled: str, sent_back: str
 ) -> None:
     thermometer = Thermometer()
     ollama_server.script(
-        Reply(tool_calls=[ToolCall("assistant<|channel|>analysis", {"room": "kitchen"})]),
+        Reply(tool_calls=[ToolCall(mangled, {"room": "kitchen"})]),
         Reply(content=["Sorry, I could not read that."]),
     )
     result = make(ollama_server, thermometer.registry()).ask("kitchen temperature?")
     assert result.ok and result.text == "Sorry, I could not read that."
     assert result.tool_calls[0].decision == "unknown"
-    tool_message = last_messages(ollama_server)[-1]
-    assert tool_message["role"] == "tool"
-    assert "there is no tool named 'assistant<|channel|>analysis'" in tool_message["content"]
-    assert "room_temperature" in tool_message["content"]
     assert thermometer.readings == []
+    # <|...|> are harmony control tokens: echoed back, they would corrupt the prompt.
+    follow_up = ollama_server.chat_requests[-1]
+    assert "<|" not in json.dumps(follow_up)
+    assistant_message, tool_message = last_messages(ollama_server)[-2:]
+    assert assistant_message["tool_calls"] == [
+        {"function": {"name": sent_back, "arguments": {"room": "kitchen"}}}
+    ]
+    assert tool_message["role"] == "tool" and tool_message["tool_name"] == sent_back
+    assert f"there is no tool named '{sent_back}'" in tool_message["content"]
+    assert "room_temperature" in tool_message["content"]
 
 
 def test_functions_prefix_is_understood(ollama_server: OllamaTestServer) -> None:

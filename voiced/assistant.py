@@ -44,7 +44,7 @@ import ollama
 from pydantic import ValidationError
 
 from voiced.config import LlmSettings, Settings
-from voiced.tools.registry import ToolOutcome, ToolRegistry
+from voiced.tools.registry import ToolOutcome, ToolRegistry, clean_tool_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,8 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 # Retries of one request when a retry cannot repeat anything already spoken.
 RETRIES = 1
 CONNECT_TIMEOUT_S = 5.0
+# Sent back in place of a tool name that was nothing but harmony control tokens.
+UNNAMED_TOOL = "unknown_tool"
 
 
 class TurnError(str, enum.Enum):
@@ -112,6 +114,16 @@ def make_client(settings: LlmSettings) -> ollama.Client:
     )
     # host=None lets the client read OLLAMA_HOST itself.
     return ollama.Client(host=settings.host, timeout=timeout)
+
+
+def tool_name_for_model(raw_name: str) -> str:
+    """A tool name that is safe to send back to Ollama.
+
+    gpt-oss sometimes names a call ``assistant<|channel|>analysis``. ``<|...|>`` are harmony
+    control tokens: echoed back in the history, they would corrupt the prompt of the very round
+    that is meant to let the model correct itself.
+    """
+    return clean_tool_name(raw_name) or UNNAMED_TOOL
 
 
 def estimate_tokens(text: str) -> int:
@@ -500,18 +512,18 @@ class Assistant:
 
     def _run_tool(self, call: dict[str, Any], result: TurnResult) -> dict[str, Any]:
         function = call.get("function") or {}
-        raw_name = function.get("name", "")
+        name = function.get("name", "")  # already made safe by tool_name_for_model
         arguments = function.get("arguments")
         began = time.monotonic()
         if self.registry is None:
             outcome = ToolOutcome(
-                name=str(raw_name),
+                name=name,
                 arguments=arguments,
                 decision="unknown",
                 error="no tools are available in this conversation",
             )
         else:
-            outcome = self.registry.call(raw_name, arguments)
+            outcome = self.registry.call(name, arguments)
         result.timings.tools_ms += (time.monotonic() - began) * 1000
         result.tool_calls.append(ToolCallRecord.from_outcome(outcome))
         log.info("tool %s -> %s", outcome.name, outcome.decision)
@@ -622,13 +634,11 @@ class Assistant:
                     round_.content += message.content
                     emit(message.content)
                 for call in message.tool_calls or ():
+                    name = tool_name_for_model(call.function.name)
+                    if name != call.function.name:
+                        log.info("the model named a tool %r; read as %r", call.function.name, name)
                     round_.tool_calls.append(
-                        {
-                            "function": {
-                                "name": call.function.name,
-                                "arguments": dict(call.function.arguments),
-                            }
-                        }
+                        {"function": {"name": name, "arguments": dict(call.function.arguments)}}
                     )
                 if chunk.done:
                     round_.done_reason = chunk.done_reason
