@@ -495,6 +495,44 @@ def test_a_reply_that_never_ends_is_stopped_at_the_request_timeout(
     assert assistant.history() == []
 
 
+@pytest.mark.parametrize(
+    ("reply", "spoken"),
+    [
+        (Reply(content=["never"], stall_after=0), []),  # model loading: no chunk at all
+        (Reply(content=["Thinking", " hard"], stall_after=1), ["Thinking"]),
+    ],
+)
+def test_barge_in_while_the_server_is_silent_ends_the_turn_at_once(
+    ollama_server: OllamaTestServer, reply: Reply, spoken: list[str]
+) -> None:
+    ollama_server.default_reply = reply
+    cancel = threading.Event()
+    barge_in = threading.Timer(0.3, cancel.set)
+    barge_in.start()
+    pieces: list[str] = []
+    assistant = make(ollama_server, idle_timeout_s=5.0, request_timeout_s=30.0)
+    result, elapsed = timed(lambda: assistant.ask("hi", pieces.append, cancel=cancel))
+    barge_in.cancel()
+    ollama_server.release_stalls()
+    assert result.interrupted
+    assert elapsed < 2.0  # not the 5 s idle limit
+    assert result.requests == 1 and result.retries == 0
+    assert pieces == spoken
+
+
+def test_no_retry_after_a_barge_in(ollama_server: OllamaTestServer) -> None:
+    cancel = threading.Event()
+
+    def barge_in_then_fail(request: dict[str, Any]) -> Reply:
+        cancel.set()  # the user talks while the request is on its way
+        return Reply.http_error(500, "llama runner process has terminated")
+
+    ollama_server.default_reply = barge_in_then_fail
+    result = make(ollama_server).ask("hi", cancel=cancel)
+    assert result.interrupted
+    assert result.requests == 1 and result.retries == 0
+
+
 def test_connection_refused(dead_ollama_url: str) -> None:
     assistant = Assistant(settings(dead_ollama_url))
     result, elapsed = timed(lambda: assistant.ask("hi"))

@@ -22,8 +22,9 @@ yet in that round). Mangled tool names such as ``assistant<|channel|>analysis`` 
 arguments go back to the model as tool errors, so it can correct itself.
 
 History keeps what was said (user text, spoken reply), bounded by ``llm.history_turns`` and an
-estimate of ``llm.history_tokens``. After a barge-in, :meth:`Assistant.clip_last_reply` cuts the
-last reply down to what was actually spoken.
+estimate of ``llm.history_tokens``. A barge-in (the ``cancel`` event) ends a turn at once, even
+while the server sends nothing; :meth:`Assistant.clip_last_reply` then cuts the reply that turn
+saved down to what was actually spoken.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import enum
 import json
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -52,6 +54,8 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 # Retries of one request when a retry cannot repeat anything already spoken.
 RETRIES = 1
 CONNECT_TIMEOUT_S = 5.0
+# How often a turn waiting on a silent server looks at its cancel event.
+CANCEL_POLL_S = 0.05
 # Sent back in place of a tool name that was nothing but harmony control tokens.
 UNNAMED_TOOL = "unknown_tool"
 
@@ -279,6 +283,55 @@ def _classify(exc: BaseException) -> _RoundFailed:
 
 TextConsumer = Callable[[str], None]
 
+_STREAM_END = object()
+
+
+def _chunks_until_cancelled(
+    open_stream: Callable[[], Iterator[ollama.ChatResponse]], cancel: threading.Event | None
+) -> Iterator[ollama.ChatResponse]:
+    """The stream's chunks, read on a helper thread; ends early, without error, on ``cancel``.
+
+    A read blocked on a silent server (a model loading, a stall) cannot be aborted through the
+    client: httpx only gives up at the read timeout. So the reading happens on a thread, and a
+    barge-in stops the wait at once. The abandoned reader closes the stream (which tells Ollama
+    to stop) at its next chunk or at the idle timeout.
+    """
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    abandoned = threading.Event()
+
+    def read() -> None:
+        stream: Iterator[ollama.ChatResponse] | None = None
+        try:
+            stream = open_stream()
+            for chunk in stream:
+                if abandoned.is_set():
+                    return
+                items.put(chunk)
+            items.put(_STREAM_END)
+        except Exception as exc:
+            items.put(exc)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=read, name="voiced-llm-stream", daemon=True).start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=CANCEL_POLL_S)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    return
+                continue
+            if item is _STREAM_END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        abandoned.set()
+
 
 class Assistant:
     """One conversation with the model. Thread-safe: one turn at a time."""
@@ -421,8 +474,10 @@ class Assistant:
     ) -> TurnResult:
         """Run one user turn. Content pieces go to ``on_text`` as they stream in.
 
-        Setting ``cancel`` (a barge-in) stops the reply at the next chunk; the result is then
-        ``interrupted`` and the caller should :meth:`clip_last_reply` to what was spoken.
+        Setting ``cancel`` (a barge-in) ends the turn within moments, also while the server
+        sends nothing (a model loading, a stall), and nothing is retried after it. The result
+        is then ``interrupted`` and the caller should :meth:`clip_last_reply` to what was
+        spoken.
         """
         with self._turn_lock:
             with self._lock:
@@ -504,6 +559,8 @@ class Assistant:
             result.error = TurnError.INTERNAL
             result.error_message = error_sentence(TurnError.INTERNAL, self.settings.model)
             log.debug("internal error detail: %s", exc)
+        if cancel is not None and cancel.is_set():
+            result.interrupted = True
         result.text = "".join(spoken)
         result.timings.total_ms = (time.monotonic() - started) * 1000
         if result.text or result.error is None:
@@ -546,6 +603,9 @@ class Assistant:
         deadline = round_started + settings.request_timeout_s
         while True:
             round_ = _Round()
+            if cancel is not None and cancel.is_set():
+                round_.interrupted = True
+                return round_
             emitted = False
 
             def emit_once(piece: str) -> None:
@@ -560,6 +620,8 @@ class Assistant:
                 return round_
             except Exception as exc:
                 failure = _classify(exc)
+                if cancel is not None and cancel.is_set():
+                    raise failure from None  # the user spoke: asking again is pointless
                 if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
                     if not self._send_tools:
                         tools = None
@@ -569,9 +631,8 @@ class Assistant:
                 # timeout, not the idle timeout. Asking again joins the same load.
                 waited = time.monotonic() - round_started
                 loading = failure.error is TurnError.STALLED and round_.chunks == 0
-                cancelled = cancel is not None and cancel.is_set()
                 time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
-                if loading and time_left and not cancelled:
+                if loading and time_left:
                     log.info("no reply after %.0f s (model loading?); waiting on", waited)
                     continue
                 if failure.retryable and not emitted and attempt < RETRIES:
@@ -610,15 +671,19 @@ class Assistant:
         deadline: float,
     ) -> None:
         settings = self.settings
-        stream = self.client.chat(
-            model=settings.model,
-            messages=list(messages),
-            tools=tools,
-            stream=True,
-            think=self._think,
-            options=dict(settings.options) or None,
-            keep_alive=settings.keep_alive,
-        )
+
+        def open_stream() -> Iterator[ollama.ChatResponse]:
+            return self.client.chat(
+                model=settings.model,
+                messages=list(messages),
+                tools=tools,
+                stream=True,
+                think=self._think,
+                options=dict(settings.options) or None,
+                keep_alive=settings.keep_alive,
+            )
+
+        stream = _chunks_until_cancelled(open_stream, cancel)
         try:
             for chunk in stream:
                 round_.chunks += 1
@@ -651,9 +716,10 @@ class Assistant:
                         f"request ran past {settings.request_timeout_s:g} s",
                         retryable=False,
                     )
+            if cancel is not None and cancel.is_set():
+                round_.interrupted = True  # while the server was silent
+                return
             # The body ended without a done chunk.
             raise _RoundFailed(TurnError.DROPPED, "stream ended before done", retryable=True)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stream.close()
