@@ -10,7 +10,8 @@ What it does like the real server:
 - ``POST /api/chat``: streamed NDJSON (one ``ChatResponse`` per line, ``application/x-ndjson``,
   chunked) or a single JSON object with ``"stream": false``; the last chunk has ``done: true``,
   ``done_reason`` and the counters. Errors after the stream started arrive as an
-  ``{"error": ...}`` line (HTTP 200), as Ollama's ``streamResponse`` does.
+  ``{"error": ...}`` line (HTTP 200); an error before any chunk is HTTP 500 with a JSON
+  ``{"error": ...}`` body, as Ollama's ``streamResponse`` does.
 - ``POST /api/show``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/create`` (streamed
   ``ProgressResponse`` lines ending with ``success``), ``GET /`` ("Ollama is running").
 - Rejections: empty body -> 400 ``missing request body``; malformed JSON or a field of the wrong
@@ -153,10 +154,20 @@ def plain_model_show(family: str = "gemma3", parameter_size: str = "999.89M") ->
 
 @dataclass
 class ToolCall:
-    """A call the scripted model makes. ``arguments`` is a dict in every faithful reply."""
+    """A call the scripted model makes, checked against the client's ``Message.ToolCall``.
+
+    A call the client could not parse raises pydantic's ``ValidationError`` here, when the
+    test scripts it; deliberately unfaithful chunks go through ``Reply.raw_lines`` instead.
+    """
 
     name: str
-    arguments: Any = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        Message.ToolCall.model_validate(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass
@@ -176,7 +187,8 @@ class Reply:
     # An HTTP status other than 200 answers with {"error": error} before any chunk.
     status: int = 200
     error: str | None = None
-    # With status 200 and an error: the number of chunks sent before the {"error"} line.
+    # With status 200 and an error: the number of chunks sent before the {"error"} line; with
+    # 0 the error comes before any chunk, so it is answered as HTTP 500 like real Ollama.
     error_after: int = 0
     drop_after: int | None = None
     stall_after: int | None = None
@@ -614,13 +626,8 @@ class _Handler(BaseHTTPRequestHandler):
             yield chunk(content=piece)
         if reply.tool_calls:
             count += 1
-            calls = [
-                {"function": {"name": call.name, "arguments": call.arguments}}
-                for call in reply.tool_calls
-            ]
-            data = chunk()
-            data["message"]["tool_calls"] = calls  # arguments kept verbatim, even unfaithful ones
-            yield data
+            calls = [Message.ToolCall(**call.to_dict()) for call in reply.tool_calls]
+            yield chunk(tool_calls=calls)
         final = ChatResponse(
             model=name,
             created_at=_now(),
@@ -638,6 +645,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream_reply(self, name: str, request: dict[str, Any], reply: Reply) -> None:
         owner = self.server.owner
+        if reply.error is not None and reply.error_after == 0 and reply.raw_lines is None:
+            # Ollama's streamResponse: an error before anything was written is a JSON status.
+            raise _Rejected(500, reply.error)
         self._start_stream()
         if reply.raw_lines is not None:
             for line in reply.raw_lines:

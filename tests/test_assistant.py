@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -18,12 +20,14 @@ from tests.ollama_server import (
     ToolCall,
     plain_model_show,
 )
+from voiced import assistant as assistant_module
 from voiced.assistant import Assistant, TurnError, TurnResult
 from voiced.config import LlmSettings
 from voiced.tools.registry import Tool, ToolRegistry
 
 ollama_server = ollama_fixtures.ollama_server
 dead_ollama_url = ollama_fixtures.dead_ollama_url
+unanswered_ollama_url = ollama_fixtures.unanswered_ollama_url
 
 
 class Thermometer:
@@ -74,6 +78,13 @@ def last_messages(server: OllamaTestServer, index: int = -1) -> list[dict[str, A
     return server.chat_requests[index]["messages"]
 
 
+def timed(ask: Callable[[], TurnResult]) -> tuple[TurnResult, float]:
+    """The turn's result and its wall time, for the bounds that prove a turn cannot hang."""
+    started = time.monotonic()
+    result = ask()
+    return result, time.monotonic() - started
+
+
 # --------------------------------------------------------------------------- streaming
 
 
@@ -120,6 +131,21 @@ def test_request_carries_settings_system_prompt_and_tools(ollama_server: OllamaT
     assert f"{today.day} {today:%B %Y}" in system["content"]
     assert "spoken aloud" in system["content"] and "{date}" not in system["content"]
     assert user == {"role": "user", "content": "how are you"}
+
+
+def test_a_configured_prompt_without_a_date_placeholder_still_gets_the_date(
+    ollama_server: OllamaTestServer,
+) -> None:
+    assistant = make(ollama_server, system_prompt="Answer like a pirate.")
+    assert assistant.system_prompt(date(2025, 3, 3)) == (
+        "Answer like a pirate.\nToday is Monday 3 March 2025."
+    )
+    ollama_server.script(Reply(content=["Arr."]))
+    assistant.ask("hi")
+    system = last_messages(ollama_server)[0]["content"]
+    today = date.today()
+    assert system.startswith("Answer like a pirate.")
+    assert f"{today.day} {today:%B %Y}" in system
 
 
 def test_ollama_host_is_honoured_when_llm_host_is_null(
@@ -188,22 +214,32 @@ def test_two_round_tool_call_keeps_thinking_and_sends_results(
     assert len(second) == 4
 
 
-def test_mangled_tool_name_goes_back_as_an_error_and_the_turn_completes(
-    ollama_server: OllamaTestServer,
+@pytest.mark.parametrize(
+    ("mangled", "sent_back"),
+    [("assistant<|channel|>analysis", "assistant"), ("<|channel|>commentary", "unknown_tool")],
+)
+def test_mangled_tool_name_goes_back_cleaned_as_an_error_and_the_turn_completes(
+    ollama_server: OllamaTestServer, mangled: str, sent_back: str
 ) -> None:
     thermometer = Thermometer()
     ollama_server.script(
-        Reply(tool_calls=[ToolCall("assistant<|channel|>analysis", {"room": "kitchen"})]),
+        Reply(tool_calls=[ToolCall(mangled, {"room": "kitchen"})]),
         Reply(content=["Sorry, I could not read that."]),
     )
     result = make(ollama_server, thermometer.registry()).ask("kitchen temperature?")
     assert result.ok and result.text == "Sorry, I could not read that."
     assert result.tool_calls[0].decision == "unknown"
-    tool_message = last_messages(ollama_server)[-1]
-    assert tool_message["role"] == "tool"
-    assert "there is no tool named 'assistant<|channel|>analysis'" in tool_message["content"]
-    assert "room_temperature" in tool_message["content"]
     assert thermometer.readings == []
+    # <|...|> are harmony control tokens: echoed back, they would corrupt the prompt.
+    follow_up = ollama_server.chat_requests[-1]
+    assert "<|" not in json.dumps(follow_up)
+    assistant_message, tool_message = last_messages(ollama_server)[-2:]
+    assert assistant_message["tool_calls"] == [
+        {"function": {"name": sent_back, "arguments": {"room": "kitchen"}}}
+    ]
+    assert tool_message["role"] == "tool" and tool_message["tool_name"] == sent_back
+    assert f"there is no tool named '{sent_back}'" in tool_message["content"]
+    assert "room_temperature" in tool_message["content"]
 
 
 def test_functions_prefix_is_understood(ollama_server: OllamaTestServer) -> None:
@@ -412,9 +448,12 @@ def test_a_stream_without_done_counts_as_dropped(ollama_server: OllamaTestServer
 def test_stalled_server_hits_the_idle_timeout(ollama_server: OllamaTestServer) -> None:
     ollama_server.script(Reply(content=["Thinking", " hard"], stall_after=1))
     pieces: list[str] = []
-    result = make(ollama_server, idle_timeout_s=1.0).ask("hi", pieces.append)
+    result, elapsed = timed(
+        lambda: make(ollama_server, idle_timeout_s=1.0).ask("hi", pieces.append)
+    )
     ollama_server.release_stalls()
     assert result.error is TurnError.STALLED
+    assert elapsed < 10.0  # the idle limit (1 s), not the server's 60 s stall
     assert result.error_message == "The language model stopped responding. Please try again."
     assert pieces == ["Thinking"]
 
@@ -434,18 +473,87 @@ def test_a_server_that_never_answers_gives_up_at_the_request_timeout(
     ollama_server: OllamaTestServer,
 ) -> None:
     ollama_server.default_reply = Reply(content=["never"], stall_after=0)
-    result = make(ollama_server, idle_timeout_s=1.0, request_timeout_s=2.5).ask("hi")
+    assistant = make(ollama_server, idle_timeout_s=1.0, request_timeout_s=2.5)
+    result, elapsed = timed(lambda: assistant.ask("hi"))
     ollama_server.release_stalls()
     assert result.error is TurnError.STALLED
     assert result.requests == 2
+    assert elapsed < 12.0  # about the request timeout (2.5 s), with CI margin
+
+
+def test_a_reply_that_never_ends_is_stopped_at_the_request_timeout(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # Chunks keep coming, each well within the idle limit (ollama#12187: calls that never end).
+    ollama_server.script(Reply(thinking=["hmm "] * 100, content=["x"], chunk_delay_s=0.1))
+    assistant = make(ollama_server, idle_timeout_s=1.0, request_timeout_s=1.0)
+    result, elapsed = timed(lambda: assistant.ask("hi"))
+    assert result.error is TurnError.TIMEOUT
+    assert result.error_message == "That took too long, so I stopped."
+    assert result.retries == 0 and result.requests == 1
+    assert elapsed < 6.0  # the whole reply would take 10 s
+    assert assistant.history() == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "spoken"),
+    [
+        (Reply(content=["never"], stall_after=0), []),  # model loading: no chunk at all
+        (Reply(content=["Thinking", " hard"], stall_after=1), ["Thinking"]),
+    ],
+)
+def test_barge_in_while_the_server_is_silent_ends_the_turn_at_once(
+    ollama_server: OllamaTestServer, reply: Reply, spoken: list[str]
+) -> None:
+    ollama_server.default_reply = reply
+    cancel = threading.Event()
+    barge_in = threading.Timer(0.3, cancel.set)
+    barge_in.start()
+    pieces: list[str] = []
+    assistant = make(ollama_server, idle_timeout_s=5.0, request_timeout_s=30.0)
+    result, elapsed = timed(lambda: assistant.ask("hi", pieces.append, cancel=cancel))
+    barge_in.cancel()
+    ollama_server.release_stalls()
+    assert result.interrupted
+    assert elapsed < 2.0  # not the 5 s idle limit
+    assert result.requests == 1 and result.retries == 0
+    assert pieces == spoken
+
+
+def test_no_retry_after_a_barge_in(ollama_server: OllamaTestServer) -> None:
+    cancel = threading.Event()
+
+    def barge_in_then_fail(request: dict[str, Any]) -> Reply:
+        cancel.set()  # the user talks while the request is on its way
+        return Reply.http_error(500, "llama runner process has terminated")
+
+    ollama_server.default_reply = barge_in_then_fail
+    result = make(ollama_server).ask("hi", cancel=cancel)
+    assert result.interrupted
+    assert result.requests == 1 and result.retries == 0
 
 
 def test_connection_refused(dead_ollama_url: str) -> None:
     assistant = Assistant(settings(dead_ollama_url))
-    result = assistant.ask("hi")
+    result, elapsed = timed(lambda: assistant.ask("hi"))
     assert result.error is TurnError.UNREACHABLE
     assert result.error_message == "I can't reach the language model right now. Is Ollama running?"
     assert result.retries == 0 and assistant.history() == []
+    assert elapsed < 5.0
+
+
+def test_a_host_that_never_answers_the_connect_is_unreachable_without_retries(
+    unanswered_ollama_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A firewalled or dead address: the connect times out. It is not a model being loaded.
+    monkeypatch.setattr(assistant_module, "CONNECT_TIMEOUT_S", 0.5)
+    assistant = Assistant(settings(unanswered_ollama_url, request_timeout_s=30.0))
+    result, elapsed = timed(lambda: assistant.ask("hi"))
+    assert result.error is TurnError.UNREACHABLE
+    assert result.error_message == "I can't reach the language model right now. Is Ollama running?"
+    assert result.requests == 1 and result.retries == 0
+    assert elapsed < 5.0  # one connect timeout, not the 30 s request timeout
+    assert assistant.history() == []
 
 
 def test_missing_model(ollama_server: OllamaTestServer) -> None:
@@ -567,6 +675,25 @@ def test_clip_during_the_turn_applies_when_it_ends(ollama_server: OllamaTestServ
     assistant = make(ollama_server)
     assistant.ask("hi", lambda piece: assistant.clip_last_reply("A long"))
     assert assistant.history()[-1] == {"role": "assistant", "content": "A long"}
+
+
+def test_clip_after_a_turn_that_saved_nothing_keeps_the_previous_answer(
+    ollama_server: OllamaTestServer,
+) -> None:
+    assistant = make(ollama_server)
+    turn(ollama_server, assistant, "capital of France?", "Paris is the capital.")
+    ollama_server.script(Reply.http_error(500, "boom"), Reply.http_error(500, "boom"))
+    failed = assistant.ask("and Italy?")
+    assert failed.error is TurnError.SERVER_ERROR
+    # The user talks over the spoken error message: there is no reply of this turn to clip.
+    assistant.clip_last_reply("The language model")
+    assert assistant.history() == [
+        {"role": "user", "content": "capital of France?"},
+        {"role": "assistant", "content": "Paris is the capital."},
+    ]
+    assistant.reset()
+    assistant.clip_last_reply("")
+    assert assistant.history() == []
 
 
 def test_clip_to_nothing_drops_the_reply(ollama_server: OllamaTestServer) -> None:

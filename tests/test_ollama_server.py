@@ -9,6 +9,7 @@ import httpx
 import ollama
 import pytest
 from ollama._types import ChatResponse, ShowResponse
+from pydantic import ValidationError
 
 from tests import ollama_fixtures
 from tests.ollama_server import (
@@ -196,6 +197,37 @@ def test_scripted_failures_reach_the_client_as_ollama_would_send_them(
     with pytest.raises(httpx.ReadTimeout):
         list(c.chat(DEFAULT_MODEL, USER, stream=True))
     ollama_server.release_stalls()
+
+
+def test_an_error_before_any_chunk_is_an_http_500_like_ollamas_stream_response(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # Ollama's streamResponse answers an error with a JSON status when nothing was written yet.
+    ollama_server.script(
+        Reply.stream_error("llama runner process has terminated", after=0),
+        Reply.stream_error("llama runner process has terminated", after=0),
+    )
+    response = _post(ollama_server, "/api/chat", json=GOOD)
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == {"error": "llama runner process has terminated"}
+    with pytest.raises(ollama.ResponseError) as info:
+        list(client(ollama_server).chat(DEFAULT_MODEL, USER, stream=True))
+    assert (info.value.status_code, info.value.error) == (
+        500,
+        "llama runner process has terminated",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [("room_temperature", "kitchen"), ("room_temperature", ["kitchen"]), (None, {})],
+)
+def test_a_tool_call_the_client_could_not_parse_cannot_be_scripted(
+    name: object, arguments: object
+) -> None:
+    with pytest.raises(ValidationError):
+        ToolCall(name, arguments)  # type: ignore[arg-type]
 
 
 def test_gate_holds_the_stream_until_opened(ollama_server: OllamaTestServer) -> None:

@@ -22,8 +22,9 @@ yet in that round). Mangled tool names such as ``assistant<|channel|>analysis`` 
 arguments go back to the model as tool errors, so it can correct itself.
 
 History keeps what was said (user text, spoken reply), bounded by ``llm.history_turns`` and an
-estimate of ``llm.history_tokens``. After a barge-in, :meth:`Assistant.clip_last_reply` cuts the
-last reply down to what was actually spoken.
+estimate of ``llm.history_tokens``. A barge-in (the ``cancel`` event) ends a turn at once, even
+while the server sends nothing; :meth:`Assistant.clip_last_reply` then cuts the reply that turn
+saved down to what was actually spoken.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ import enum
 import json
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
@@ -44,7 +46,7 @@ import ollama
 from pydantic import ValidationError
 
 from voiced.config import LlmSettings, Settings
-from voiced.tools.registry import ToolOutcome, ToolRegistry
+from voiced.tools.registry import ToolOutcome, ToolRegistry, clean_tool_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 # Retries of one request when a retry cannot repeat anything already spoken.
 RETRIES = 1
 CONNECT_TIMEOUT_S = 5.0
+# How often a turn waiting on a silent server looks at its cancel event.
+CANCEL_POLL_S = 0.05
+# Sent back in place of a tool name that was nothing but harmony control tokens.
+UNNAMED_TOOL = "unknown_tool"
 
 
 class TurnError(str, enum.Enum):
@@ -112,6 +118,16 @@ def make_client(settings: LlmSettings) -> ollama.Client:
     )
     # host=None lets the client read OLLAMA_HOST itself.
     return ollama.Client(host=settings.host, timeout=timeout)
+
+
+def tool_name_for_model(raw_name: str) -> str:
+    """A tool name that is safe to send back to Ollama.
+
+    gpt-oss sometimes names a call ``assistant<|channel|>analysis``. ``<|...|>`` are harmony
+    control tokens: echoed back in the history, they would corrupt the prompt of the very round
+    that is meant to let the model correct itself.
+    """
+    return clean_tool_name(raw_name) or UNNAMED_TOOL
 
 
 def estimate_tokens(text: str) -> int:
@@ -239,6 +255,10 @@ def _classify(exc: BaseException) -> _RoundFailed:
         return exc
     if isinstance(exc, (ConnectionError, httpx.ConnectError)):
         return _RoundFailed(TurnError.UNREACHABLE, str(exc), retryable=False)
+    if isinstance(exc, httpx.ConnectTimeout):
+        # No answer to the connect at all (a firewalled or dead host), unlike a loading model,
+        # which accepts the connection and then sends nothing.
+        return _RoundFailed(TurnError.UNREACHABLE, f"connect timed out: {exc}", retryable=False)
     if isinstance(exc, ollama.ResponseError):
         status = exc.status_code
         if status == 404:
@@ -263,6 +283,55 @@ def _classify(exc: BaseException) -> _RoundFailed:
 
 TextConsumer = Callable[[str], None]
 
+_STREAM_END = object()
+
+
+def _chunks_until_cancelled(
+    open_stream: Callable[[], Iterator[ollama.ChatResponse]], cancel: threading.Event | None
+) -> Iterator[ollama.ChatResponse]:
+    """The stream's chunks, read on a helper thread; ends early, without error, on ``cancel``.
+
+    A read blocked on a silent server (a model loading, a stall) cannot be aborted through the
+    client: httpx only gives up at the read timeout. So the reading happens on a thread, and a
+    barge-in stops the wait at once. The abandoned reader closes the stream (which tells Ollama
+    to stop) at its next chunk or at the idle timeout.
+    """
+    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    abandoned = threading.Event()
+
+    def read() -> None:
+        stream: Iterator[ollama.ChatResponse] | None = None
+        try:
+            stream = open_stream()
+            for chunk in stream:
+                if abandoned.is_set():
+                    return
+                items.put(chunk)
+            items.put(_STREAM_END)
+        except Exception as exc:
+            items.put(exc)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    threading.Thread(target=read, name="voiced-llm-stream", daemon=True).start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=CANCEL_POLL_S)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    return
+                continue
+            if item is _STREAM_END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        abandoned.set()
+
 
 class Assistant:
     """One conversation with the model. Thread-safe: one turn at a time."""
@@ -283,6 +352,8 @@ class Assistant:
         self._turn_lock = threading.Lock()
         self._busy = False
         self._pending_clip: str | None = None
+        # Whether the last ask saved a turn: only that turn's reply may be clipped.
+        self._last_ask_saved = False
         # Dropped for good when the model turns them down (a model without tools or thinking).
         self._send_tools = True
         self._think: str | bool | None = settings.think
@@ -316,9 +387,13 @@ class Assistant:
     # -- conversation state
 
     def system_prompt(self, today: date | None = None) -> str:
+        """``llm.system_prompt`` with today's date in place of ``{date}`` (or appended)."""
         day = today or date.today()
         spoken_date = f"{day:%A} {day.day} {day:%B %Y}"
-        return self.settings.system_prompt.replace("{date}", spoken_date)
+        prompt = self.settings.system_prompt
+        if "{date}" in prompt:
+            return prompt.replace("{date}", spoken_date)
+        return f"{prompt.rstrip()}\nToday is {spoken_date}."
 
     def history(self) -> list[dict[str, str]]:
         """The remembered conversation as chat messages (no system prompt)."""
@@ -336,15 +411,22 @@ class Assistant:
     def reset(self) -> None:
         with self._lock:
             self._turns.clear()
+            self._last_ask_saved = False
 
     def clip_last_reply(self, spoken_text: str) -> None:
-        """After a barge-in: remember only the part of the last reply that was spoken."""
+        """After a barge-in: remember only the part of the last reply that was spoken.
+
+        Does nothing when the last turn saved nothing (it failed before any reply): the turn
+        before it is not the one that was interrupted.
+        """
         with self._lock:
             if self._busy:
                 self._pending_clip = spoken_text
                 return
-            if self._turns:
-                self._turns[-1].assistant = spoken_text.strip()
+            if not self._last_ask_saved or not self._turns:
+                log.debug("nothing to clip: the last turn saved no reply")
+                return
+            self._turns[-1].assistant = spoken_text.strip()
 
     def _commit(self, user: str, assistant: str) -> None:
         with self._lock:
@@ -352,6 +434,7 @@ class Assistant:
                 assistant = self._pending_clip.strip()
                 self._pending_clip = None
             self._turns.append(_Turn(user=user, assistant=assistant))
+            self._last_ask_saved = True
             self._trim()
 
     def _trim(self) -> None:
@@ -391,13 +474,16 @@ class Assistant:
     ) -> TurnResult:
         """Run one user turn. Content pieces go to ``on_text`` as they stream in.
 
-        Setting ``cancel`` (a barge-in) stops the reply at the next chunk; the result is then
-        ``interrupted`` and the caller should :meth:`clip_last_reply` to what was spoken.
+        Setting ``cancel`` (a barge-in) ends the turn within moments, also while the server
+        sends nothing (a model loading, a stall), and nothing is retried after it. The result
+        is then ``interrupted`` and the caller should :meth:`clip_last_reply` to what was
+        spoken.
         """
         with self._turn_lock:
             with self._lock:
                 self._busy = True
                 self._pending_clip = None
+                self._last_ask_saved = False
             try:
                 return self._ask(text, on_text, cancel)
             finally:
@@ -473,6 +559,8 @@ class Assistant:
             result.error = TurnError.INTERNAL
             result.error_message = error_sentence(TurnError.INTERNAL, self.settings.model)
             log.debug("internal error detail: %s", exc)
+        if cancel is not None and cancel.is_set():
+            result.interrupted = True
         result.text = "".join(spoken)
         result.timings.total_ms = (time.monotonic() - started) * 1000
         if result.text or result.error is None:
@@ -481,18 +569,18 @@ class Assistant:
 
     def _run_tool(self, call: dict[str, Any], result: TurnResult) -> dict[str, Any]:
         function = call.get("function") or {}
-        raw_name = function.get("name", "")
+        name = function.get("name", "")  # already made safe by tool_name_for_model
         arguments = function.get("arguments")
         began = time.monotonic()
         if self.registry is None:
             outcome = ToolOutcome(
-                name=str(raw_name),
+                name=name,
                 arguments=arguments,
                 decision="unknown",
                 error="no tools are available in this conversation",
             )
         else:
-            outcome = self.registry.call(raw_name, arguments)
+            outcome = self.registry.call(name, arguments)
         result.timings.tools_ms += (time.monotonic() - began) * 1000
         result.tool_calls.append(ToolCallRecord.from_outcome(outcome))
         log.info("tool %s -> %s", outcome.name, outcome.decision)
@@ -515,6 +603,9 @@ class Assistant:
         deadline = round_started + settings.request_timeout_s
         while True:
             round_ = _Round()
+            if cancel is not None and cancel.is_set():
+                round_.interrupted = True
+                return round_
             emitted = False
 
             def emit_once(piece: str) -> None:
@@ -529,6 +620,8 @@ class Assistant:
                 return round_
             except Exception as exc:
                 failure = _classify(exc)
+                if cancel is not None and cancel.is_set():
+                    raise failure from None  # the user spoke: asking again is pointless
                 if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
                     if not self._send_tools:
                         tools = None
@@ -538,9 +631,8 @@ class Assistant:
                 # timeout, not the idle timeout. Asking again joins the same load.
                 waited = time.monotonic() - round_started
                 loading = failure.error is TurnError.STALLED and round_.chunks == 0
-                cancelled = cancel is not None and cancel.is_set()
                 time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
-                if loading and time_left and not cancelled:
+                if loading and time_left:
                     log.info("no reply after %.0f s (model loading?); waiting on", waited)
                     continue
                 if failure.retryable and not emitted and attempt < RETRIES:
@@ -579,15 +671,19 @@ class Assistant:
         deadline: float,
     ) -> None:
         settings = self.settings
-        stream = self.client.chat(
-            model=settings.model,
-            messages=list(messages),
-            tools=tools,
-            stream=True,
-            think=self._think,
-            options=dict(settings.options) or None,
-            keep_alive=settings.keep_alive,
-        )
+
+        def open_stream() -> Iterator[ollama.ChatResponse]:
+            return self.client.chat(
+                model=settings.model,
+                messages=list(messages),
+                tools=tools,
+                stream=True,
+                think=self._think,
+                options=dict(settings.options) or None,
+                keep_alive=settings.keep_alive,
+            )
+
+        stream = _chunks_until_cancelled(open_stream, cancel)
         try:
             for chunk in stream:
                 round_.chunks += 1
@@ -603,13 +699,11 @@ class Assistant:
                     round_.content += message.content
                     emit(message.content)
                 for call in message.tool_calls or ():
+                    name = tool_name_for_model(call.function.name)
+                    if name != call.function.name:
+                        log.info("the model named a tool %r; read as %r", call.function.name, name)
                     round_.tool_calls.append(
-                        {
-                            "function": {
-                                "name": call.function.name,
-                                "arguments": dict(call.function.arguments),
-                            }
-                        }
+                        {"function": {"name": name, "arguments": dict(call.function.arguments)}}
                     )
                 if chunk.done:
                     round_.done_reason = chunk.done_reason
@@ -622,9 +716,10 @@ class Assistant:
                         f"request ran past {settings.request_timeout_s:g} s",
                         retryable=False,
                     )
+            if cancel is not None and cancel.is_set():
+                round_.interrupted = True  # while the server was silent
+                return
             # The body ended without a done chunk.
             raise _RoundFailed(TurnError.DROPPED, "stream ended before done", retryable=True)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            stream.close()
