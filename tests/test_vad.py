@@ -327,3 +327,27 @@ def test_bad_input_is_a_clear_error() -> None:
         Segmenter().feed(np.zeros(480, dtype=np.int32))
     with pytest.raises(ValueError, match="kHz"):
         Segmenter(sample_rate=44100)
+
+
+@pytest.mark.parametrize("max_utterance_s", [1.2, 2.0, 2.4])
+def test_speech_after_a_split_is_never_cancelled(max_utterance_s: float) -> None:
+    # The split falls inside the first sentence (1.2 s) or in the 250 ms pause after it
+    # (2.0, 2.4 s); either way "No." continues the same utterance, however short it is.
+    first = synthesize(SENTENCES[2], lead_s=0.5, tail_s=0.0, seed=1)
+    second = synthesize(SENTENCES[4], lead_s=0.25, tail_s=1.0, seed=2)
+    audio = np.concatenate([first, second])
+    _, no_end = speech_bounds(SENTENCES[4], 0.25, 1.0)
+    settings = VadSettings(min_utterance_ms=600, max_utterance_s=max_utterance_s)
+    events = run(audio, settings, report_pauses=True)
+    assert not [e for e in events if isinstance(e, UtteranceCancelled)]
+    pieces = ended(events)
+    assert len(pieces) >= 2
+    assert pieces[-1].audio_end_s >= first.size / RATE + no_end
+    for before, after in itertools.pairwise(pieces):
+        assert after.audio_start_s >= before.audio_end_s - 1e-9
+    starts = [e for e in events if isinstance(e, UtteranceStarted)]
+    assert [s.index for s in starts] == [p.index for p in pieces]
+    assert [s.continues for s in starts] == [False] + [True] * (len(pieces) - 1)
+    # The last piece is reported in its pause with exactly the audio it ends with.
+    (paused,) = [e for e in events if isinstance(e, SpeechPaused) and e.index == pieces[-1].index]
+    np.testing.assert_array_equal(paused.audio, pieces[-1].audio)
