@@ -211,6 +211,11 @@ class Segmenter:
         return self._utterance is not None
 
     @property
+    def hearing_speech(self) -> bool:
+        """An utterance is in flight, or speech frames are counting towards an onset."""
+        return self._utterance is not None or any(f.speech for f in self._run)
+
+    @property
     def stream_time_s(self) -> float:
         return (self._next_index * self.frame_samples + self._pending.size) / self.sample_rate
 
