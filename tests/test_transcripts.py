@@ -11,10 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from click.testing import CliRunner
 
 from voiced import paths
+from voiced.cli import main
+from voiced.config import Settings, TranscriptsSettings
 from voiced.transcripts import Journal, _ends_with_newline, make_record, read_file
 
 LOCAL = dt.datetime.now().astimezone().tzinfo
@@ -135,6 +139,88 @@ def test_appending_prunes_old_files() -> None:
     journal = Journal(retention_days=30)
     journal.add("dictation", "new")
     assert [r["text"] for r in journal.records()] == ["new"]
+
+
+def old_and_recent_files(retention_days: int) -> tuple[Path, Path]:
+    """One daily file just past ``retention_days`` and one just inside it."""
+    writer = Journal(retention_days=0)
+    today = dt.date.today()
+    old = writer.append(
+        make_record("dictation", "old", start=at(today - dt.timedelta(days=retention_days)))
+    )
+    recent = writer.append(
+        make_record("dictation", "recent", start=at(today - dt.timedelta(days=retention_days - 1)))
+    )
+    return old, recent
+
+
+def test_opening_a_configured_journal_prunes_old_files() -> None:
+    old, recent = old_and_recent_files(7)
+    settings = Settings(transcripts=TranscriptsSettings(retention_days=7))
+    journal = Journal.from_settings(settings)
+    assert not old.exists() and recent.exists()
+    assert [r["text"] for r in journal.records()] == ["recent"]
+    old, recent = old_and_recent_files(7)
+    Journal.from_settings(settings, prune=False)  # as `voiced transcripts` reads it
+    assert old.exists() and recent.exists()
+
+
+def test_a_failed_prune_on_opening_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    old, _ = old_and_recent_files(7)
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    Journal.from_settings(Settings(transcripts=TranscriptsSettings(retention_days=7)))
+    assert old.exists()
+    assert any("Permission denied" in r.getMessage() for r in caplog.records)
+
+
+class ListenerStub:
+    """Stands in for the microphone loop: `voiced listen` hears nothing and stops."""
+
+    journals: ClassVar[list[Journal | None]] = []
+
+    def __init__(self, settings: Settings, stt: object, *, fmt: str, journal: Journal | None):
+        ListenerStub.journals.append(journal)
+
+    def run(self) -> None:
+        pass
+
+
+def listen_with_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml: str):
+    from voiced.commands import listen
+
+    monkeypatch.setattr(listen, "_load_stt", lambda settings: object())
+    monkeypatch.setattr(listen, "Listener", ListenerStub)
+    ListenerStub.journals.clear()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml)
+    result = CliRunner().invoke(main, ["--config", str(config), "listen"])
+    assert result.exit_code == 0, result.output
+    (journal,) = ListenerStub.journals
+    return journal
+
+
+def test_listen_prunes_by_the_configured_retention_though_it_hears_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, recent = old_and_recent_files(3)
+    journal = listen_with_config(tmp_path, monkeypatch, "transcripts:\n  retention_days: 3\n")
+    assert journal is not None and journal.retention_days == 3
+    assert not old.exists() and recent.exists()
+
+
+def test_listen_keeps_no_journal_when_transcripts_are_disabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, recent = old_and_recent_files(3)
+    yaml = "transcripts:\n  enabled: false\n  retention_days: 3\n"
+    assert listen_with_config(tmp_path, monkeypatch, yaml) is None
+    assert old.exists() and recent.exists()  # switched off: not written, not pruned either
 
 
 def test_a_torn_last_line_is_skipped_and_the_next_record_starts_clean() -> None:

@@ -327,3 +327,86 @@ def test_bad_input_is_a_clear_error() -> None:
         Segmenter().feed(np.zeros(480, dtype=np.int32))
     with pytest.raises(ValueError, match="kHz"):
         Segmenter(sample_rate=44100)
+
+
+@pytest.mark.parametrize("max_utterance_s", [1.2, 2.0, 2.4])
+def test_speech_after_a_split_is_never_cancelled(max_utterance_s: float) -> None:
+    # The split falls inside the first sentence (1.2 s) or in the 250 ms pause after it
+    # (2.0, 2.4 s); either way "No." continues the same utterance, however short it is.
+    first = synthesize(SENTENCES[2], lead_s=0.5, tail_s=0.0, seed=1)
+    second = synthesize(SENTENCES[4], lead_s=0.25, tail_s=1.0, seed=2)
+    audio = np.concatenate([first, second])
+    _, no_end = speech_bounds(SENTENCES[4], 0.25, 1.0)
+    settings = VadSettings(min_utterance_ms=600, max_utterance_s=max_utterance_s)
+    events = run(audio, settings, report_pauses=True)
+    assert not [e for e in events if isinstance(e, UtteranceCancelled)]
+    pieces = ended(events)
+    assert len(pieces) >= 2
+    assert pieces[-1].audio_end_s >= first.size / RATE + no_end
+    for before, after in itertools.pairwise(pieces):
+        assert after.audio_start_s >= before.audio_end_s - 1e-9
+    starts = [e for e in events if isinstance(e, UtteranceStarted)]
+    assert [s.index for s in starts] == [p.index for p in pieces]
+    assert [s.continues for s in starts] == [False] + [True] * (len(pieces) - 1)
+    # The last piece is reported in its pause with exactly the audio it ends with.
+    (paused,) = [e for e in events if isinstance(e, SpeechPaused) and e.index == pieces[-1].index]
+    np.testing.assert_array_equal(paused.audio, pieces[-1].audio)
+
+
+# -- settings other than the defaults change the segmentation as documented ---------------
+
+
+@pytest.mark.parametrize(("silence_ms", "pieces"), [(900, 1), (300, 2)])
+def test_silence_ms_decides_whether_a_pause_ends_the_utterance(
+    silence_ms: int, pieces: int
+) -> None:
+    first = synthesize(SENTENCES[0], lead_s=0.5, tail_s=0.25, seed=1)
+    second = synthesize(SENTENCES[2], lead_s=0.25, tail_s=1.5, seed=2)
+    utterances = ended(run(np.concatenate([first, second]), VadSettings(silence_ms=silence_ms)))
+    assert len(utterances) == pieces
+    assert all(u.endpoint_wait_ms == silence_ms for u in utterances)  # both whole frames
+    assert utterances[0].start_s < first.size / RATE < utterances[-1].end_s
+
+
+def test_speech_start_ms_is_the_voiced_run_that_starts_an_utterance() -> None:
+    yes = synthesize("Yes.", lead_s=0.5, tail_s=1.0)
+    assert len(ended(run(yes))) == 1
+    assert [
+        e for e in run(yes, VadSettings(speech_start_ms=450)) if not isinstance(e, Timeout)
+    ] == []
+    # A sentence starts at the same onset, decided only after the longer voiced run.
+    sentence = synthesize(SENTENCES[0], lead_s=0.5, tail_s=1.0)
+    quick = next(e for e in run(sentence) if isinstance(e, UtteranceStarted))
+    slow = next(
+        e
+        for e in run(sentence, VadSettings(speech_start_ms=600))
+        if isinstance(e, UtteranceStarted)
+    )
+    assert slow.start_s == quick.start_s
+    assert slow.detected_s - slow.start_s >= 0.600 > quick.detected_s - quick.start_s
+
+
+def test_min_utterance_ms_cancels_what_is_shorter() -> None:
+    yes = synthesize("Yes.", lead_s=0.5, tail_s=1.0)
+    question = synthesize(SENTENCES[1], lead_s=0.5, tail_s=1.0)
+    longer = VadSettings(min_utterance_ms=600)
+    assert len(ended(run(yes))) == 1
+    events = run(yes, longer)
+    assert ended(events) == []
+    (cancelled,) = [e for e in events if isinstance(e, UtteranceCancelled)]
+    assert cancelled.reason == "too_short" and cancelled.end_s - cancelled.start_s < 0.600
+    assert len(ended(run(question, longer))) == 1
+
+
+def test_aggressiveness_decides_whether_a_fan_after_speech_holds_the_utterance() -> None:
+    # A quiet fan (-45 dBFS) switches on as the sentence ends and runs for 2 s. webrtcvad at
+    # its least aggressive calls it speech (loud enough for the energy gate, whose floor is
+    # still the quiet room's); at its most aggressive it does not.
+    speech = synthesize(SENTENCES[0], lead_s=1.0, tail_s=0.0, seed=1)
+    fan_end_s = speech.size / RATE + 2.0
+    audio = np.concatenate([speech, pink_noise(2.0, -45.0, seed=11), noise(1.5, seed=5)])
+    _, offset = speech_bounds(SENTENCES[0], 1.0, 0.0)
+    (strict,) = ended(run(audio, VadSettings(aggressiveness=3)))
+    (lenient,) = ended(run(audio, VadSettings(aggressiveness=0)))
+    assert strict.end_s <= offset + HANGOVER_S + FRAME_S
+    assert lenient.end_s >= fan_end_s - 0.3

@@ -3,7 +3,7 @@
 The PortAudio callback does nothing but copy the block onto a bounded queue
 (``audio.queue_blocks``); a full queue drops the block and counts it, as do PortAudio input
 overflows, and the reader logs both. When the device cannot give 16 kHz mono, the stream
-runs at its own rate and the reader downmixes and resamples.
+runs at its own rate with up to two channels, and the reader downmixes and resamples.
 
 :func:`capture_blocks` is what long-running listeners use: it opens the device, yields
 :class:`AudioBlock` objects, and when the device disappears or cannot be opened it says so
@@ -251,9 +251,15 @@ class Capture:
             rate, channels, dtype = SAMPLE_RATE, 1, "int16"
         except sd.PortAudioError:
             rate = int(device.default_samplerate)
-            channels, dtype = 1, "float32"
+            # Raw ALSA hw: devices often record stereo only; _add averages the channels.
+            channels, dtype = max(1, min(2, device.input_channels)), "float32"
             self._resampler = _Resampler(rate)
-            log.info("%s cannot record 16 kHz mono; resampling from %d Hz", device.name, rate)
+            log.info(
+                "%s cannot record 16 kHz mono; recording %d channel(s) at %d Hz and converting",
+                device.name,
+                channels,
+                rate,
+            )
         # Each callback wakes two threads; blocks are still handed out block_ms at a time.
         per_callback = self.settings.block_ms * self.settings.blocks_per_callback
         blocksize = rate * per_callback // 1000

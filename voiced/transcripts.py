@@ -5,7 +5,9 @@ the record's start) under :func:`voiced.paths.transcripts_dir`; the folder is 07
 files 0600. Every record is written with one ``write`` and then ``fsync``-ed, so after a
 crash or ``kill -9`` at most the last line of a file is incomplete; readers skip it (with a
 warning) and the next append starts on a fresh line. Files older than
-``transcripts.retention_days`` are deleted when a journal is opened and when the day changes.
+``transcripts.retention_days`` are deleted when a writer opens the journal
+(:meth:`Journal.from_settings`: ``voiced listen``, ``voiced run``) and on the first append of
+each day; readers (``voiced transcripts``) delete nothing.
 
 A record always has:
 
@@ -92,9 +94,21 @@ class Journal:
         self._pruned_on: dt.date | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Journal:
-        """A journal configured by ``settings.transcripts`` (a :class:`voiced.config.Settings`)."""
-        return cls(retention_days=settings.transcripts.retention_days)
+    def from_settings(cls, settings: Any, *, prune: bool = True) -> Journal:
+        """A journal configured by ``settings.transcripts`` (a :class:`voiced.config.Settings`).
+
+        With ``prune`` (for writers) it deletes files older than the configured retention at
+        once, so a session that never appends a record still honours the retention.
+        """
+        journal = cls(retention_days=settings.transcripts.retention_days)
+        if not prune:
+            return journal
+        with journal._lock:
+            try:
+                journal._prune_once_a_day()
+            except OSError as exc:  # not a reason to stop listening; appends retry tomorrow
+                log.warning("cannot prune old transcripts in %s: %s", journal.directory, exc)
+        return journal
 
     def path_for(self, day: dt.date) -> Path:
         return self.directory / f"{day.isoformat()}{SUFFIX}"

@@ -14,7 +14,9 @@ webrtcvad lacks:
   ``vad.post_roll_ms`` of that silence.
 * ``vad.min_utterance_ms``: shorter ones (taps, clicks) are cancelled, not emitted.
 * ``vad.max_utterance_s``: longer speech is split at the quietest recent frame into several
-  utterances, never dropped.
+  utterances, never dropped. Speech that goes on after a split (at once, or after less than
+  ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
+  cancelled, however short: without the split it would have been part of the one before.
 * ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
@@ -51,12 +53,17 @@ CancelReason = Literal["too_short", "steady_noise"]
 
 @dataclass(frozen=True)
 class UtteranceStarted:
-    """Speech began at ``start_s`` (the onset; audio from ``audio_start_s`` is kept)."""
+    """Speech began at ``start_s`` (the onset; audio from ``audio_start_s`` is kept).
+
+    ``continues`` is true when this utterance goes on with the speech of the one before, which
+    was split at ``vad.max_utterance_s``; such an utterance is never cancelled.
+    """
 
     index: int
     start_s: float
     audio_start_s: float
     detected_s: float  # stream time at which the onset was decided
+    continues: bool = False
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,8 @@ class Segmenter:
         self._last_speech = 0  # frame index of the last speech frame in the utterance
         self._silent_run = 0
         self._paused = False  # a SpeechPaused was reported for the current utterance
+        self._continues = False  # the current utterance goes on after a split
+        self._continues_before = 0  # an onset before this frame index continues a split
         self._utterance_count = 0
         self._quiet_since = 0  # frame index since which no utterance started
 
@@ -200,6 +209,11 @@ class Segmenter:
     @property
     def in_utterance(self) -> bool:
         return self._utterance is not None
+
+    @property
+    def hearing_speech(self) -> bool:
+        """An utterance is in flight, or speech frames are counting towards an onset."""
+        return self._utterance is not None or any(f.speech for f in self._run)
 
     @property
     def stream_time_s(self) -> float:
@@ -287,12 +301,14 @@ class Segmenter:
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
         self._paused = False
+        self._continues = onset < self._continues_before
         self._quiet_since = self._next_index
         return UtteranceStarted(
             index=self._utterance_count,
             start_s=self._time(onset),
             audio_start_s=self._time(self._utterance[0].index),
             detected_s=self._time(self._next_index),
+            continues=self._continues,
         )
 
     def _step_speaking(self, frame: _Frame) -> list[Event]:
@@ -312,8 +328,13 @@ class Segmenter:
         if frame.index + 1 - self._utterance_start >= self._max_frames:
             self._paused = False
             return [*events, *self._split()]
-        # From here on the kept audio cannot change unless speech comes back.
-        if self.report_pauses and self._silent_run == max(1, self._post_roll_frames):
+        # From here on the kept audio cannot change unless speech comes back. (After a split
+        # the silence may already be longer than the post-roll: report the pause at once.)
+        if (
+            self.report_pauses
+            and not self._paused
+            and self._silent_run >= max(1, self._post_roll_frames)
+        ):
             events.extend(self._pause())
         return events
 
@@ -344,6 +365,8 @@ class Segmenter:
         self, kept: list[_Frame], speech_end: int
     ) -> tuple[CancelReason, float] | None:
         """Why an utterance with these frames is not speech: (reason, modulation), or None."""
+        if self._continues:
+            return None  # the speech before the split vouches for it
         if speech_end - self._utterance_start < self._min_frames:
             return "too_short", 0.0
         modulation = _level_modulation(
@@ -367,6 +390,7 @@ class Segmenter:
         index = self._utterance_count
         self._utterance_count += 1
         cancelled = self._cancel_reason(kept, speech_end)
+        self._continues = False
         if cancelled is not None:
             reason_name, modulation = cancelled
             return UtteranceCancelled(
@@ -416,8 +440,11 @@ class Segmenter:
         self._quiet_since = self._next_index
         speech_frames = [f.index for f in tail if f.speech]
         if not speech_frames:
-            # The split fell at the end of the speech: wait for the next onset as usual.
+            # The split fell at the end of the speech: wait for the next onset as usual; one
+            # that comes before vad.silence_ms of silence would have been in this utterance.
             self._utterance = None
+            self._continues = False
+            self._continues_before = self._last_speech + self._silence_frames + 1
             for frame in tail[-self._history.maxlen :] if self._history.maxlen else []:
                 self._history.append(frame)
             return [ended]
@@ -425,11 +452,13 @@ class Segmenter:
         self._utterance_start = cut
         self._last_speech = speech_frames[-1]
         self._silent_run = sum(1 for _ in _trailing_silence(tail))
+        self._continues = True
         started = UtteranceStarted(
             index=self._utterance_count,
             start_s=self._time(cut),
             audio_start_s=self._time(cut),
             detected_s=self._time(self._next_index),
+            continues=True,
         )
         return [ended, started]
 

@@ -4,7 +4,9 @@ Capture (PortAudio callback -> bounded queue) feeds the VAD segmenter on the mai
 each finished utterance goes to one STT worker thread (the model is loaded once, before the
 microphone opens), whose text is printed as soon as it is recognised and appended to the
 transcript journal. Ctrl-C or SIGTERM stops cleanly: an utterance being spoken is captured
-to its end (up to a short grace period), transcribed and printed before the exit. A device
+until the segmenter ends it (for at most ``vad.max_utterance_s``, capped at
+``STOP_WAIT_CAP_S``), transcribed and printed before the exit; with no speech in flight it
+stops at once, and a second Ctrl-C stops without waiting. A device
 that disappears or cannot be opened is reported on stderr and retried with backoff.
 """
 
@@ -30,8 +32,10 @@ from voiced.vad import Segmenter, UtteranceCancelled, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
-# After Ctrl-C / SIGTERM, keep capturing an utterance in progress for at most this long.
-STOP_GRACE_S = 2.0
+# After Ctrl-C / SIGTERM, an utterance in progress is captured to its end for at most
+# vad.max_utterance_s (when a longer one would be split anyway), and never longer than this:
+# service managers give a stopping process about 90 s before they kill it.
+STOP_WAIT_CAP_S = 30.0
 UTTERANCE_QUEUE = 16
 
 
@@ -89,16 +93,23 @@ class Listener:
     # -- control --------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop after the utterance in progress (if any) ends, or after a grace period."""
+        """Stop once the speech in progress (if any) ends, waiting at most :meth:`stop_wait_s`."""
         if self._stop_requested.is_set():
             return
         self._stop_requested.set()
-        if not self._segmenter.in_utterance:
+        if not self._segmenter.hearing_speech:
             self._stop_capture.set()
-        else:
-            self._grace_timer = threading.Timer(STOP_GRACE_S, self._stop_capture.set)
-            self._grace_timer.daemon = True
-            self._grace_timer.start()
+            return
+        wait_s = self.stop_wait_s
+        log.info("finishing the utterance being spoken (at most %.0f s)", wait_s)
+        self._grace_timer = threading.Timer(wait_s, self._stop_capture.set)
+        self._grace_timer.daemon = True
+        self._grace_timer.start()
+
+    @property
+    def stop_wait_s(self) -> float:
+        """How long a stop request waits for the speech in progress to end."""
+        return min(self.settings.vad.max_utterance_s, STOP_WAIT_CAP_S)
 
     def _on_device_state(self, state: str, message: str) -> None:
         if state == "open":
@@ -124,7 +135,7 @@ class Listener:
                     self._handle(self._segmenter.flush())
                 self._clock.update(block)
                 self._handle(self._segmenter.feed(block.samples))
-                if self._stop_requested.is_set() and not self._segmenter.in_utterance:
+                if self._stop_requested.is_set() and not self._segmenter.hearing_speech:
                     break
             self._handle(self._segmenter.flush())
         except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from voiced.transcripts import Journal
 
 
 def _journal(app: Any) -> Journal:
-    return Journal.from_settings(app.settings())
+    return Journal.from_settings(app.settings(), prune=False)  # reading deletes nothing
 
 
 def _parse_day(value: str) -> dt.date:
