@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -156,7 +158,7 @@ def test_valid_call_runs_and_lax_types_are_coerced() -> None:
         ({"limit": 3}, "invalid", "text: Field required"),
         ({"text": "a", "colour": "red"}, "invalid", "colour: unknown argument"),
         (["a"], "invalid", "arguments must be a JSON object, got list"),
-        ("not json", "invalid", "arguments must be a JSON object, got str"),
+        ("not json", "invalid", "arguments are not valid JSON: Expecting value at character 0"),
         (42, "invalid", "got int"),
     ],
 )
@@ -327,7 +329,169 @@ def test_a_hanging_tool_is_abandoned_at_the_timeout() -> None:
         outcome = registry.call("hang", {})
     finally:
         release.set()
-    assert outcome.error == "hang did not finish within 0.2 seconds"
+    assert outcome.error == "hang did not finish within 0.2 seconds and was stopped"
+
+
+class LateOutcomes:
+    """An ``on_late`` hook that lets a test wait for the follow-up of an abandoned call."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[ToolOutcome] = []
+        self.arrived = threading.Event()
+
+    def __call__(self, outcome: ToolOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.arrived.set()
+
+    def wait(self, timeout_s: float = 10.0) -> ToolOutcome:
+        assert self.arrived.wait(timeout_s), "no follow-up for the abandoned call"
+        return self.outcomes[-1]
+
+
+def test_a_timed_out_call_is_told_to_stop_and_its_end_is_reported() -> None:
+    from voiced.tools.registry import current_call
+
+    def spin() -> str:
+        """Work until told to stop."""
+        call = current_call()
+        call.cancel_event.wait(10)  # the registry's word, not the tool's own clock
+        call.check()
+        return "never"
+
+    late = LateOutcomes()
+    registry = registry_with(Tool.from_function(spin, group="t"), timeout_s=0.2, on_late=late)
+    outcome = registry.call("spin", {})
+    assert outcome.error == "spin did not finish within 0.2 seconds and was stopped"
+    follow_up = late.wait()
+    assert follow_up.late and follow_up.name == "spin" and follow_up.decision == "allowed"
+    assert follow_up.error == "spin was stopped at its time limit (0.2 seconds)"
+    assert 0.2 <= follow_up.duration_s < 5.0
+
+
+def test_outside_a_call_nothing_is_ever_cancelled() -> None:
+    from voiced.tools.registry import current_call
+
+    call = current_call()
+    assert not call.cancelled() and call.remaining_s() == float("inf")
+    call.check()
+
+
+def test_nothing_is_written_after_the_time_limit(tmp_path: Path) -> None:
+    from voiced.tools.audit import AuditLog, read_records
+    from voiced.tools.sandbox import Sandbox
+
+    sandbox = Sandbox([tmp_path])
+    target = tmp_path / "late.txt"
+    started = threading.Event()
+
+    def slow_write(text: str) -> str:
+        """Write slowly.
+
+        Args:
+            text: What to write.
+        """
+        started.set()
+        time.sleep(0.6)  # a slow tool that never looks at the time itself
+        sandbox.write_bytes(target, text.encode())
+        return "written"
+
+    audit = AuditLog(source="test")
+    late = LateOutcomes()
+
+    def both(outcome: ToolOutcome) -> None:
+        audit(outcome)
+        late(outcome)
+
+    tool = Tool.from_function(slow_write, group="t")
+    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=both)
+    outcome = registry.call("slow_write", {"text": "too late"})
+    assert not outcome.ok and "did not finish within 0.2 seconds" in outcome.error
+    follow_up = late.wait()
+    assert not target.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left either
+    assert follow_up.error == "slow_write was stopped at its time limit (0.2 seconds)"
+    records = list(read_records())
+    assert [(r["tool"], r["late"], r["ok"]) for r in records] == [
+        ("slow_write", False, False),
+        ("slow_write", True, False),
+    ]
+    assert started.is_set()
+
+
+def test_a_walk_stops_at_the_deadline(tmp_path: Path) -> None:
+    from voiced.tools.sandbox import Sandbox
+
+    for folder in range(10):
+        (tmp_path / f"d{folder}").mkdir()
+        for name in range(30):
+            (tmp_path / f"d{folder}" / f"f{name}").write_text("x")
+    sandbox = Sandbox([tmp_path])
+    seen: list[int] = []
+    walks = []
+    ended = threading.Event()
+
+    def slow_walk() -> str:
+        """Walk a slow folder tree."""
+        walk = sandbox.walk(tmp_path, budget_s=600)
+        walks.append(walk)
+        try:
+            for _ in walk:
+                time.sleep(0.01)  # a slow disk
+                seen.append(1)
+        finally:
+            ended.set()
+        return f"{len(seen)} entries"
+
+    registry = registry_with(Tool.from_function(slow_walk, group="t"), timeout_s=0.3)
+    started = time.monotonic()
+    outcome = registry.call("slow_walk", {})
+    # Either the walk noticed the deadline just in time and returned what it had, or the
+    # registry gave up on it first; either way the walk ends right there.
+    assert ended.wait(10)
+    assert time.monotonic() - started < 2.0  # all 310 entries would take over 3 s
+    assert len(seen) < 200 and not walks[0].complete
+    assert outcome.result == f"{len(seen)} entries" or "did not finish" in outcome.error
+
+
+def test_a_tool_may_ask_for_a_longer_time_limit() -> None:
+    def nap(seconds: float) -> str:
+        """Sleep a while.
+
+        Args:
+            seconds: How long.
+        """
+        time.sleep(seconds)
+        return "rested"
+
+    tool = Tool.from_function(
+        nap, group="t", time_limit=lambda values, default_s: default_s + values["seconds"]
+    )
+    outcome = registry_with(tool, timeout_s=0.2).call("nap", {"seconds": 0.4})
+    assert outcome.ok and outcome.result == "rested"
+
+
+def test_a_permissive_policy_cannot_skip_the_question() -> None:
+    recorder = Recorder()
+    seen: list[ToolOutcome] = []
+    questions: list[ConfirmationRequest] = []
+
+    def confirm(request: ConfirmationRequest) -> bool:
+        questions.append(request)
+        return False
+
+    registry = registry_with(
+        recorder.tool(),
+        policy=lambda tool, arguments: PolicyDecision.allow("anything goes"),
+        confirm=confirm,
+        on_call=seen.append,
+    )
+    outcome = registry.call("delete_note", {"name": "a.txt"})
+    assert outcome.decision == "declined" and recorder.calls == []
+    assert [q.question for q in questions] == ["Delete a.txt? Say yes or no."]
+    assert [o.decision for o in seen] == ["declined"]
+    registry.confirm = lambda request: True
+    assert registry.call("delete_note", {"name": "a.txt"}).decision == "confirmed"
+    assert recorder.calls == [{"name": "a.txt"}]
 
 
 def test_every_outcome_reaches_the_hook() -> None:

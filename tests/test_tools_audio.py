@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,49 @@ def test_audio_longer_than_the_limit_is_refused(tmp_path: Path, stt) -> None:
         "transcribe_audio", {"path": "long.wav"}
     )
     assert not outcome.ok and "at most 1 seconds can be transcribed" in outcome.error
+
+
+def _late_record(timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        late = [r for r in read_records() if r.get("late")]
+        if late:
+            return late[-1]
+        time.sleep(0.05)
+    raise AssertionError("the abandoned transcription never reported its end")
+
+
+def test_a_transcription_past_its_time_limit_is_aborted_and_frees_the_engine(
+    tmp_path: Path, stt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentence = synthesize(SENTENCE)
+    long_speech = np.tile(sentence, int(280 * 16000 / sentence.size))
+    write_wav(tmp_path / "long.wav", long_speech)
+    write_wav(tmp_path / "memo.wav", synthesize(SENTENCE))
+    seconds = long_speech.size / 16000
+    tool = registry_for(tmp_path, stt, timeout_s=1.0).get("transcribe_audio")
+    limit = tool.time_limit({"path": "long.wav", "language": None}, 1.0)
+    assert limit == pytest.approx(1.0 + seconds * audio.TRANSCRIBE_SECONDS_PER_AUDIO_SECOND, 0.01)
+    started = time.monotonic()
+    registry_for(tmp_path, stt).call("transcribe_audio", {"path": "memo.wav"})
+    normal_s = time.monotonic() - started
+
+    # No time per second of audio: the limit is the plain 1 s, far too short for 280 s.
+    monkeypatch.setattr(audio, "TRANSCRIBE_SECONDS_PER_AUDIO_SECOND", 0.0)
+    outcome = registry_for(tmp_path, stt, timeout_s=1.0).call(
+        "transcribe_audio", {"path": "long.wav"}
+    )
+    stopped = f"transcribing {tmp_path}/long.wav was stopped at its time limit (1 seconds)"
+    if outcome.error != stopped:  # whisper noticed the deadline a moment after the registry
+        assert outcome.error == "transcribe_audio did not finish within 1 seconds and was stopped"
+        record = _late_record(timeout_s=30.0)
+        assert record["tool"] == "transcribe_audio" and record["error"] == stopped
+    started = time.monotonic()
+    second = registry_for(tmp_path, stt).call("transcribe_audio", {"path": "memo.wav"})
+    assert second.ok, second.error
+    assert wer(SENTENCE, second.result.split(" s, en): ", 1)[1]) < 0.2
+    # Free right away: no waiting for the rest of the 280 s (minutes of work on this CPU).
+    assert time.monotonic() - started < 5 * normal_s + 5.0
 
 
 def test_an_english_only_model_says_so_for_other_languages(tmp_path: Path, stt) -> None:

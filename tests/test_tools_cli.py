@@ -137,10 +137,45 @@ def test_refusals_exit_non_zero_with_the_reason(
     assert list(read_records())[-1]["tool"] == name
 
 
-def test_bad_json_is_a_usage_error(config: Path) -> None:
-    result = voiced(config, "tools", "call", "read_file", "--args", "{path: x}")
-    assert result.exit_code == 2 and "not valid JSON" in result.output
-    assert list(read_records()) == []
+def test_bad_json_is_refused_and_audited(config: Path, root: Path) -> None:
+    result = voiced(config, "tools", "call", "delete_file", "--args", "{path: notes.txt}", "--yes")
+    assert result.exit_code == 1
+    assert "voiced: delete_file: invalid: arguments are not valid JSON: " in result.stderr
+    assert (root / "notes.txt").exists()
+    record = list(read_records())[-1]
+    assert (record["tool"], record["decision"], record["source"]) == (
+        "delete_file",
+        "invalid",
+        "cli",
+    )
+    assert record["arguments"] == "{path: notes.txt}"
+
+
+@pytest.mark.parametrize("given", ["absolute", "relative", "symlink"])
+@pytest.mark.parametrize("tool", ["write_file", "read_file", "delete_file"])
+def test_the_config_file_in_use_is_off_limits(
+    root: Path, monkeypatch: pytest.MonkeyPatch, given: str, tool: str
+) -> None:
+    # A config inside the file roots, chosen with --config: one "yes" must not let the model
+    # widen its own sandbox for the next start.
+    config = root / "my.yaml"
+    original = yaml.safe_dump({"tools": {"file_roots": [str(root)]}})
+    config.write_text(original)
+    monkeypatch.chdir(root)
+    option = {"absolute": str(config), "relative": "my.yaml", "symlink": str(root / "link.yaml")}
+    if given == "symlink":
+        (root / "link.yaml").symlink_to(config)
+    arguments: dict[str, str] = {"path": "my.yaml"}
+    if tool == "write_file":
+        arguments["content"] = yaml.safe_dump({"tools": {"file_roots": ["/"]}})
+    call = ["tools", "call", tool, "--args", json.dumps(arguments), "--yes"]
+    result = CliRunner().invoke(main, ["--config", option[given], *call])
+    assert result.exit_code == 1, result.output
+    assert f"voiced: {tool}: refused: " in result.stderr and "voiced's own files" in result.stderr
+    assert config.read_text() == original
+    record = list(read_records())[-1]
+    assert (record["tool"], record["decision"]) == (tool, "refused")
+    assert "VOICED_CONFIG" not in os.environ  # nothing leaks out of the command
 
 
 def test_audit_shows_the_calls(config: Path) -> None:
@@ -196,9 +231,9 @@ def test_chat_tool_calls_go_through_the_same_gate(
     assert tool_replies[2].startswith("error: refused: '/etc/shadow' is outside the folders")
     records = list(read_records())
     assert [(r["source"], r["tool"], r["decision"]) for r in records] == [
-        ("assistant", "read_file", "allowed"),
-        ("assistant", "delete_file", "declined"),
-        ("assistant", "read_file", "refused"),
+        ("chat", "read_file", "allowed"),
+        ("chat", "delete_file", "declined"),
+        ("chat", "read_file", "refused"),
     ]
 
 

@@ -142,6 +142,33 @@ def test_limits_apply_to_the_running_process(root: Path) -> None:
     assert not psutil.pid_exists(child.pid) or child.status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_kill_from_outside_is_not_blamed_on_the_cpu_limit(root: Path) -> None:
+    # The kernel's out-of-memory killer sends SIGKILL, as the CPU hard limit does; the CPU
+    # time the command used tells them apart.
+    registry = registry_for(
+        root,
+        {"sleep": CommandRule(text_operands=1, text_pattern="[0-9]+")},
+        command_timeout_s=60.0,
+        timeout_s=90.0,
+    )
+    box: dict[str, ToolOutcome] = {}
+    worker = threading.Thread(target=lambda: box.setdefault("o", run(registry, "sleep", "300")))
+    worker.start()
+    child = None
+    for _ in range(200):
+        child = next((c for c in psutil.Process().children() if c.name() == "sleep"), None)
+        if child is not None:
+            break
+        time.sleep(0.02)
+    assert child is not None, "the command did not start"
+    child.kill()
+    worker.join(30)
+    _, status, _ = output_of(box["o"])
+    assert status == "killed by SIGKILL, not by a limit of mine (out of memory?)"
+    record = list(read_records())[-1]
+    assert record["tool"] == "run_command" and record["decision"] == "allowed"
+
+
 def test_the_memory_limit_stops_a_greedy_command(root: Path) -> None:
     (root / "one-line.txt").write_bytes(b"a" * (24 * 1024 * 1024))  # grep must hold it all
     greedy = run(registry_for(root, command_memory_mb=16), "grep", "-c", "b", "one-line.txt")

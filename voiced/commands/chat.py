@@ -79,7 +79,12 @@ def chat(
             return False
         return click.confirm(request.question, default=False, err=True)
 
-    assistant = Assistant.from_settings(settings, tools=not no_tools, confirm=confirm)
+    registry = None
+    if not no_tools:
+        from voiced.tools.policy import build_registry
+
+        registry = build_registry(settings, confirm=confirm, source="chat")
+    assistant = Assistant(settings.llm, registry)
     host_url = resolve_host(settings.llm)
     voice: _Voice | None = None
     if say:

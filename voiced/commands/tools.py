@@ -79,12 +79,9 @@ def _confirmation(yes: bool) -> Confirm:
 @click.pass_obj
 def call_tool(app: Any, name: str, arguments: str, yes: bool) -> None:
     """Call tool NAME as the assistant would, and print its result."""
-    try:
-        parsed = json.loads(arguments)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--args") from None
     registry = build_registry(app.settings(), confirm=_confirmation(yes), source="cli")
-    outcome = registry.call(name, parsed)
+    # The raw text, as a model's arguments come: bad JSON is refused and audited there.
+    outcome = registry.call(name, arguments)
     if outcome.ok:
         click.echo(outcome.result)
         return
@@ -115,4 +112,6 @@ def audit(limit: int, as_json: bool) -> None:
         )
         if record.get("error"):
             line += f": {record['error']}"
+        if record.get("late"):
+            line += " [how it ended, after its time limit]"
         click.echo(line)

@@ -6,6 +6,11 @@ audio from :func:`voiced.decode.decode_file`); ``speak_to_file`` uses Piper thro
 the process (the daemon can hand in the ones it already has). Paths go through the sandbox;
 the WAV is written atomically inside the roots, and replacing an existing file asks first.
 ``sounddevice`` is only imported when devices are listed.
+
+A transcription's time limit grows with the audio: ``tools.timeout_s`` plus
+:data:`TRANSCRIBE_SECONDS_PER_AUDIO_SECOND` per second of audio (the duration the file
+declares, else ``tools.max_audio_s``). Past it, whisper is aborted through its abort callback,
+so the engine (shared with the daemon's listener) is free again at once.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voiced.config import SttSettings, ToolsSettings, TtsSettings
-from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, SandboxError, human_size
+from voiced.tools.registry import CallCancelled, PolicyDecision, Tool, ToolError, current_call
+from voiced.tools.sandbox import Sandbox, SandboxError, human_size, printable
 
 if TYPE_CHECKING:
     from voiced.stt import SpeechToText
@@ -28,6 +33,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_SPEECH_CHARS = 2000
+# An upper bound on whisper's real-time factor for file transcription on a desktop CPU: the
+# default tiny and base models run 10-30x faster than real time with a few cores, the largest
+# ones about real time. A slower machine or model needs a larger tools.timeout_s.
+TRANSCRIBE_SECONDS_PER_AUDIO_SECOND = 1.0
 MIN_SPEED = 0.5
 MAX_SPEED = 2.0
 
@@ -133,7 +142,16 @@ class AudioTools:
         seconds = audio.size / SAMPLE_RATE
         if seconds > self.settings.max_audio_s:
             raise ToolError(self._too_long(shown, seconds))
-        result = stt_engine(settings).transcribe(audio)
+        call = current_call()
+        call.check()
+        from voiced.stt import TranscriptionAborted
+
+        try:
+            result = stt_engine(settings).transcribe(audio, abort=call.cancelled)
+        except TranscriptionAborted:
+            raise CallCancelled(
+                f"transcribing {shown} was stopped at its time limit ({call.limit_s:g} seconds)"
+            ) from None
         if not result.text:
             return f"no speech found in {shown} ({seconds:.1f} s of audio)"
         return f"{shown} ({seconds:.1f} s, {result.language}): {result.text}"
@@ -235,6 +253,17 @@ class AudioTools:
             raise SandboxError(f"{self.sandbox.display(target)} is a folder")
         return target
 
+    def transcribe_time_limit(self, values: dict[str, Any], default_s: float) -> float:
+        """``default_s`` plus the audio's length times the real-time-factor bound."""
+        seconds = None
+        try:
+            with self.sandbox.open_file(self.sandbox.resolve(values["path"])) as fd:
+                seconds = _probe_seconds(f"/proc/self/fd/{fd}")
+        except ToolError:
+            pass  # the tool itself says what is wrong, quickly
+        audio_s = min(seconds or self.settings.max_audio_s, self.settings.max_audio_s)
+        return default_s + audio_s * TRANSCRIBE_SECONDS_PER_AUDIO_SECOND
+
     def check_transcribe(self, values: dict[str, Any]) -> PolicyDecision | None:
         target = self.sandbox.resolve(values["path"])
         if not target.is_file():
@@ -254,7 +283,7 @@ class AudioTools:
         try:
             shown = self.sandbox.display(self.sandbox.resolve_target(values["path"]))
         except ToolError:
-            shown = values["path"]
+            shown = printable(values["path"])
         return f"Replace {shown} with new speech? Say yes or no."
 
 
@@ -263,7 +292,12 @@ def tools(
 ) -> list[Tool]:
     audio = AudioTools(settings, stt, tts)
     return [
-        Tool.from_function(audio.transcribe_audio, group="audio", check=audio.check_transcribe),
+        Tool.from_function(
+            audio.transcribe_audio,
+            group="audio",
+            check=audio.check_transcribe,
+            time_limit=audio.transcribe_time_limit,
+        ),
         Tool.from_function(
             audio.speak_to_file,
             group="audio",

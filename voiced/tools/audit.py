@@ -5,8 +5,9 @@ invalid arguments included) ends in the registry's ``on_call`` hook; :class:`Aud
 hook. A record holds the time, where the call came from (chat, daemon, cli), the tool, its
 arguments (long strings shortened), the decision (allowed, confirmed, declined, refused,
 invalid, unknown), the reason, the duration, the result's size, whether it was truncated, and
-the error. The file (``paths.audit_log_path()``) is created 0600 in a 0700 folder and only
-ever appended to, one ``write`` per record.
+the error. A call abandoned at its time limit gets a second record, ``late``: true, when it
+really ends (stopped, or done after all). The file (``paths.audit_log_path()``) is created
+0600 in a 0700 folder and only ever appended to, one ``write`` per record.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def record_for(outcome: ToolOutcome, source: str = "") -> dict[str, Any]:
         "duration_ms": round(outcome.duration_s * 1000, 1),
         "result_chars": outcome.result_chars,
         "truncated": outcome.truncated,
+        "late": outcome.late,
     }
 
 

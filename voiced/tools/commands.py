@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from voiced.config import CommandRule, ToolsSettings
-from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, SandboxError
+from voiced.tools.registry import PolicyDecision, Tool, ToolError, current_call
+from voiced.tools.sandbox import Sandbox, SandboxError, printable
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SHELL_CHARACTERS = frozenset(";&|`$<>(){}[]*?!\\'\"#")
@@ -60,7 +60,7 @@ class PreparedCommand:
     cwd: Path
 
     def shown(self) -> str:
-        return " ".join([Path(self.executable).name, *self.argv])
+        return printable(" ".join([Path(self.executable).name, *self.argv]))
 
 
 def _check_characters(argument: str) -> None:
@@ -250,7 +250,8 @@ class CommandRunner:
     def execute(self, prepared: PreparedCommand) -> str:
         """Run a prepared command within the limits; the result text says how it ended."""
         limit = self.output_limit
-        deadline = time.monotonic() + self.timeout_s
+        call = current_call()
+        deadline = min(time.monotonic() + self.timeout_s, call.deadline)
         memory = self.settings.command_memory_mb * 1024 * 1024
         process = subprocess.Popen(
             [Path(prepared.executable).name, *prepared.argv],
@@ -272,8 +273,10 @@ class CommandRunner:
             selector.register(process.stderr, selectors.EVENT_READ, "stderr")
             while selector.get_map():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if call.cancel_event.is_set() or remaining <= 0:
                     stopped = f"killed after {self.timeout_s:g} seconds (time limit)"
+                    if call.cancelled():
+                        stopped = "killed: the tool call ran out of time"
                     break
                 for key, _ in selector.select(remaining):
                     chunk = os.read(key.fd, 65536)
@@ -287,15 +290,16 @@ class CommandRunner:
         if stopped:
             self._kill(process)
         try:
-            returncode = process.wait(timeout=KILL_GRACE_S * 4)
-        except subprocess.TimeoutExpired:
-            self._kill(process)
-            returncode = process.wait()
+            reaped = self._reap(process, KILL_GRACE_S * 4)
+            if reaped is None:
+                self._kill(process)
+                reaped = self._reap(process, None)
         finally:
             process.stdout.close()  # type: ignore[union-attr]
             process.stderr.close()  # type: ignore[union-attr]
-        if not stopped and returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-            stopped = f"killed at the CPU limit ({self.settings.command_cpu_s} s)"
+        returncode, cpu_s = reaped  # type: ignore[misc]
+        if not stopped and returncode < 0:
+            stopped = self._killed_by(-returncode, cpu_s)
         status = stopped or f"exit status {returncode}"
         stdout = outputs["stdout"][:limit].decode("utf-8", errors="replace")
         stderr = outputs["stderr"][: max(0, limit - len(outputs["stdout"]))]
@@ -307,6 +311,43 @@ class CommandRunner:
         if not stdout and not stderr:
             lines.append("(no output)")
         return "\n".join(lines)
+
+    def _killed_by(self, signal_number: int, cpu_s: float | None) -> str:
+        """Why a command died of a signal; SIGKILL is the CPU hard limit only after its time."""
+        cpu_limit = self.settings.command_cpu_s
+        at_cpu_limit = cpu_s is None or cpu_s >= cpu_limit - 0.1
+        if signal_number == signal.SIGXCPU or (signal_number == signal.SIGKILL and at_cpu_limit):
+            return f"killed at the CPU limit ({cpu_limit} s)"
+        try:
+            name = signal.Signals(signal_number).name
+        except ValueError:
+            name = f"signal {signal_number}"
+        if signal_number == signal.SIGKILL:
+            # Not our limits (CPU time was left): the kernel's out-of-memory killer, usually.
+            return "killed by SIGKILL, not by a limit of mine (out of memory?)"
+        return f"killed by {name}"
+
+    @staticmethod
+    def _reap(
+        process: subprocess.Popen[bytes], timeout_s: float | None
+    ) -> tuple[int, float | None] | None:
+        """Wait for the command; its return code and the CPU seconds it used, or None on timeout.
+
+        ``os.wait4`` gives the child's own resource use, which tells a CPU-limit SIGKILL from
+        any other (the out-of-memory killer's).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                return process.wait(), None
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                return process.returncode, usage.ru_utime + usage.ru_stime
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            time.sleep(0.01)
 
     @staticmethod
     def _kill(process: subprocess.Popen[bytes]) -> None:

@@ -17,17 +17,33 @@ from typing import Any
 
 from voiced.config import ToolsSettings
 from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, SandboxError, human_size, plural, walk_budget_s
+from voiced.tools.sandbox import (
+    Sandbox,
+    SandboxError,
+    human_size,
+    plural,
+    printable,
+    walk_budget_s,
+)
 
 MAX_LISTED = 200
 MAX_FOUND = 100
 MAX_PATTERN_CHARS = 200
+# How much of a write's content the confirmation question reads out.
+PREVIEW_CHARS = 60
 
 
 def _decode_prefix(data: bytes, complete: bool) -> str:
     """UTF-8 text of ``data``; a character cut in half at the end is dropped, not garbled."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     return decoder.decode(data, final=complete)
+
+
+def preview(content: str, limit: int = PREVIEW_CHARS) -> str:
+    """The start of ``content`` on one line, quoted, escaped: what a yes would write."""
+    flat = " ".join(content.split())
+    cut = flat[:limit] + ("…" if len(flat) > limit else "")
+    return f'"{printable(cut)}"'
 
 
 def _when(timestamp: float) -> str:
@@ -92,16 +108,17 @@ class FileTools:
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
+            name = printable(entry.name)
             if stat.S_ISLNK(info.st_mode):
                 real = Path(os.path.realpath(folder / entry.name))
                 if self.sandbox.allowed(real):
-                    files.append(f"{entry.name} -> {self.sandbox.display(real)} (link)")
+                    files.append(f"{name} -> {self.sandbox.display(real)} (link)")
                 else:
-                    files.append(f"{entry.name} (link to a place I may not use)")
+                    files.append(f"{name} (link to a place I may not use)")
             elif stat.S_ISDIR(info.st_mode):
-                folders.append(f"{entry.name}/")
+                folders.append(f"{name}/")
             else:
-                files.append(f"{entry.name}  {human_size(info.st_size)}  {_when(info.st_mtime)}")
+                files.append(f"{name}  {human_size(info.st_size)}  {_when(info.st_mtime)}")
         lines = [
             f"{self.sandbox.display(folder)}: {plural(len(folders), 'folder')}, "
             f"{plural(len(files), 'file')}"
@@ -216,18 +233,21 @@ class FileTools:
         try:
             return self.sandbox.display(self.sandbox.resolve_target(raw))
         except ToolError:
-            return raw
+            return printable(raw)
 
     def write_question(self, values: dict[str, Any]) -> str:
         shown = self._shown(values["path"])
-        chars = len(values["content"])
+        content = values["content"]
         try:
             exists = self.sandbox.resolve_target(values["path"]).exists()
         except ToolError:
             exists = False
+        what = f"{len(content)} characters of {'new ' if exists else ''}text"
+        if content.strip():
+            what += f" starting {preview(content)}"
         if exists:
-            return f"Replace {shown} with {chars} characters of new text? Say yes or no."
-        return f"Create {shown} with {chars} characters of text? Say yes or no."
+            return f"Replace {shown} with {what}? Say yes or no."
+        return f"Create {shown} with {what}? Say yes or no."
 
     def delete_question(self, values: dict[str, Any]) -> str:
         return f"Delete {self._shown(values['path'])}? Say yes or no."

@@ -8,7 +8,8 @@ carries a reason short enough for the model to relay.
 
 :func:`build_registry` loads the groups of ``tools.enabled`` with this policy, the given
 confirmation callback (none = every confirmation is declined) and the audit log as the
-``on_call`` hook (plus an optional extra hook, such as the daemon's transcript).
+``on_call`` hook (plus an optional extra hook, such as the daemon's transcript) and as the
+``on_late`` hook (how a call abandoned at its time limit really ended).
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def build_registry(
         policy=ToolPolicy(tools_settings),
         confirm=confirm if confirm is not None else deny_all,
         on_call=_chain(audit, on_call),
+        on_late=audit,
         timeout_s=tools_settings.timeout_s,
         max_output_chars=tools_settings.max_output_chars,
     )

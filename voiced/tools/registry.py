@@ -16,12 +16,21 @@ mangled names), argument validation, the policy (allowed / needs confirmation / 
 confirmation callback, a time limit, result text bounded to ``tools.max_output_chars``, and an
 ``on_call`` hook that sees every outcome (the audit log hangs there).
 
+A tool that needs confirmation is always asked about: a policy may refuse it, never wave it
+through. The time limit is cooperative: each call runs in a worker thread with a
+:class:`CallContext` (deadline and cancel flag) that the tool fetches with :func:`current_call`.
+Past the limit the model is told the call did not finish and the context is cancelled: long
+work (whisper's abort callback, folder walks, command runs) stops, and a change (write,
+delete) checks it under :meth:`CallContext.committing`, so nothing is changed after the model
+was told otherwise. When an abandoned call ends anyway, ``on_late`` gets a follow-up outcome.
+
 Tool groups live in modules named by :data:`GROUP_MODULES`; each exposes
 ``tools(settings: ToolsSettings) -> list[Tool]``. Groups whose module is not there are skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib
 import inspect
@@ -32,7 +41,7 @@ import threading
 import time
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +50,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from voiced.config import ToolsSettings
 
 log = logging.getLogger(__name__)
+
+# How long a call past its limit that already made its change gets to return its result.
+_COMMITTED_GRACE_S = 5.0
 
 GROUP_MODULES: dict[str, str] = {
     "time": "voiced.tools.clock",
@@ -56,6 +68,73 @@ class ToolError(Exception):
 
     The message goes back to the model as the tool's result, so keep it short and plain.
     """
+
+
+class CallCancelled(ToolError):
+    """The call ran out of time (or was cancelled) and stopped before changing anything more."""
+
+
+class CallContext:
+    """The running call's deadline and cancel flag, for the tool to check while it works.
+
+    Fetch it with :func:`current_call` from the thread the tool runs in.
+    """
+
+    def __init__(self, tool: str, limit_s: float) -> None:
+        self.tool = tool
+        self.limit_s = limit_s
+        self.deadline = time.monotonic() + limit_s
+        self.cancel_event = threading.Event()
+        self._lock = threading.Lock()
+        self.committed = False
+        self.finished = False
+        self.abandoned = False
+
+    def cancelled(self) -> bool:
+        """True once the call is past its deadline or was cancelled; usable as an abort callback."""
+        return self.cancel_event.is_set() or time.monotonic() >= self.deadline
+
+    def remaining_s(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise :class:`CallCancelled` once the call should stop."""
+        if self.cancelled():
+            raise CallCancelled(
+                f"{self.tool} was stopped at its time limit ({self.limit_s:g} seconds)"
+            )
+
+    @contextlib.contextmanager
+    def committing(self) -> Iterator[None]:
+        """Hold while making a change: refused once cancelled, and never cancelled halfway.
+
+        The registry takes the same lock before giving up on a call, so a change either
+        happens before the model is told the call did not finish, or not at all.
+        """
+        with self._lock:
+            self.check()
+            self.committed = True
+            yield
+
+
+class _NoCall(CallContext):
+    """Outside the registry (a tool function called directly): never cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__("", 0.0)
+        self.deadline = float("inf")
+
+    def remaining_s(self) -> float:
+        return float("inf")
+
+
+_NO_CALL = _NoCall()
+_current = threading.local()
+
+
+def current_call() -> CallContext:
+    """The context of the tool call running in this thread (a never-cancelled one outside)."""
+    return getattr(_current, "context", None) or _NO_CALL
 
 
 class Decision(str, enum.Enum):
@@ -110,6 +189,8 @@ class ToolOutcome:
     duration_s: float = 0.0
     truncated: bool = False
     result_chars: int = 0
+    # A follow-up: the call was abandoned at its time limit and this is how it really ended.
+    late: bool = False
 
     @property
     def ok(self) -> bool:
@@ -126,6 +207,8 @@ class ToolOutcome:
 
 
 Policy = Callable[["Tool", dict[str, Any]], PolicyDecision]
+# (validated arguments, the registry's time limit) -> this call's time limit in seconds.
+TimeLimit = Callable[[dict[str, Any], float], float]
 Confirm = Callable[[ConfirmationRequest], bool]
 CallHook = Callable[[ToolOutcome], None]
 
@@ -219,6 +302,8 @@ class Tool:
     # A pre-flight look at the validated arguments, before any confirmation is asked: raise
     # ToolError (or return a refusal) to refuse, return a confirm decision to ask, or None.
     check: Callable[[dict[str, Any]], PolicyDecision | None] | None = None
+    # This call's own time limit, for tools whose work grows with the input (transcription).
+    time_limit: TimeLimit | None = None
 
     @classmethod
     def from_function(
@@ -230,6 +315,7 @@ class Tool:
         needs_confirmation: bool = False,
         question: Callable[[dict[str, Any]], str] | None = None,
         check: Callable[[dict[str, Any]], PolicyDecision | None] | None = None,
+        time_limit: TimeLimit | None = None,
     ) -> Tool:
         tool_name = name or function.__name__
         description, argument_docs = parse_docstring(function.__doc__)
@@ -273,6 +359,7 @@ class Tool:
             needs_confirmation=needs_confirmation,
             question=question,
             check=check,
+            time_limit=time_limit,
         )
 
 
@@ -328,6 +415,7 @@ class ToolRegistry:
         policy: Policy = default_policy,
         confirm: Confirm | None = None,
         on_call: CallHook | None = None,
+        on_late: CallHook | None = None,
         timeout_s: float = 10.0,
         max_output_chars: int = 4000,
     ) -> None:
@@ -335,6 +423,7 @@ class ToolRegistry:
         self.policy = policy
         self.confirm = confirm
         self.on_call = on_call
+        self.on_late = on_late
         self.timeout_s = timeout_s
         self.max_output_chars = max_output_chars
         for tool in tools:
@@ -430,10 +519,14 @@ class ToolRegistry:
         if isinstance(arguments, str):
             # Some model outputs carry the arguments as a JSON string.
             try:
-                decoded = json.loads(arguments) if arguments.strip() else {}
-            except json.JSONDecodeError:
-                decoded = arguments
-            arguments = decoded
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                return ToolOutcome(
+                    name=tool.name,
+                    arguments=arguments,
+                    decision="invalid",
+                    error=f"arguments are not valid JSON: {exc.msg} at character {exc.pos}",
+                )
         if not isinstance(arguments, Mapping):
             return ToolOutcome(
                 name=tool.name,
@@ -456,6 +549,11 @@ class ToolRegistry:
         except Exception as exc:
             log.exception("tool policy failed for %s", tool.name)
             verdict = PolicyDecision.refuse(f"the policy check failed: {exc}")
+        if verdict.decision is Decision.ALLOW and tool.needs_confirmation:
+            # A policy may refuse such a tool, but never skip the question.
+            verdict = PolicyDecision.confirm(
+                verdict.reason or f"{tool.name} changes something on this computer"
+            )
         decision = "allowed"
         if verdict.decision is Decision.REFUSE:
             return ToolOutcome(
@@ -485,24 +583,73 @@ class ToolRegistry:
             decision = "confirmed"
         return self._execute(tool, values, decision, verdict.reason)
 
+    def _time_limit(self, tool: Tool, values: dict[str, Any]) -> float:
+        if tool.time_limit is None:
+            return self.timeout_s
+        try:
+            return max(self.timeout_s, float(tool.time_limit(values, self.timeout_s)))
+        except Exception:
+            log.exception("time limit of %s failed; using %g s", tool.name, self.timeout_s)
+            return self.timeout_s
+
     def _execute(
         self, tool: Tool, values: dict[str, Any], decision: str, reason: str
     ) -> ToolOutcome:
+        limit = self._time_limit(tool, values)
+        context = CallContext(tool.name, limit)
+        started = time.monotonic()
         box: dict[str, Any] = {}
 
         def run() -> None:
+            _current.context = context
             try:
                 box["result"] = tool.function(**values)
             except BaseException as exc:
                 box["error"] = exc
+            finally:
+                _current.context = None
+                with context._lock:
+                    context.finished = True
+                    late = context.abandoned
+                if late:
+                    self._report_late(tool, values, decision, reason, box, started)
 
         worker = threading.Thread(target=run, name=f"tool-{tool.name}", daemon=True)
         worker.start()
-        worker.join(self.timeout_s)
-        outcome = ToolOutcome(name=tool.name, arguments=values, decision=decision, reason=reason)
-        if worker.is_alive():
-            outcome.error = f"{tool.name} did not finish within {self.timeout_s:g} seconds"
+        worker.join(limit)
+        if worker.is_alive() and not self._give_up(context, worker):
+            outcome = ToolOutcome(
+                name=tool.name, arguments=values, decision=decision, reason=reason
+            )
+            outcome.error = f"{tool.name} did not finish within {limit:g} seconds and was stopped"
             return outcome
+        return self._finish(tool, values, decision, reason, box)
+
+    @staticmethod
+    def _give_up(context: CallContext, worker: threading.Thread) -> bool:
+        """Cancel a call past its limit; False when it ended (or made its change) meanwhile."""
+        with context._lock:
+            context.cancel_event.set()
+            if not context.finished and not context.committed:
+                context.abandoned = True
+                return False
+        # It finished, or a change was made: its result is real, wait for it a little.
+        worker.join(_COMMITTED_GRACE_S)
+        if not worker.is_alive():
+            return True
+        with context._lock:
+            context.abandoned = not context.finished
+            return context.finished
+
+    def _finish(
+        self,
+        tool: Tool,
+        values: dict[str, Any],
+        decision: str,
+        reason: str,
+        box: dict[str, Any],
+    ) -> ToolOutcome:
+        outcome = ToolOutcome(name=tool.name, arguments=values, decision=decision, reason=reason)
         error = box.get("error")
         if isinstance(error, ToolError):
             outcome.error = str(error)
@@ -520,21 +667,49 @@ class ToolRegistry:
         outcome.result = text
         return outcome
 
+    def _report_late(
+        self,
+        tool: Tool,
+        values: dict[str, Any],
+        decision: str,
+        reason: str,
+        box: dict[str, Any],
+        started: float,
+    ) -> None:
+        outcome = self._finish(tool, values, decision, reason, box)
+        outcome.late = True
+        outcome.duration_s = time.monotonic() - started
+        log.info(
+            "abandoned %s ended after %.1f s: %s",
+            tool.name,
+            outcome.duration_s,
+            outcome.summary(120),
+        )
+        if self.on_late is not None:
+            try:
+                self.on_late(outcome)
+            except Exception:
+                log.exception("late tool call hook failed")
+
 
 __all__ = [
     "GROUP_MODULES",
     "OUTCOME_DECISIONS",
+    "CallCancelled",
+    "CallContext",
     "CallHook",
     "Confirm",
     "ConfirmationRequest",
     "Decision",
     "Policy",
     "PolicyDecision",
+    "TimeLimit",
     "Tool",
     "ToolError",
     "ToolOutcome",
     "ToolRegistry",
     "clean_tool_name",
+    "current_call",
     "default_policy",
     "parse_docstring",
 ]

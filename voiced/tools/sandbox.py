@@ -9,7 +9,17 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
   voiced's own config, models, transcripts and audit log (under ``VOICED_HOME`` and the XDG
   folders), and the user's extra ``tools.deny`` globs. Both the path as written (with ``..``
   folded) and the resolved path are checked, so a link named innocently that points at a
-  secret is refused, and so is a secret reached through a linked folder.
+  secret is refused, and so is a secret reached through a linked folder. Names are matched
+  without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly.
+* a regular file with more than one name (hard links) is not read: the other names may be
+  secrets, and nothing tells which they are.
+
+Writing and deleting also stay away from what makes programs run later
+(:data:`STARTUP_PATTERNS`: shell and session start-up files, autostart and systemd units,
+``~/.local/bin``, desktop files, git hooks, ``*.pth`` files and site-packages), any Python
+environment (a folder with ``pyvenv.cfg`` above the target), and voiced's own program (its
+package, source tree and virtual environment); a name with a control character is refused
+too. Paths shown in results and questions have non-printable characters escaped.
 
 Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open descriptor
 really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
@@ -26,14 +36,16 @@ import logging
 import os
 import re
 import stat
+import sys
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiced import paths
 from voiced.config import ToolsSettings
-from voiced.tools.registry import ToolError
+from voiced.tools.registry import ToolError, current_call
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,12 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".docker",
     ".config/gcloud",
     ".config/gh",
+    ".config/hub",
+    ".config/op",
+    ".config/rclone",
+    ".terraform.d",
+    ".cargo/credentials*",
+    ".m2/settings*.xml",
     ".netrc",
     ".pgpass",
     ".git-credentials",
@@ -68,6 +86,15 @@ SECRET_PATTERNS: tuple[str, ...] = (
     "*.p12",
     "*.pfx",
     "*.kdbx",
+    # display and sound server cookies (they let a program into the session)
+    ".Xauthority",
+    ".ICEauthority",
+    ".config/pulse/cookie",
+    ".pulse-cookie",
+    # editors' stored sign-ins and tokens
+    ".config/Code*/User/globalStorage",
+    ".config/VSCodium/User/globalStorage",
+    ".vscode-server/data/User/globalStorage",
     # environment files
     ".env",
     ".env.*",
@@ -86,14 +113,102 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".var/app/com.google.Chrome",
     ".var/app/org.chromium.Chromium",
     ".var/app/com.brave.Browser",
+    ".var/app/org.mozilla.firefox",
+    ".var/app/org.gnome.Epiphany",
+    ".var/app/org.kde.falkon",
+    ".local/share/epiphany",
+    ".config/epiphany",
+    ".config/falkon",
+    ".cache/falkon",
+    ".config/qutebrowser",
+    ".local/share/qutebrowser",
     # shell and REPL histories (commands typed with passwords in them)
     ".bash_history",
     ".zsh_history",
+    ".zhistory",
     ".history",
+    ".local/share/fish/fish_history",
     ".python_history",
+    ".node_repl_history",
     ".psql_history",
     ".mysql_history",
+    ".sqlite_history",
+    ".rediscli_history",
+    ".irb_history",
+    ".viminfo",
     ".lesshst",
+)
+
+# What makes code run later, never written or deleted (reading is harmless).
+STARTUP_PATTERNS: tuple[str, ...] = (
+    # shell start-up and login files
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".bash_aliases",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zlogin",
+    ".zlogout",
+    ".config/zsh",
+    ".kshrc",
+    ".mkshrc",
+    ".cshrc",
+    ".tcshrc",
+    ".login",
+    ".logout",
+    ".inputrc",
+    ".config/fish",
+    ".config/nushell",
+    ".xonshrc",
+    # desktop session start-up
+    ".xprofile",
+    ".xsession",
+    ".xsessionrc",
+    ".xinitrc",
+    ".Xclients",
+    ".pam_environment",
+    ".config/autostart",
+    ".config/environment.d",
+    ".config/systemd",
+    ".local/share/systemd",
+    ".config/plasma-workspace",
+    ".kde/Autostart",
+    ".kde4/Autostart",
+    ".config/openbox",
+    ".local/share/dbus-1",
+    ".local/share/applications",
+    # programs on PATH
+    ".local/bin",
+    "~/bin",
+    # editors and tools that run commands from their settings
+    ".vimrc",
+    ".gvimrc",
+    ".exrc",
+    ".vim",
+    ".config/nvim",
+    ".emacs",
+    ".emacs.d",
+    ".config/emacs",
+    ".gitconfig",
+    ".config/git",
+    ".git/hooks",
+    ".git/config",
+    # Python: run at start-up or on import
+    "*.pth",
+    "sitecustomize.py",
+    "usercustomize.py",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "*.pyc",
+    # cron tables kept in the home folder
+    "crontab",
+    "crontabs",
+    ".crontab",
 )
 
 MAX_PATH_CHARS = 4096
@@ -101,6 +216,25 @@ MAX_PATH_CHARS = 4096
 
 class SandboxError(ToolError):
     """A path the tools may not use; the message says why, for the model to relay."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\x1b``), safe to show or say."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def control_characters(text: str) -> list[str]:
+    """The control, format (bidi, zero-width) and line-separator characters in ``text``."""
+    return [ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"}]
 
 
 def human_size(size: float) -> str:
@@ -128,7 +262,9 @@ class _Rule:
     regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        compiled = tuple(re.compile(fnmatch.translate(part)) for part in self.parts)
+        # A name pattern matches any case (PROD.ENV); an absolute path is one exact place.
+        flags = 0 if self.anchored else re.IGNORECASE
+        compiled = tuple(re.compile(fnmatch.translate(part), flags) for part in self.parts)
         object.__setattr__(self, "regexes", compiled)
 
     @property
@@ -177,7 +313,28 @@ def _own_files() -> list[Path]:
     config = paths.user_config_path()
     if config.parent.name == "voiced":
         candidates.append(config.parent)
-    return candidates
+    return [Path(os.path.abspath(candidate)) for candidate in candidates]
+
+
+def _own_program() -> list[Path]:
+    """voiced's package, its source tree when run from one, and the virtualenv it runs in."""
+    import voiced
+
+    package = Path(os.path.abspath(os.path.dirname(voiced.__file__)))
+    places = [package]
+    if (package.parent / "pyproject.toml").is_file():
+        places.append(package.parent)
+    if sys.prefix != sys.base_prefix:
+        places.append(Path(sys.prefix))
+    return places
+
+
+def _python_environment(path: Path) -> Path | None:
+    """The virtualenv (a folder with ``pyvenv.cfg``) that ``path`` lies in, or None."""
+    for folder in path.parents:
+        if (folder / "pyvenv.cfg").is_file():
+            return folder
+    return None
 
 
 def walk_budget_s(settings: ToolsSettings) -> float:
@@ -210,6 +367,17 @@ class Sandbox:
                 rule = _rule(variant, "voiced's own files")
                 if rule:
                     rules.append(rule)
+        write_rules: list[_Rule] = []
+        for pattern in STARTUP_PATTERNS:
+            rule = _rule(pattern, "start-up files")
+            if rule:
+                write_rules.append(rule)
+        for place in _own_program():
+            for variant in {os.path.normpath(place), os.path.realpath(place)}:
+                rule = _rule(variant, "voiced's own program")
+                if rule:
+                    write_rules.append(rule)
+        self._write_rules = tuple(write_rules)
         for pattern in deny:
             rule = _rule(pattern, "tools.deny")
             if rule is None:
@@ -223,7 +391,7 @@ class Sandbox:
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
         self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
         combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
-        self._single_names = re.compile(combined or "(?!)")
+        self._single_names = re.compile(combined or "(?!)", re.IGNORECASE)
 
     @classmethod
     def from_settings(cls, settings: ToolsSettings) -> Sandbox:
@@ -257,14 +425,26 @@ class Sandbox:
                 return rule
         return None
 
+    def protected_from_changes(self, path: Path) -> str | None:
+        """Why writing or deleting ``path`` would make programs run later, or None."""
+        parts = path.parts
+        for end in range(1, len(parts) + 1):
+            for rule in self._write_rules:
+                if rule.matches_ending_at(parts[:end]):
+                    return f"{rule.source}: {rule.text}"
+        environment = _python_environment(path)
+        if environment is not None:
+            return f"a Python environment: {self.display(environment)}"
+        return None
+
     def display(self, path: Path) -> str:
-        """A short form for results and spoken questions: ``~/notes/a.txt``."""
+        """A short form for results and spoken questions: ``~/notes/a.txt``, escaped."""
         home = Path(os.path.realpath(Path.home()))
         if path == home:
             return "~"
         if path.is_relative_to(home):
-            return "~/" + str(path.relative_to(home))
-        return str(path)
+            return printable("~/" + str(path.relative_to(home)))
+        return printable(str(path))
 
     def roots_text(self) -> str:
         return ", ".join(self.display(root) for root in self.roots)
@@ -284,7 +464,7 @@ class Sandbox:
             expanded = os.path.join(str(base or self.roots[0]), expanded)
         return expanded
 
-    def _check(self, raw: str, lexical: Path, real: Path) -> None:
+    def _check(self, raw: str, lexical: Path, real: Path, *, changing: bool = False) -> None:
         if self.root_of(real) is None:
             where = "" if lexical == real else f" (it leads to {real})"
             raise SandboxError(
@@ -296,14 +476,38 @@ class Sandbox:
                 raise SandboxError(
                     f"{self.display(candidate)} is off limits ({rule.source}: {rule.text})"
                 )
+        if not changing:
+            return
+        for candidate in (lexical, real):
+            why = self.protected_from_changes(candidate)
+            if why is not None:
+                raise SandboxError(
+                    f"{self.display(candidate)} is off limits for changes: it makes programs "
+                    f"run ({printable(why)})"
+                )
 
     def resolve(self, raw: str, *, base: Path | None = None) -> Path:
-        """The real path ``raw`` names, after the root and deny checks (it need not exist)."""
+        """The real path ``raw`` names, after the root and deny checks (it need not exist).
+
+        An existing regular file with other names (hard links) is refused.
+        """
         absolute = self._absolute(raw, base)
         lexical = Path(os.path.normpath(absolute))
         real = Path(os.path.realpath(absolute))
         self._check(raw, lexical, real)
+        try:
+            info = os.stat(real)
+        except OSError:
+            return real
+        self._refuse_hard_links(real, info)
         return real
+
+    def _refuse_hard_links(self, path: Path, info: os.stat_result) -> None:
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            raise SandboxError(
+                f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links), "
+                "and one of them may be a protected file, so I do not open it"
+            )
 
     def folder(self, raw: str | None) -> Path:
         """An existing folder inside the roots; empty means the first root."""
@@ -320,13 +524,20 @@ class Sandbox:
         The last component is not followed: a symlink there is itself the target.
         """
         absolute = self._absolute(raw, base)
+        controls = control_characters(raw)
+        if controls:
+            shown = " ".join(_escape(ch) for ch in dict.fromkeys(controls))
+            raise SandboxError(
+                f"{printable(raw.strip())!r} contains a control character ({shown}); I do not "
+                "create, replace or delete files with such names"
+            )
         head, name = os.path.split(absolute.rstrip("/") if absolute != "/" else absolute)
         if name in ("", ".", ".."):
             raise SandboxError(f"{raw!r} does not name a file")
         parent = Path(os.path.realpath(head))
         target = parent / name
         lexical = Path(os.path.normpath(absolute))
-        self._check(raw, lexical, target)
+        self._check(raw, lexical, target, changing=True)
         if target.is_symlink():
             # Replacing or removing a link never touches its target, but don't let a link be
             # the way to name a secret in a question or result either.
@@ -338,10 +549,10 @@ class Sandbox:
     def allowed(self, path: Path) -> bool:
         return self.root_of(path) is not None and self.denied_by(path) is None
 
-    def _verify_fd(self, fd: int, shown: str) -> Path:
+    def _verify_fd(self, fd: int, shown: str, *, changing: bool = False) -> Path:
         real = Path(os.readlink(f"/proc/self/fd/{fd}"))
         try:
-            self._check(shown, real, real)
+            self._check(shown, real, real, changing=changing)
         except SandboxError:
             log.warning("%s changed between the check and the open; refused", shown)
             raise
@@ -373,6 +584,7 @@ class Sandbox:
                 raise SandboxError(f"{self.display(path)} is a folder, not a file")
             if not stat.S_ISREG(info.st_mode):
                 raise SandboxError(f"{self.display(path)} is not a regular file")
+            self._refuse_hard_links(path, info)
             yield fd
         finally:
             os.close(fd)
@@ -400,8 +612,9 @@ class Sandbox:
                 f"cannot open folder {self.display(target.parent)}: {exc.strerror}"
             ) from None
         try:
-            real_parent = self._verify_fd(fd, str(target.parent))
-            self._check(str(target), real_parent / target.name, real_parent / target.name)
+            real_parent = self._verify_fd(fd, str(target.parent), changing=True)
+            final = real_parent / target.name
+            self._check(str(target), final, final, changing=True)
         except BaseException:
             os.close(fd)
             raise
@@ -414,6 +627,7 @@ class Sandbox:
         """
         dir_fd = self._open_parent(target)
         temporary = f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
+        created = False
         try:
             try:
                 existing = os.stat(target.name, dir_fd=dir_fd, follow_symlinks=False)
@@ -426,6 +640,7 @@ class Sandbox:
                 mode = stat.S_IMODE(existing.st_mode)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temporary, flags, mode, dir_fd=dir_fd)
+            created = True
             try:
                 view = memoryview(data)
                 while view:
@@ -434,13 +649,17 @@ class Sandbox:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(temporary, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            # Not after the call's time limit: the model has been told it did not finish.
+            with current_call().committing():
+                os.replace(temporary, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            created = False
             return existing is not None
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=dir_fd)
             raise SandboxError(f"cannot write {self.display(target)}: {exc.strerror}") from None
         finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary, dir_fd=dir_fd)
             os.close(dir_fd)
 
     def delete_file(self, target: Path) -> int:
@@ -453,7 +672,8 @@ class Sandbox:
                 raise SandboxError(f"{self.display(target)} does not exist") from None
             if stat.S_ISDIR(info.st_mode):
                 raise SandboxError(f"{self.display(target)} is a folder; only files are deleted")
-            os.unlink(target.name, dir_fd=dir_fd)
+            with current_call().committing():
+                os.unlink(target.name, dir_fd=dir_fd)
             return info.st_size
         except OSError as exc:
             raise SandboxError(f"cannot delete {self.display(target)}: {exc.strerror}") from None
@@ -471,7 +691,8 @@ class Walk:
     """Entries under a folder, depth first, never following symlinks, skipping denied ones.
 
     Iterating yields ``(folder, entry)`` pairs. It stops quietly after ``max_entries`` entries
-    or ``budget_s`` seconds; :attr:`complete` then is False, so results can say so.
+    or ``budget_s`` seconds, or when the tool call it runs in is past its time limit;
+    :attr:`complete` then is False, so results can say so.
     """
 
     def __init__(self, sandbox: Sandbox, top: Path, *, max_entries: int, budget_s: float) -> None:
@@ -484,9 +705,13 @@ class Walk:
 
     def __iter__(self) -> Iterator[tuple[Path, os.DirEntry[str]]]:
         deadline = time.monotonic() + self.budget_s
+        call = current_call()
         stack = [self.top]
         while stack:
             folder = stack.pop()
+            if call.cancelled():
+                self.complete = False
+                return
             try:
                 with os.scandir(folder) as entries:
                     listing = list(entries)
@@ -494,7 +719,11 @@ class Walk:
                 continue
             for entry in listing:
                 self.entries_seen += 1
-                if self.entries_seen > self.max_entries or time.monotonic() > deadline:
+                if (
+                    self.entries_seen > self.max_entries
+                    or time.monotonic() > deadline
+                    or call.cancelled()
+                ):
                     self.complete = False
                     return
                 path = folder / entry.name
@@ -508,4 +737,14 @@ class Walk:
                     continue
 
 
-__all__ = ["SECRET_PATTERNS", "Sandbox", "SandboxError", "Walk", "human_size", "plural"]
+__all__ = [
+    "SECRET_PATTERNS",
+    "STARTUP_PATTERNS",
+    "Sandbox",
+    "SandboxError",
+    "Walk",
+    "control_characters",
+    "human_size",
+    "plural",
+    "printable",
+]

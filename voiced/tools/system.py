@@ -22,7 +22,7 @@ import psutil
 
 from voiced.config import ToolsSettings
 from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, human_size, plural, walk_budget_s
+from voiced.tools.sandbox import Sandbox, human_size, plural, printable, walk_budget_s
 
 CPU_SAMPLE_S = 0.5
 MAX_PROCESSES = 200
@@ -268,7 +268,8 @@ class SystemTools:
             f"{plural(len(sizes), 'entry', 'entries')}"
         ]
         lines.extend(
-            f"{human_size(size):>10}  {name}{kinds.get(name, '')}" for name, size in biggest
+            f"{human_size(size):>10}  {printable(name)}{kinds.get(name, '')}"
+            for name, size in biggest
         )
         if len(sizes) > DISK_ENTRIES:
             lines.append(f"[{len(sizes) - DISK_ENTRIES} smaller entries not listed]")
