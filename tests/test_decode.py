@@ -4,6 +4,7 @@ import re
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -118,3 +119,46 @@ def test_resample_keeps_duration_and_level() -> None:
     assert rms(out) == pytest.approx(rms(source), rel=0.02)
     ints = (source * 32767).astype(np.int16)
     assert rms(resample(ints, 22050, 22050)) == pytest.approx(rms(source), rel=0.01)
+
+
+def write_layout_wav(path: Path, frames: np.ndarray, rate: int, layout: str) -> Path:
+    """``frames`` (samples, channels) as 16-bit PCM with a named channel layout.
+
+    ffmpeg writes WAVE_EXTENSIBLE with the layout's channel mask, as recorders do for 5.1/7.1.
+    """
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+        ints = (np.clip(frames, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(ints, format="s16", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
+
+
+def channel_tones(channels: int, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """One second of a tone whose level differs per channel: (frames, amplitudes)."""
+    amplitudes = np.linspace(0.1, 0.8, channels)
+    return tone(1.0, 440, 1.0, rate)[:, np.newaxis] * amplitudes, amplitudes
+
+
+def assert_channels_decoded(path: Path, amplitudes: np.ndarray) -> None:
+    mixed = decode_file(path)
+    assert abs(mixed.size - RATE) <= 32
+    assert rms(mixed) == pytest.approx(amplitudes.mean() / np.sqrt(2), rel=0.02)
+    for channel, index in (("left", 0), ("right", 1)):
+        picked = decode_file(path, channel=channel)
+        assert rms(picked) == pytest.approx(amplitudes[index] / np.sqrt(2), rel=0.02)
+
+
+@pytest.mark.parametrize("channels", [6, 8, 16])
+def test_many_channels_are_downmixed_or_picked(tmp_path: Path, channels: int) -> None:
+    frames, amplitudes = channel_tones(channels, 48000)
+    path = write_pcm_wav(tmp_path / f"ch{channels}.wav", frames, 48000, 2)
+    assert_channels_decoded(path, amplitudes)
+
+
+@pytest.mark.parametrize("layout", ["5.1", "7.1"])
+def test_surround_layouts_are_downmixed_or_picked(tmp_path: Path, layout: str) -> None:
+    frames, amplitudes = channel_tones(av.AudioLayout(layout).nb_channels, 44100)
+    assert_channels_decoded(write_layout_wav(tmp_path / "s.wav", frames, 44100, layout), amplitudes)

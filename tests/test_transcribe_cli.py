@@ -237,6 +237,18 @@ def test_channel_option_picks_one_side(tmp_path: Path) -> None:
     assert right.returncode == 0 and right.stdout.strip() == ""
 
 
+def test_eight_channel_file_is_transcribed_in_a_batch(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    speech = synthesize(SENTENCES[2], seed=6)
+    path = write_wav(tmp_path / "eight.wav", np.repeat(speech, 8), channels=8)
+    result = voiced("transcribe", str(path), str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    eight, one = result.stdout.split(f"==> {media['one']} <==\n")
+    assert wer(SENTENCES[2], eight.split("\n", 1)[1]) <= 0.1
+    assert wer(SENTENCES[0], one) <= 0.1
+
+
 def test_help_reads_like_a_cli() -> None:
     top = voiced("--help")
     assert top.returncode == 0

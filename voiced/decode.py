@@ -82,15 +82,17 @@ def _decode_stream(
             log.warning("%s: mono audio has no %s channel; using its only channel", stream, channel)
         else:
             pick = 0 if channel == "left" else 1
-    # Planar float at the source layout, then an average of the channels: ffmpeg's own
+    # Packed float at the source layout, then an average of the channels: ffmpeg's own
     # stereo-to-mono matrix adds them at -3 dB each and can push loud audio past full scale.
-    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sample_rate)
+    # Packed, not planar: PyAV 18's to_ndarray() on a planar frame of 8 or more channels reads
+    # past its plane list and crashes the process.
+    resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=sample_rate)
     pieces: list[np.ndarray] = []
 
     def keep(frames: list[av.AudioFrame]) -> None:
         for out in frames:
-            planes = out.to_ndarray()
-            pieces.append(planes.mean(axis=0) if pick is None else planes[pick])
+            samples = out.to_ndarray().reshape(-1, len(out.layout.channels))
+            pieces.append(samples.mean(axis=1) if pick is None else samples[:, pick])
 
     try:
         for frame in container.decode(stream):
