@@ -217,6 +217,52 @@ def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def test_unusable_output_folder_is_one_line_before_the_model_loads(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    # A model that cannot load would fail with exit 1: exit 2 shows -o was checked first.
+    no_model = str(tmp_path / "ggml-nope.bin")
+    for folder, reason in [
+        (media["one"] / "sub", "Not a directory"),
+        (Path("/proc/sys/voiced-test"), "No such file or directory"),
+    ]:
+        result = voiced("transcribe", "-m", no_model, "-o", str(folder), str(media["one"]))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"voiced: error: {folder}: cannot create output folder ({reason})\n"
+        )
+
+
+def test_failed_stdout_write_is_one_line_without_traceback(media: dict[str, Path]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "voiced", "transcribe", str(media["one"])],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "voiced: error: cannot write to standard output: No space left on device\n"
+    )
+
+
+def test_closed_pipe_on_stdout_ends_quietly(media: dict[str, Path]) -> None:
+    # Like `voiced transcribe a b | head -c1`: the reader is gone before the text comes.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voiced", "transcribe", str(media["one"]), str(media["two"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.wait(timeout=300)
+    assert process.returncode == 1
+    assert stderr == ""
+
+
 def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: Path) -> None:
     result = voiced("transcribe", "-m", str(tmp_path / "ggml-nope.bin"), str(media["one"]))
     assert result.returncode == 1
