@@ -57,6 +57,15 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = files["one"].read_bytes()
     (folder / "cut.wav").write_bytes(good[: len(good) // 3])
     files["cut"] = folder / "cut.wav"
+    talk = files["talk"].read_bytes()
+    (folder / "half.mp3").write_bytes(talk[: len(talk) // 2])
+    files["cut_mp3"] = folder / "half.mp3"
+    files["zero"] = write_wav(folder / "zero.wav", np.zeros(0, dtype=np.float32))
+    codec = bytearray(good)
+    fmt = codec.find(b"fmt ") + 8
+    codec[fmt : fmt + 2] = (0x1234).to_bytes(2, "little")  # a format tag no decoder knows
+    (folder / "codec.wav").write_bytes(codec)
+    files["codec"] = folder / "codec.wav"
     return files
 
 
@@ -150,7 +159,16 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
     missing = tmp_path / "missing.ogg"
     folder = tmp_path / "folder.wav"
     folder.mkdir()
-    bad = [media["notes"], media["empty"], media["cut"], missing, folder]
+    bad = [
+        media["notes"],
+        media["empty"],
+        media["cut"],
+        media["cut_mp3"],
+        media["zero"],
+        media["codec"],
+        missing,
+        folder,
+    ]
     result = voiced(
         "transcribe",
         str(media["one"]),
@@ -168,6 +186,9 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
         media["notes"]: "not a readable audio file",
         media["empty"]: "empty file",
         media["cut"]: "truncated",
+        media["cut_mp3"]: "truncated",
+        media["zero"]: "contains no audio (0 samples)",
+        media["codec"]: "unsupported audio codec",
         missing: "no such file",
         folder: "is a directory",
     }
