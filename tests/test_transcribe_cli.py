@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +14,13 @@ import pytest
 
 from tests.media import encode
 from tests.speech import noise, synthesize, wer, write_wav
+from tests.subtitles import assert_valid_timeline, parse_srt, parse_vtt
 
 SENTENCES = [
     "The weather today is sunny with a light breeze from the west.",
     "Turn off the lights in the kitchen and lock the back door.",
     "Please send the report to the whole team before lunch.",
 ]
-SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
-VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
 
 
 def voiced(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -67,45 +66,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (folder / "codec.wav").write_bytes(codec)
     files["codec"] = folder / "codec.wav"
     return files
-
-
-def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
-    cues = []
-    for block in text.strip().split("\n\n"):
-        number, timing, *lines = block.split("\n")
-        start, end = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing).groups()[:4], None
-        match = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing)
-        assert match, timing
-        parts = [int(g) for g in match.groups()]
-        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
-        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
-        assert lines and all(line.strip() for line in lines)
-        cues.append((int(number), start, end, " ".join(lines)))
-    return cues
-
-
-def parse_vtt(text: str) -> list[tuple[float, float, str]]:
-    header, *blocks = text.strip().split("\n\n")
-    assert header == "WEBVTT"
-    cues = []
-    for block in blocks:
-        timing, *lines = block.split("\n")
-        match = re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", timing)
-        assert match, timing
-        parts = [int(g) for g in match.groups()]
-        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
-        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
-        cues.append((start, end, " ".join(lines)))
-    return cues
-
-
-def assert_valid_timeline(spans: list[tuple[float, float]], duration: float) -> None:
-    previous_end = 0.0
-    for start, end in spans:
-        assert end >= start
-        assert start >= previous_end - 1e-9, "cues overlap"
-        assert end <= duration + 1e-3
-        previous_end = end
 
 
 def test_one_file_to_stdout_is_accurate(media: dict[str, Path]) -> None:
@@ -199,6 +159,48 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
     assert (
         wer(SENTENCES[1], " ".join(c[3] for c in parse_srt((out / "two.srt").read_text()))) <= 0.1
     )
+
+
+def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_part_file(
+    media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process, so that the disk can "fill up" halfway through writing one.srt.
+    from click.testing import CliRunner
+
+    from voiced.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "one.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nold subtitles\n")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd: int, *args, **kwargs):
+        file = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(file) if os.readlink(f"/proc/self/fd/{fd}").endswith(".part") else file
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    result = CliRunner().invoke(
+        main, ["transcribe", str(media["one"]), "-f", "srt", "-o", str(out)]
+    )
+    assert result.exit_code == 1
+    assert f"{out / 'one.srt'}: cannot write: No space left on device" in result.stderr
+    assert (out / "one.srt").read_text().endswith("old subtitles\n")
+    assert [p.name for p in out.iterdir()] == ["one.srt"]
 
 
 def test_several_files_print_text_with_headers(media: dict[str, Path]) -> None:
