@@ -32,7 +32,7 @@ def models() -> None:
 @models.command("list")
 @click.option("--installed", is_flag=True, help="Only models present on this machine.")
 def list_models(installed: bool) -> None:
-    """Show installed and known models: name, size, path, source."""
+    """Show installed and known models: name, size (~ for one not installed), path, source."""
     rows = [_model_rows(row) for row in ModelStore().list() if row.installed or not installed]
     rows += _voices()
     width = max(len(row[0]) for row in rows) if rows else 10
@@ -54,7 +54,10 @@ def _voices() -> list[tuple[str, str, str, str, str]]:
 def _model_rows(row) -> tuple[str, str, str, str, str]:
     status = "installed" if row.installed else "available"
     where = str(row.path) if row.path else row.source
-    return (row.name, row.kind, status, _size(row.size), where)
+    size = _size(row.size)
+    if not row.installed and row.catalogue_size_mib:
+        size = f"~{row.catalogue_size_mib} MiB"  # "~": the size it will have once installed
+    return (row.name, row.kind, status, size, where)
 
 
 @models.command()
