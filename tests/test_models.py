@@ -221,3 +221,9 @@ def test_manifest_entry_without_a_file_is_a_corrupt_entry(
     rebuilt = store.ensure_default()  # the default model is converted again
     assert sha256_of(rebuilt) == catalogue()[DEFAULT_STT_MODEL]["sha256"]
     assert json.loads(manifest_path.read_text())[DEFAULT_STT_MODEL]["file"] == rebuilt.name
+
+
+def test_name_is_rejected_for_a_converted_model(voiced_home: Path) -> None:
+    result = CliRunner().invoke(main, ["models", "install", "tiny.en", "--name", "mine"])
+    assert result.exit_code == 2
+    assert "--name is for files; tiny.en keeps its own name" in result.output

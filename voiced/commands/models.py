@@ -62,9 +62,10 @@ def _model_rows(row) -> tuple[str, str, str, str, str]:
 
 @models.command()
 @click.argument("source")
-@click.option("--name", help="Name in the store (default: from the file name).")
+@click.option("--name", help="Name in the store for a file or voice (default: its file name).")
 def install(source: str, name: str | None) -> None:
-    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice.
+    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice
+    (its .onnx or .onnx.json; the other file must be beside it).
 
     \b
     Examples:
@@ -75,11 +76,13 @@ def install(source: str, name: str | None) -> None:
     store = ModelStore()
     try:
         if catalogue().get(source, {}).get("source") == "converted":
+            if name is not None:
+                raise click.UsageError(f"--name is for files; {source} keeps its own name")
             path = store.resolve_whisper(source)
-        elif source.endswith(".onnx"):
+        elif source.endswith((".onnx", ".onnx.json")):
             from voiced import tts
 
-            path = tts.install_voice(Path(source))
+            path = tts.install_voice(Path(source), name=name)
         elif Path(source).expanduser().exists():
             path = store.install_file(Path(source), name)
         else:
