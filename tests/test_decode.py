@@ -227,3 +227,12 @@ def test_mp3_whose_size_misleads_ffmpeg_is_not_called_truncated(tmp_path: Path) 
     with av.open(str(path)) as container:
         assert container.duration / 1e6 > 20  # the misleading estimate
     assert abs(decode_file(path).size - 6 * RATE) < 0.1 * RATE
+
+
+def test_picking_a_side_of_a_mono_file_warns_with_its_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_pcm_wav(tmp_path / "mono.wav", tone(1.0, 440, 0.5)[:, None], RATE, 2)
+    audio = decode_file(path, channel="right")
+    assert rms(audio) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    assert caplog.messages == [f"{path}: mono audio has no right channel; using its only channel"]

@@ -296,6 +296,14 @@ def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: P
     assert english_only.returncode == 1 and "English-only" in english_only.stderr
 
 
+def test_language_code_is_case_insensitive(media: dict[str, Path]) -> None:
+    result = voiced("transcribe", "-l", "EN", "-f", "json", str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["language"] == "en"
+    assert wer(SENTENCES[0], document["text"]) <= 0.1
+
+
 def test_channel_option_picks_one_side(tmp_path: Path) -> None:
     speech = synthesize(SENTENCES[1], seed=5)
     stereo = np.stack([speech, noise(speech.size / 16000, dbfs=-60, seed=9)[: speech.size]], axis=1)

@@ -67,9 +67,16 @@ def decode_file(
         stream = container.streams.audio[0]
         if stream.codec_context is None or stream.codec_context.codec is None:
             raise DecodeError("unsupported audio codec")
-        source_channels = stream.codec_context.channels or 1
+        pick: int | None = None
+        if channel != "mix":
+            if (stream.codec_context.channels or 1) < 2:
+                log.warning(
+                    "%s: mono audio has no %s channel; using its only channel", path, channel
+                )
+            else:
+                pick = 0 if channel == "left" else 1
         stated = _stated_seconds(container, path)
-        audio = _decode_stream(container, stream, channel, source_channels, sample_rate)
+        audio = _decode_stream(container, stream, pick, sample_rate)
     if audio.size == 0:
         raise DecodeError("contains no audio (0 samples)")
     present = audio.size / sample_rate
@@ -129,16 +136,10 @@ def _mp3_states_frame_count(path: Path) -> bool:
 def _decode_stream(
     container: av.container.InputContainer,
     stream: av.AudioStream,
-    channel: Channel,
-    source_channels: int,
+    pick: int | None,
     sample_rate: int,
 ) -> np.ndarray:
-    pick: int | None = None
-    if channel != "mix":
-        if source_channels < 2:
-            log.warning("%s: mono audio has no %s channel; using its only channel", stream, channel)
-        else:
-            pick = 0 if channel == "left" else 1
+    """All of ``stream`` as mono: the mean of its channels, or channel ``pick`` alone."""
     # Packed float at the source layout, then an average of the channels: ffmpeg's own
     # stereo-to-mono matrix adds them at -3 dB each and can push loud audio past full scale.
     # Packed, not planar: PyAV 18's to_ndarray() on a planar frame of 8 or more channels reads
