@@ -203,6 +203,32 @@ def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_part_file(
     assert [p.name for p in out.iterdir()] == ["one.srt"]
 
 
+def test_an_unexpected_decoder_failure_is_one_line_and_the_batch_goes_on(
+    media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from voiced import decode
+    from voiced.cli import main
+
+    real_decode = decode.decode_file
+
+    def flaky_decode(path: Path, **kwargs):
+        if Path(path).name == "talk.mp3":
+            raise ValueError("layout not supported")
+        return real_decode(path, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_file", flaky_decode)
+    out = tmp_path / "out"
+    args = ["transcribe", str(media["talk"]), str(media["one"]), "-f", "txt", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"voiced: error: {media['talk']}: cannot decode (ValueError: layout not supported)\n"
+    )
+    assert wer(SENTENCES[0], (out / "one.txt").read_text()) <= 0.1
+
+
 def test_several_files_print_text_with_headers(media: dict[str, Path]) -> None:
     result = voiced("transcribe", str(media["one"]), str(media["two"]))
     assert result.returncode == 0, result.stderr

@@ -149,6 +149,13 @@ def transcribe(
             click.echo(f"voiced: error: {path}: {exc}", err=True)
             failures += 1
             continue
+        except Exception as exc:  # a decoder bug on one odd file must not end the batch
+            log.debug("decoding %s failed", path, exc_info=True)
+            click.echo(
+                f"voiced: error: {path}: cannot decode ({type(exc).__name__}: {exc})", err=True
+            )
+            failures += 1
+            continue
         label = f"[{index}/{len(files)}] {path.name}" if len(files) > 1 else path.name
         result = _transcribe_one(stt, audio, label, show_progress)
         if plan.output_dir is None:
