@@ -4,6 +4,7 @@ import re
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -118,3 +119,120 @@ def test_resample_keeps_duration_and_level() -> None:
     assert rms(out) == pytest.approx(rms(source), rel=0.02)
     ints = (source * 32767).astype(np.int16)
     assert rms(resample(ints, 22050, 22050)) == pytest.approx(rms(source), rel=0.01)
+
+
+def write_layout_wav(path: Path, frames: np.ndarray, rate: int, layout: str) -> Path:
+    """``frames`` (samples, channels) as 16-bit PCM with a named channel layout.
+
+    ffmpeg writes WAVE_EXTENSIBLE with the layout's channel mask, as recorders do for 5.1/7.1.
+    """
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+        ints = (np.clip(frames, -1, 1) * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(ints, format="s16", layout=layout)
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return path
+
+
+def channel_tones(channels: int, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """One second of a tone whose level differs per channel: (frames, amplitudes)."""
+    amplitudes = np.linspace(0.1, 0.8, channels)
+    return tone(1.0, 440, 1.0, rate)[:, np.newaxis] * amplitudes, amplitudes
+
+
+def assert_channels_decoded(path: Path, amplitudes: np.ndarray) -> None:
+    mixed = decode_file(path)
+    assert abs(mixed.size - RATE) <= 32
+    assert rms(mixed) == pytest.approx(amplitudes.mean() / np.sqrt(2), rel=0.02)
+    for channel, index in (("left", 0), ("right", 1)):
+        picked = decode_file(path, channel=channel)
+        assert rms(picked) == pytest.approx(amplitudes[index] / np.sqrt(2), rel=0.02)
+
+
+@pytest.mark.parametrize("channels", [6, 8, 16])
+def test_many_channels_are_downmixed_or_picked(tmp_path: Path, channels: int) -> None:
+    frames, amplitudes = channel_tones(channels, 48000)
+    path = write_pcm_wav(tmp_path / f"ch{channels}.wav", frames, 48000, 2)
+    assert_channels_decoded(path, amplitudes)
+
+
+@pytest.mark.parametrize("layout", ["5.1", "7.1"])
+def test_surround_layouts_are_downmixed_or_picked(tmp_path: Path, layout: str) -> None:
+    frames, amplitudes = channel_tones(av.AudioLayout(layout).nb_channels, 44100)
+    assert_channels_decoded(write_layout_wav(tmp_path / "s.wav", frames, 44100, layout), amplitudes)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [(".mp3", {}), (".mp3", {"write_xing": "0"}), (".m4a", {"movflags": "+faststart"})],
+)
+def test_truncated_compressed_files_are_detected(
+    tmp_path: Path, suffix: str, options: dict[str, str]
+) -> None:
+    good = encode(tmp_path / f"good{suffix}", tone(6.0, 300, 0.3), RATE, container_options=options)
+    data = good.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    if "write_xing" in options:
+        # Without a Xing/Info header ffmpeg guesses the duration from the size, so the cut
+        # cannot be seen; it decodes as the shorter audio it is.
+        assert abs(decode_file(cut).size - 3 * RATE) < 0.1 * RATE
+        return
+    # m4a fails in the decoder already; mp3 decodes quietly and only the length shows the cut.
+    with pytest.raises(DecodeError, match=r"truncated"):
+        decode_file(cut)
+    if suffix == ".mp3":
+        with pytest.raises(DecodeError, match=r"^truncated: 3\.\d s of the audio .* missing"):
+            decode_file(cut)
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.0, 2.7, 9.5])
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [
+        (".mp3", {}),
+        (".mp3", {"write_xing": "0"}),
+        (".m4a", {}),
+        (".m4a", {"movflags": "+faststart"}),
+        (".ogg", {}),
+        (".flac", {}),
+    ],
+)
+def test_good_compressed_files_are_never_called_truncated(
+    tmp_path: Path, suffix: str, options: dict[str, str], seconds: float
+) -> None:
+    path = encode(tmp_path / f"x{suffix}", tone(seconds, 300, 0.3), RATE, container_options=options)
+    assert abs(decode_file(path).size - seconds * RATE) < 0.1 * RATE
+
+
+def test_mp3_whose_size_misleads_ffmpeg_is_not_called_truncated(tmp_path: Path) -> None:
+    # With no Xing header ffmpeg takes the first frame's bitrate for the whole file: 3 s at
+    # 32 kb/s followed by 3 s at 320 kb/s (a valid stream) makes it promise 33 s.
+    audio = tone(3.0, 300, 0.3)
+    slow, fast = (
+        encode(
+            tmp_path / f"{kbps}.mp3",
+            audio,
+            RATE,
+            to_rate=44100,
+            container_options={"write_xing": "0", "id3v2_version": "0"},
+            codec_options={"b": f"{kbps}k"},
+        ).read_bytes()
+        for kbps in (32, 320)
+    )
+    path = tmp_path / "joined.mp3"
+    path.write_bytes(slow + fast)
+    with av.open(str(path)) as container:
+        assert container.duration / 1e6 > 20  # the misleading estimate
+    assert abs(decode_file(path).size - 6 * RATE) < 0.1 * RATE
+
+
+def test_picking_a_side_of_a_mono_file_warns_with_its_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_pcm_wav(tmp_path / "mono.wav", tone(1.0, 440, 0.5)[:, None], RATE, 2)
+    audio = decode_file(path, channel="right")
+    assert rms(audio) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
+    assert caplog.messages == [f"{path}: mono audio has no right channel; using its only channel"]

@@ -172,3 +172,58 @@ def test_nothing_is_downloaded_implicitly(voiced_home: Path) -> None:
     assert result.exit_code == 1
     assert "not installed" in result.output
     assert not (voiced_home / "models" / "ggml-base.en.bin").exists()
+
+
+def test_only_the_real_default_is_described_as_the_default() -> None:
+    marked = [
+        name
+        for name, entry in catalogue().items()
+        if entry["kind"] == "whisper" and "default" in entry["description"]
+    ]
+    assert marked == [DEFAULT_STT_MODEL]
+
+
+def _listing() -> dict[str, list[str]]:
+    result = CliRunner().invoke(main, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    return {line.split()[0]: line.split() for line in result.output.splitlines()[1:]}
+
+
+def test_list_shows_the_catalogued_size_of_models_not_installed(voiced_home: Path) -> None:
+    rows = _listing()
+    for name in ("tiny.en", "base.en", "large-v3"):
+        _, kind, status, approx, unit, *_ = rows[name]
+        assert (kind, status) == ("whisper", "available")
+        assert (approx, unit) == (f"~{catalogue()[name]['size_mib']}", "MiB")
+    _, _, status, size, unit, path = rows[DEFAULT_STT_MODEL]
+    installed = voiced_home / "models" / catalogue()[DEFAULT_STT_MODEL]["file"]
+    assert (status, path) == ("installed", str(installed))
+    assert (size, unit) == (f"{installed.stat().st_size / 2**20:.0f}", "MiB")  # the real file
+
+
+def test_manifest_entry_without_a_file_is_a_corrupt_entry(
+    voiced_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest_path = voiced_home / "models" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest[DEFAULT_STT_MODEL]["file"]
+    manifest["mine"] = {"sha256": "0" * 64, "source": "installed from somewhere"}
+    manifest["escape"] = {"file": "../../outside.bin", "source": "hand-edited"}
+    manifest_path.write_text(json.dumps(manifest))
+
+    rows = _listing()
+    assert "mine" not in rows and "escape" not in rows
+    assert rows[DEFAULT_STT_MODEL][2] == "available"
+    store = ModelStore()
+    with pytest.raises(ModelError, match="unknown model 'mine'"):
+        store.resolve_whisper("mine")
+    assert "model manifest entry 'mine' is corrupt" in caplog.text
+    rebuilt = store.ensure_default()  # the default model is converted again
+    assert sha256_of(rebuilt) == catalogue()[DEFAULT_STT_MODEL]["sha256"]
+    assert json.loads(manifest_path.read_text())[DEFAULT_STT_MODEL]["file"] == rebuilt.name
+
+
+def test_name_is_rejected_for_a_converted_model(voiced_home: Path) -> None:
+    result = CliRunner().invoke(main, ["models", "install", "tiny.en", "--name", "mine"])
+    assert result.exit_code == 2
+    assert "--name is for files; tiny.en keeps its own name" in result.output

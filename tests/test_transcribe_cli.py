@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,14 +14,13 @@ import pytest
 
 from tests.media import encode
 from tests.speech import noise, synthesize, wer, write_wav
+from tests.subtitles import assert_valid_timeline, parse_srt, parse_vtt
 
 SENTENCES = [
     "The weather today is sunny with a light breeze from the west.",
     "Turn off the lights in the kitchen and lock the back door.",
     "Please send the report to the whole team before lunch.",
 ]
-SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
-VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
 
 
 def voiced(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,46 +56,16 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     good = files["one"].read_bytes()
     (folder / "cut.wav").write_bytes(good[: len(good) // 3])
     files["cut"] = folder / "cut.wav"
+    talk = files["talk"].read_bytes()
+    (folder / "half.mp3").write_bytes(talk[: len(talk) // 2])
+    files["cut_mp3"] = folder / "half.mp3"
+    files["zero"] = write_wav(folder / "zero.wav", np.zeros(0, dtype=np.float32))
+    codec = bytearray(good)
+    fmt = codec.find(b"fmt ") + 8
+    codec[fmt : fmt + 2] = (0x1234).to_bytes(2, "little")  # a format tag no decoder knows
+    (folder / "codec.wav").write_bytes(codec)
+    files["codec"] = folder / "codec.wav"
     return files
-
-
-def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
-    cues = []
-    for block in text.strip().split("\n\n"):
-        number, timing, *lines = block.split("\n")
-        start, end = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing).groups()[:4], None
-        match = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", timing)
-        assert match, timing
-        parts = [int(g) for g in match.groups()]
-        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
-        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
-        assert lines and all(line.strip() for line in lines)
-        cues.append((int(number), start, end, " ".join(lines)))
-    return cues
-
-
-def parse_vtt(text: str) -> list[tuple[float, float, str]]:
-    header, *blocks = text.strip().split("\n\n")
-    assert header == "WEBVTT"
-    cues = []
-    for block in blocks:
-        timing, *lines = block.split("\n")
-        match = re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", timing)
-        assert match, timing
-        parts = [int(g) for g in match.groups()]
-        start = parts[0] * 3600 + parts[1] * 60 + parts[2] + parts[3] / 1000
-        end = parts[4] * 3600 + parts[5] * 60 + parts[6] + parts[7] / 1000
-        cues.append((start, end, " ".join(lines)))
-    return cues
-
-
-def assert_valid_timeline(spans: list[tuple[float, float]], duration: float) -> None:
-    previous_end = 0.0
-    for start, end in spans:
-        assert end >= start
-        assert start >= previous_end - 1e-9, "cues overlap"
-        assert end <= duration + 1e-3
-        previous_end = end
 
 
 def test_one_file_to_stdout_is_accurate(media: dict[str, Path]) -> None:
@@ -150,7 +119,16 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
     missing = tmp_path / "missing.ogg"
     folder = tmp_path / "folder.wav"
     folder.mkdir()
-    bad = [media["notes"], media["empty"], media["cut"], missing, folder]
+    bad = [
+        media["notes"],
+        media["empty"],
+        media["cut"],
+        media["cut_mp3"],
+        media["zero"],
+        media["codec"],
+        missing,
+        folder,
+    ]
     result = voiced(
         "transcribe",
         str(media["one"]),
@@ -168,6 +146,9 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
         media["notes"]: "not a readable audio file",
         media["empty"]: "empty file",
         media["cut"]: "truncated",
+        media["cut_mp3"]: "truncated",
+        media["zero"]: "contains no audio (0 samples)",
+        media["codec"]: "unsupported audio codec",
         missing: "no such file",
         folder: "is a directory",
     }
@@ -178,6 +159,74 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
     assert (
         wer(SENTENCES[1], " ".join(c[3] for c in parse_srt((out / "two.srt").read_text()))) <= 0.1
     )
+
+
+def test_a_write_failing_midway_keeps_the_old_file_and_leaves_no_part_file(
+    media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In process, so that the disk can "fill up" halfway through writing one.srt.
+    from click.testing import CliRunner
+
+    from voiced.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "one.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nold subtitles\n")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, file) -> None:
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> int:
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def fdopen(fd: int, *args, **kwargs):
+        file = real_fdopen(fd, *args, **kwargs)
+        return FullDisk(file) if os.readlink(f"/proc/self/fd/{fd}").endswith(".part") else file
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    result = CliRunner().invoke(
+        main, ["transcribe", str(media["one"]), "-f", "srt", "-o", str(out)]
+    )
+    assert result.exit_code == 1
+    assert f"{out / 'one.srt'}: cannot write: No space left on device" in result.stderr
+    assert (out / "one.srt").read_text().endswith("old subtitles\n")
+    assert [p.name for p in out.iterdir()] == ["one.srt"]
+
+
+def test_an_unexpected_decoder_failure_is_one_line_and_the_batch_goes_on(
+    media: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from voiced import decode
+    from voiced.cli import main
+
+    real_decode = decode.decode_file
+
+    def flaky_decode(path: Path, **kwargs):
+        if Path(path).name == "talk.mp3":
+            raise ValueError("layout not supported")
+        return real_decode(path, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_file", flaky_decode)
+    out = tmp_path / "out"
+    args = ["transcribe", str(media["talk"]), str(media["one"]), "-f", "txt", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"voiced: error: {media['talk']}: cannot decode (ValueError: layout not supported)\n"
+    )
+    assert wer(SENTENCES[0], (out / "one.txt").read_text()) <= 0.1
 
 
 def test_several_files_print_text_with_headers(media: dict[str, Path]) -> None:
@@ -217,6 +266,52 @@ def test_usage_errors_exit_2(args: list[str], message: str, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
+def test_unusable_output_folder_is_one_line_before_the_model_loads(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    # A model that cannot load would fail with exit 1: exit 2 shows -o was checked first.
+    no_model = str(tmp_path / "ggml-nope.bin")
+    for folder, reason in [
+        (media["one"] / "sub", "Not a directory"),
+        (Path("/proc/sys/voiced-test"), "No such file or directory"),
+    ]:
+        result = voiced("transcribe", "-m", no_model, "-o", str(folder), str(media["one"]))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == (
+            f"voiced: error: {folder}: cannot create output folder ({reason})\n"
+        )
+
+
+def test_failed_stdout_write_is_one_line_without_traceback(media: dict[str, Path]) -> None:
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "voiced", "transcribe", str(media["one"])],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "voiced: error: cannot write to standard output: No space left on device\n"
+    )
+
+
+def test_closed_pipe_on_stdout_ends_quietly(media: dict[str, Path]) -> None:
+    # Like `voiced transcribe a b | head -c1`: the reader is gone before the text comes.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voiced", "transcribe", str(media["one"]), str(media["two"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    process.wait(timeout=300)
+    assert process.returncode == 1
+    assert stderr == ""
+
+
 def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: Path) -> None:
     result = voiced("transcribe", "-m", str(tmp_path / "ggml-nope.bin"), str(media["one"]))
     assert result.returncode == 1
@@ -227,6 +322,14 @@ def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: P
     assert english_only.returncode == 1 and "English-only" in english_only.stderr
 
 
+def test_language_code_is_case_insensitive(media: dict[str, Path]) -> None:
+    result = voiced("transcribe", "-l", "EN", "-f", "json", str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["language"] == "en"
+    assert wer(SENTENCES[0], document["text"]) <= 0.1
+
+
 def test_channel_option_picks_one_side(tmp_path: Path) -> None:
     speech = synthesize(SENTENCES[1], seed=5)
     stereo = np.stack([speech, noise(speech.size / 16000, dbfs=-60, seed=9)[: speech.size]], axis=1)
@@ -235,6 +338,18 @@ def test_channel_option_picks_one_side(tmp_path: Path) -> None:
     right = voiced("transcribe", "--channel", "right", str(path))
     assert wer(SENTENCES[1], left.stdout) <= 0.1
     assert right.returncode == 0 and right.stdout.strip() == ""
+
+
+def test_eight_channel_file_is_transcribed_in_a_batch(
+    media: dict[str, Path], tmp_path: Path
+) -> None:
+    speech = synthesize(SENTENCES[2], seed=6)
+    path = write_wav(tmp_path / "eight.wav", np.repeat(speech, 8), channels=8)
+    result = voiced("transcribe", str(path), str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    eight, one = result.stdout.split(f"==> {media['one']} <==\n")
+    assert wer(SENTENCES[2], eight.split("\n", 1)[1]) <= 0.1
+    assert wer(SENTENCES[0], one) <= 0.1
 
 
 def test_help_reads_like_a_cli() -> None:

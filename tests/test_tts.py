@@ -64,13 +64,20 @@ def _say(*args: str, input: str | None = None) -> object:
     return CliRunner().invoke(main, ["say", *args], input=input, catch_exceptions=False)
 
 
-def _fake_voice(folder: Path, name: str) -> Path:
-    """A copy of the bundled voice under another name (a real, loadable Piper voice)."""
+def _fake_voice(folder: Path, name: str, sample_rate: int | None = None) -> Path:
+    """A copy of the bundled voice under another name (a real, loadable Piper voice).
+
+    With ``sample_rate`` its config states another rate, which every WAV it writes then
+    has: a test can tell this voice from the bundled one.
+    """
     model, config = resolve_voice(BUNDLED_VOICE)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.onnx"
     shutil.copyfile(model, target)
-    shutil.copyfile(config, folder / f"{name}.onnx.json")
+    settings = json.loads(config.read_text(encoding="utf-8"))
+    if sample_rate is not None:
+        settings["audio"]["sample_rate"] = sample_rate
+    (folder / f"{name}.onnx.json").write_text(json.dumps(settings), encoding="utf-8")
     return target
 
 
@@ -263,11 +270,44 @@ def test_say_speed_shortens_the_speech(tmp_path: Path) -> None:
 
 
 def test_say_with_voice_path(tmp_path: Path) -> None:
-    voice = _fake_voice(tmp_path / "voices", "en_US-other-medium")
+    voice = _fake_voice(tmp_path / "voices", "en_US-other-medium", sample_rate=16000)
     target = tmp_path / "v.wav"
     result = _say("--voice", str(voice), "-o", str(target), "Hello from another voice.")
     assert result.exit_code == 0, result.output
-    assert _read_wav(target)[1] == 22050
+    assert _read_wav(target)[1] == 16000  # the bundled voice would give 22050
+
+
+def test_voice_installed_with_voiced_models_is_listed_and_spoken_by_name(
+    tmp_path: Path, voiced_home: Path
+) -> None:
+    downloads = tmp_path / "downloads"
+    by_config = _fake_voice(downloads, "en_GB-config-low", sample_rate=16000)
+    renamed = _fake_voice(downloads, "en_GB-download-low", sample_rate=24000)
+    models = voiced_home / "models"
+
+    result = CliRunner().invoke(main, ["models", "install", f"{by_config}.json"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"installed {models / 'voices' / 'en_GB-config-low.onnx'}\n"
+    result = CliRunner().invoke(main, ["models", "install", str(renamed), "--name", "my-voice"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"installed {models / 'voices' / 'my-voice.onnx'}\n"
+    bad_name = CliRunner().invoke(main, ["models", "install", str(renamed), "--name", "a/b"])
+    assert bad_name.exit_code == 1
+    assert "cannot install voice 'a/b'" in bad_name.output
+
+    listing = CliRunner().invoke(main, ["models", "list"])
+    assert listing.exit_code == 0, listing.output
+    rows = {line.split()[0]: line.split() for line in listing.output.splitlines()[1:]}
+    assert rows["en_GB-config-low"][1:3] == ["piper", "installed"]
+    assert rows["my-voice"][1:3] == ["piper", "installed"]
+    assert rows["my-voice"][-1] == str(models / "voices" / "my-voice.onnx")
+    assert "en_GB-download-low" not in rows
+
+    for name, rate in (("en_GB-config-low", 16000), ("my-voice", 24000)):
+        target = tmp_path / f"{name}.wav"
+        result = _say("--voice", name, "-o", str(target), "Hello from an installed voice.")
+        assert result.exit_code == 0, result.output
+        assert _read_wav(target)[1] == rate
 
 
 @pytest.mark.parametrize(

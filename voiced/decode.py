@@ -22,6 +22,16 @@ Channel = Literal["mix", "left", "right"]
 
 # A file whose header promises noticeably more audio than could be decoded is truncated.
 _TRUNCATION_TOLERANCE_S = 0.5
+# Compressed containers state their length less exactly (encoder delay, padding, edit lists),
+# so a file counts as cut only when well over a second and a tenth of it is missing.
+_COMPRESSED_SHORTFALL_S = 1.0
+_COMPRESSED_PRESENT_FRACTION = 0.9
+# Containers whose header states the length. For others (Ogg, raw AAC, mp3 without a
+# Xing/Info/VBRI header) ffmpeg estimates it from the last page or the bitrate, which says
+# nothing about a cut and, for VBR, can promise far more audio than a good file holds.
+_STATED_LENGTH_FORMATS = frozenset(
+    {"mp3", "flac", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "aiff", "caf"}
+)
 
 
 class DecodeError(Exception):
@@ -35,7 +45,8 @@ def decode_file(
 
     ``channel`` picks the downmix of all channels (``"mix"``), or only the first
     (``"left"``) or second (``"right"``) one; a mono file has only one to offer.
-    Raises :class:`DecodeError` for anything that is not decodable audio.
+    Raises :class:`DecodeError` for anything that is not decodable audio, including a file
+    that decodes to clearly less audio than its header states (truncated).
     """
     path = Path(path)
     if not path.exists():
@@ -56,41 +67,90 @@ def decode_file(
         stream = container.streams.audio[0]
         if stream.codec_context is None or stream.codec_context.codec is None:
             raise DecodeError("unsupported audio codec")
-        source_channels = stream.codec_context.channels or 1
-        audio = _decode_stream(container, stream, channel, source_channels, sample_rate)
+        pick: int | None = None
+        if channel != "mix":
+            if (stream.codec_context.channels or 1) < 2:
+                log.warning(
+                    "%s: mono audio has no %s channel; using its only channel", path, channel
+                )
+            else:
+                pick = 0 if channel == "left" else 1
+        stated = _stated_seconds(container, path)
+        audio = _decode_stream(container, stream, pick, sample_rate)
     if audio.size == 0:
         raise DecodeError("contains no audio (0 samples)")
+    present = audio.size / sample_rate
     missing = _riff_shortfall_seconds(path)
     if missing > _TRUNCATION_TOLERANCE_S:
-        raise DecodeError(
-            f"truncated: {missing:.1f} s of the audio its header promises are missing "
-            f"(only {audio.size / sample_rate:.1f} s present)"
-        )
+        raise _truncated(missing, present)
+    if stated is not None:
+        missing = stated - present
+        if missing > _COMPRESSED_SHORTFALL_S and present < _COMPRESSED_PRESENT_FRACTION * stated:
+            raise _truncated(missing, present)
     return audio
+
+
+def _truncated(missing: float, present: float) -> DecodeError:
+    return DecodeError(
+        f"truncated: {missing:.1f} s of the audio its header promises are missing "
+        f"(only {present:.1f} s present)"
+    )
+
+
+def _stated_seconds(container: av.container.InputContainer, path: Path) -> float | None:
+    """The length the file's header states, or None where ffmpeg could only estimate it."""
+    if container.format.name not in _STATED_LENGTH_FORMATS or not container.duration:
+        return None
+    if container.format.name == "mp3" and not _mp3_states_frame_count(path):
+        return None
+    return container.duration / av.time_base
+
+
+def _mp3_states_frame_count(path: Path) -> bool:
+    """Whether the first mp3 frame is a Xing/Info or VBRI header with the number of frames."""
+    with path.open("rb") as f:
+        head = f.read(10)
+        if head[:3] == b"ID3" and len(head) == 10:
+            size = 10 + sum((byte & 0x7F) << (7 * (3 - i)) for i, byte in enumerate(head[6:10]))
+            f.seek(size + (10 if head[5] & 0x10 else 0))
+        else:
+            f.seek(0)
+        data = f.read(4096)
+    sync = next(
+        (i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] & 0xE0 == 0xE0), None
+    )
+    if sync is None:
+        return False
+    # The tag sits after the frame header and side information: at most 36 bytes in.
+    first_frame = data[sync : sync + 48]
+    if b"VBRI" in first_frame:
+        return True
+    for tag in (b"Xing", b"Info"):
+        at = first_frame.find(tag)
+        if at >= 0 and len(first_frame) >= at + 8:
+            flags = int.from_bytes(first_frame[at + 4 : at + 8], "big")
+            return bool(flags & 1)
+    return False
 
 
 def _decode_stream(
     container: av.container.InputContainer,
     stream: av.AudioStream,
-    channel: Channel,
-    source_channels: int,
+    pick: int | None,
     sample_rate: int,
 ) -> np.ndarray:
-    pick: int | None = None
-    if channel != "mix":
-        if source_channels < 2:
-            log.warning("%s: mono audio has no %s channel; using its only channel", stream, channel)
-        else:
-            pick = 0 if channel == "left" else 1
-    # Planar float at the source layout, then an average of the channels: ffmpeg's own
+    """All of ``stream`` as mono: the mean of its channels, or channel ``pick`` alone."""
+    # Packed float at the source layout, then an average of the channels: ffmpeg's own
     # stereo-to-mono matrix adds them at -3 dB each and can push loud audio past full scale.
-    resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=sample_rate)
+    # Packed, not planar: PyAV 18's to_ndarray() on a planar frame of 8 or more channels reads
+    # past its plane list and crashes the process.
+    resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=sample_rate)
     pieces: list[np.ndarray] = []
 
     def keep(frames: list[av.AudioFrame]) -> None:
         for out in frames:
-            planes = out.to_ndarray()
-            pieces.append(planes.mean(axis=0) if pick is None else planes[pick])
+            samples = out.to_ndarray().reshape(-1, len(out.layout.channels))
+            pieces.append(samples.mean(axis=1) if pick is None else samples[:, pick])
 
     try:
         for frame in container.decode(stream):

@@ -66,6 +66,7 @@ class ModelInfo:
     size: int | None
     source: str
     description: str = ""
+    catalogue_size_mib: int | None = None  # the size a model not installed will have
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,17 @@ class ModelStore:
         except (OSError, ValueError) as exc:
             log.warning("model manifest unreadable (%s); treating the store as empty", exc)
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            log.warning("model manifest is not a mapping; treating the store as empty")
+            return {}
+        entries = {}
+        for name, entry in data.items():
+            file = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+                log.warning("model manifest entry %r is corrupt (no file name); ignoring it", name)
+                continue
+            entries[name] = entry
+        return entries
 
     def _record(self, name: str, path: Path, source: str, sha256: str) -> None:
         manifest = self._manifest()
@@ -355,8 +366,9 @@ class ModelStore:
                     installed=installed,
                     path=path if installed else None,
                     size=path.stat().st_size if installed and path else None,
-                    source=stored["source"] if stored and installed else entry["source"],
+                    source=stored.get("source", "?") if stored and installed else entry["source"],
                     description=entry["description"],
+                    catalogue_size_mib=entry.get("size_mib"),
                 )
             )
         for name, stored in manifest.items():
@@ -370,7 +382,7 @@ class ModelStore:
                     installed=path.is_file(),
                     path=path if path.is_file() else None,
                     size=path.stat().st_size if path.is_file() else None,
-                    source=stored["source"],
+                    source=stored.get("source", "?"),
                 )
             )
         return rows

@@ -215,6 +215,7 @@ class SpeechToText:
 
         # pywhispercpp builds a model with a null context from a bad path and then segfaults.
         info = inspect_ggml(Path(model_path))
+        language = language.strip().lower()  # whisper's codes are lower case: "EN" is "en"
         if not info.multilingual and language not in ("en", "auto"):
             raise SttError(
                 f"model {model_name or model_path} is English-only; "

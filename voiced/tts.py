@@ -164,16 +164,18 @@ def resolve_voice(name_or_path: str | Path) -> tuple[Path, Path]:
     )
 
 
-def install_voice(path: str | Path, *, verify: bool = True) -> Path:
+def install_voice(path: str | Path, *, name: str | None = None, verify: bool = True) -> Path:
     """Copy a Piper voice (``.onnx`` + ``.onnx.json``) into the model store; return its model.
 
-    Both files are written under temporary names and renamed into place, config first, so
-    the store never holds half a voice. ``verify`` loads the model once to reject a broken
-    file before it is installed. An installed voice of the same name is replaced.
+    ``path`` is either of the two files; the voice is installed as ``name`` (default: its
+    file name without ``.onnx``). Both files are written under temporary names and renamed
+    into place, config first, so the store never holds half a voice. ``verify`` loads the
+    model once to reject a broken file before it is installed. An installed voice of the
+    same name is replaced.
     """
     model_src, config_src = _voice_files_at(Path(path))
     read_voice_config(config_src)
-    name = _voice_name(model_src)
+    name = _voice_name(model_src) if name is None else name
     if not _VOICE_NAME.fullmatch(name):
         raise VoiceError(f"cannot install voice {name!r}: use letters, digits, '_', '-', '.'")
     if name == BUNDLED_VOICE:

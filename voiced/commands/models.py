@@ -32,7 +32,7 @@ def models() -> None:
 @models.command("list")
 @click.option("--installed", is_flag=True, help="Only models present on this machine.")
 def list_models(installed: bool) -> None:
-    """Show installed and known models: name, size, path, source."""
+    """Show installed and known models: name, size (~ for one not installed), path, source."""
     rows = [_model_rows(row) for row in ModelStore().list() if row.installed or not installed]
     rows += _voices()
     width = max(len(row[0]) for row in rows) if rows else 10
@@ -54,14 +54,18 @@ def _voices() -> list[tuple[str, str, str, str, str]]:
 def _model_rows(row) -> tuple[str, str, str, str, str]:
     status = "installed" if row.installed else "available"
     where = str(row.path) if row.path else row.source
-    return (row.name, row.kind, status, _size(row.size), where)
+    size = _size(row.size)
+    if not row.installed and row.catalogue_size_mib:
+        size = f"~{row.catalogue_size_mib} MiB"  # "~": the size it will have once installed
+    return (row.name, row.kind, status, size, where)
 
 
 @models.command()
 @click.argument("source")
-@click.option("--name", help="Name in the store (default: from the file name).")
+@click.option("--name", help="Name in the store for a file or voice (default: its file name).")
 def install(source: str, name: str | None) -> None:
-    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice.
+    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice
+    (its .onnx or .onnx.json; the other file must be beside it).
 
     \b
     Examples:
@@ -72,11 +76,13 @@ def install(source: str, name: str | None) -> None:
     store = ModelStore()
     try:
         if catalogue().get(source, {}).get("source") == "converted":
+            if name is not None:
+                raise click.UsageError(f"--name is for files; {source} keeps its own name")
             path = store.resolve_whisper(source)
-        elif source.endswith(".onnx"):
+        elif source.endswith((".onnx", ".onnx.json")):
             from voiced import tts
 
-            path = tts.install_voice(Path(source))
+            path = tts.install_voice(Path(source), name=name)
         elif Path(source).expanduser().exists():
             path = store.install_file(Path(source), name)
         else:

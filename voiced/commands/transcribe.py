@@ -5,10 +5,13 @@ Needs no sound card: nothing here imports an audio-device library.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -107,7 +110,8 @@ def transcribe(
     With -o DIR: DIR/<name>.<format> per file and format, each written atomically.
 
     A file that cannot be read gets one error line on stderr and the others are still
-    transcribed. Exit status: 0 all files done, 1 some file failed, 2 usage error.
+    transcribed. Exit status: 0 all files done, 1 some file failed, 2 usage error
+    (including an output folder that cannot be created).
 
     \b
     Examples:
@@ -120,6 +124,8 @@ def transcribe(
     from voiced.stt import SpeechToText, SttError
 
     plan = _plan(files, fmt, output_dir)
+    if plan.output_dir is not None:
+        _prepare_output_dir(plan.output_dir)
     settings = app.settings(
         **{
             "stt.model": model,
@@ -133,8 +139,6 @@ def transcribe(
     except (ModelError, SttError) as exc:
         click.echo(f"voiced: error: {exc}", err=True)
         sys.exit(1)
-    if plan.output_dir is not None:
-        plan.output_dir.mkdir(parents=True, exist_ok=True)
 
     show_progress = progress and sys.stderr.isatty()
     failures = 0
@@ -145,12 +149,18 @@ def transcribe(
             click.echo(f"voiced: error: {path}: {exc}", err=True)
             failures += 1
             continue
+        except Exception as exc:  # a decoder bug on one odd file must not end the batch
+            log.debug("decoding %s failed", path, exc_info=True)
+            click.echo(
+                f"voiced: error: {path}: cannot decode ({type(exc).__name__}: {exc})", err=True
+            )
+            failures += 1
+            continue
         label = f"[{index}/{len(files)}] {path.name}" if len(files) > 1 else path.name
         result = _transcribe_one(stt, audio, label, show_progress)
         if plan.output_dir is None:
-            if len(files) > 1:
-                click.echo(f"==> {path} <==")
-            click.echo(formats.render(plan.formats[0], result, path), nl=False)
+            header = f"==> {path} <==\n" if len(files) > 1 else ""
+            _print(header + formats.render(plan.formats[0], result, path))
             continue
         for chosen in plan.formats:
             target = plan.output_dir / f"{path.stem}.{chosen}"
@@ -163,6 +173,34 @@ def transcribe(
                 break
             log.info("wrote %s", target)
     if failures:
+        sys.exit(1)
+
+
+def _prepare_output_dir(output_dir: Path) -> None:
+    """Create the -o folder before the model loads, so a bad folder costs no waiting."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _unusable_output_dir(output_dir, f"cannot create output folder ({exc.strerror or exc})")
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        _unusable_output_dir(output_dir, "cannot write into output folder (permission denied)")
+
+
+def _unusable_output_dir(output_dir: Path, reason: str) -> NoReturn:
+    click.echo(f"voiced: error: {output_dir}: {reason}", err=True)
+    sys.exit(2)
+
+
+def _print(text: str) -> None:
+    """Write to stdout; a full disk or a closed reader ends the run without a traceback."""
+    try:
+        click.echo(text, nl=False)
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise  # click's main ends quietly with exit 1, as for any closed pipe
+        # Python would flush stdout again at exit and fail the same way: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        click.echo(f"voiced: error: cannot write to standard output: {exc.strerror}", err=True)
         sys.exit(1)
 
 
