@@ -284,6 +284,16 @@ class _Rule:
         return all(regex.match(part) for regex, part in zip(self.regexes, window, strict=True))
 
 
+def _rules(patterns: Iterable[str], source: str) -> list[_Rule]:
+    return [rule for pattern in patterns if (rule := _rule(pattern, source))]
+
+
+def _as_given_and_resolved(paths: Iterable[Path]) -> list[str]:
+    return [
+        variant for path in paths for variant in {os.path.normpath(path), os.path.realpath(path)}
+    ]
+
+
 def _rule(pattern: str, source: str) -> _Rule | None:
     text = pattern.strip()
     if not text:
@@ -357,27 +367,12 @@ class Sandbox:
         if not resolved:
             raise ValueError("tools.file_roots is empty: the file tools need at least one folder")
         self.roots: tuple[Path, ...] = tuple(resolved)
-        rules: list[_Rule] = []
-        for pattern in SECRET_PATTERNS:
-            rule = _rule(pattern, "secrets")
-            if rule:
-                rules.append(rule)
-        for own in _own_files():
-            for variant in {os.path.normpath(own), os.path.realpath(own)}:
-                rule = _rule(variant, "voiced's own files")
-                if rule:
-                    rules.append(rule)
-        write_rules: list[_Rule] = []
-        for pattern in STARTUP_PATTERNS:
-            rule = _rule(pattern, "start-up files")
-            if rule:
-                write_rules.append(rule)
-        for place in _own_program():
-            for variant in {os.path.normpath(place), os.path.realpath(place)}:
-                rule = _rule(variant, "voiced's own program")
-                if rule:
-                    write_rules.append(rule)
-        self._write_rules = tuple(write_rules)
+        rules = _rules(SECRET_PATTERNS, "secrets")
+        rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
+        self._write_rules = tuple(
+            _rules(STARTUP_PATTERNS, "start-up files")
+            + _rules(_as_given_and_resolved(_own_program()), "voiced's own program")
+        )
         for pattern in deny:
             rule = _rule(pattern, "tools.deny")
             if rule is None:
