@@ -7,7 +7,9 @@ through the daemon's real code paths (the end-to-end module covers real audio).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ import pytest
 
 from tests import ollama_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced import config as config_mod
 from voiced.assistant import Assistant
 from voiced.config import Settings
 from voiced.daemon import Daemon, Utterance, wall_time
@@ -118,12 +121,19 @@ class FakeSpeaker:
 class Loop:
     """A daemon running on a thread with fakes for the sound parts."""
 
-    def __init__(self, settings: Settings, registry: ToolRegistry | None, config: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ToolRegistry | None,
+        config: Path,
+        overrides: dict | None = None,
+    ) -> None:
         self.daemon = Daemon(
             settings,
             config_path=config,
             notifier=Notifier(environ={}),
             journal=Journal(retention_days=0),
+            overrides=overrides,
         )
         daemon = self.daemon
         daemon.stt = object()  # never used: utterances arrive transcribed
@@ -464,6 +474,65 @@ def test_sighup_reload_applies_new_wake_settings(
     loop.say("Jarvis.", duration=0.5)
     loop.wait_for(lambda: "Listening." in loop.speaker.said)
     assert loop.speaker.said == ["Listening."]
+
+
+def test_reload_keeps_the_run_options(ollama_server: OllamaTestServer, tmp_path: Path) -> None:
+    """`voiced run --no-wake --model M --host H` still applies after a SIGHUP reload."""
+    config = tmp_path / "config.yaml"
+    config.write_text("llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n")
+    overrides = {"wake.phrases": [], "llm.host": ollama_server.url, "llm.model": "gpt-oss:20b"}
+    settings = config_mod.load(config, overrides)
+    loop = Loop(settings, None, config, overrides)
+    try:
+        config.write_text(
+            "llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n"
+            "wake:\n  acknowledgement: Listening.\n"
+        )
+        loop.daemon.request_reload()
+        loop.wait_for(lambda: loop.daemon.settings.wake.acknowledgement == "Listening.")
+        assert loop.daemon.settings.wake.phrases == []
+        assert loop.daemon.machine.matcher.always_addressed
+        assert loop.daemon.settings.llm.host == ollama_server.url
+        assert loop.daemon.settings.llm.model == "gpt-oss:20b"
+    finally:
+        loop.stop()
+
+
+def test_watchdog_goes_on_while_a_reload_loads_models(
+    ollama_server: OllamaTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.1)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  host: {ollama_server.url}\n")
+    loop = Loop(make_settings(ollama_server.url), None, config)
+    loop.daemon.notifier = Notifier(
+        environ={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    )
+    loading = threading.Event()
+
+    def slow_voice(settings: Settings) -> None:  # a big voice, or a model being converted
+        loading.set()
+        time.sleep(2.0)
+
+    monkeypatch.setattr(loop.daemon, "_load_voice", slow_voice)
+    try:
+        config.write_text(f"llm:\n  host: {ollama_server.url}\ntts:\n  sentence_silence_s: 0.33\n")
+        loop.daemon.request_reload()
+        loop.wait_for(loading.is_set)
+        pings = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                if b"WATCHDOG=1" in sock.recv(4096):
+                    pings.append(time.monotonic())
+        # Every half WatchdogSec (0.2 s): far more than one ping in the 2 s of loading.
+        assert len(pings) >= 5, pings
+    finally:
+        loop.stop()
+        sock.close()
 
 
 def test_reload_with_a_broken_file_keeps_the_old_settings(

@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,12 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         journal: Journal | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
+        # `voiced run`'s options (dotted keys), applied again over the file on each reload.
+        self.overrides = dict(overrides or {})
         self.notifier = notifier or Notifier()
         self.journal = journal
         if journal is None and settings.transcripts.enabled:
@@ -786,7 +790,7 @@ class Daemon:
     def _do_reload(self) -> None:
         self.notifier.reloading()
         try:
-            settings = config_mod.load(self.config_path)
+            settings = config_mod.load(self.config_path, self.overrides)
         except config_mod.ConfigError as exc:
             log.error("not reloading: %s", exc)
             self.notifier.ready(f"{self._status_text()} (reload failed)")
@@ -800,29 +804,54 @@ class Daemon:
         ]
         log.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
         try:
-            if "wake" in changed:
-                self.machine.reconfigure(settings.wake)
-            if "stt" in changed:
-                from voiced.stt import SpeechToText
-
-                self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
-                self.stt.warm_up()
-            if "tts" in changed or "audio" in changed:
-                self._load_voice(settings)
-            if {"llm", "tools"} & set(changed):
-                self._load_assistant(settings)
-            if "transcripts" in changed:
-                self.journal = (
-                    Journal.from_settings(settings) if settings.transcripts.enabled else None
-                )
-            if {"audio", "vad"} & set(changed):
-                self._stop_capture.set()
-                if self._capture_thread is not None:
-                    self._capture_thread.join(2.0)
-                self._start_capture()
+            with self._watchdog_kept_alive():
+                self._apply_settings(settings, changed)
         except Exception:
             log.exception("applying the new configuration failed; some parts keep the old one")
         self.notifier.ready(self._status_text())
+
+    @contextlib.contextmanager
+    def _watchdog_kept_alive(self) -> Iterator[None]:
+        """Send WATCHDOG=1 from a helper thread while the main loop is busy (loading models
+        on a reload can take longer than WatchdogSec)."""
+        interval = self.notifier.watchdog_interval_s
+        if interval is None or not self.notifier.enabled:
+            yield
+            return
+        done = threading.Event()
+
+        def ping() -> None:
+            while not done.wait(interval):
+                self.notifier.watchdog()
+
+        thread = threading.Thread(target=ping, name="voiced-watchdog", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(1.0)
+
+    def _apply_settings(self, settings: Settings, changed: list[str]) -> None:
+        """Restart the parts whose settings ``changed`` (section names)."""
+        if "wake" in changed:
+            self.machine.reconfigure(settings.wake)
+        if "stt" in changed:
+            from voiced.stt import SpeechToText
+
+            self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
+            self.stt.warm_up()
+        if "tts" in changed or "audio" in changed:
+            self._load_voice(settings)
+        if {"llm", "tools"} & set(changed):
+            self._load_assistant(settings)
+        if "transcripts" in changed:
+            self.journal = Journal.from_settings(settings) if settings.transcripts.enabled else None
+        if {"audio", "vad"} & set(changed):
+            self._stop_capture.set()
+            if self._capture_thread is not None:
+                self._capture_thread.join(2.0)
+            self._start_capture()
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping")
