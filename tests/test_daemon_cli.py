@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from tests import ollama_fixtures
 from tests import pulse as pulse_fixtures
-from tests.ollama_server import OllamaTestServer, plain_model_show
+from tests.ollama_server import OllamaTestServer, _Rejected, plain_model_show
 from voiced import paths
 from voiced.cli import main
 from voiced.transcripts import Journal, make_record
@@ -240,6 +240,69 @@ def test_doctor_invalid_config(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stdout.startswith("FAIL config:") and "wake.follow_up_s" in result.stdout
     assert "fix: correct the file" in result.stdout
+
+
+def test_doctor_speech_model_and_voice_that_do_not_load(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    broken = tmp_path / "ggml-broken.bin"
+    broken.write_bytes(b"not a ggml file at all" * 100)
+    voice = tmp_path / "missing-voice.onnx"
+    config = _config(
+        tmp_path,
+        f"llm:\n  host: {ollama_server.url}\nstt:\n  model: {broken}\ntts:\n  voice: {voice}\n",
+    )
+    result = invoke("--config", str(config), "doctor", "--skip", "input", "--skip", "output")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    stt = next(i for i, line in enumerate(lines) if line.startswith("FAIL speech model:"))
+    assert str(broken) in lines[stt]
+    assert lines[stt + 1].startswith("     fix: check stt.model")
+    tts = next(i for i, line in enumerate(lines) if line.startswith("FAIL voice:"))
+    assert "missing-voice" in lines[tts]
+    assert lines[tts + 1].startswith("     fix: check tts.voice")
+    assert "2 check(s) failed" in result.stderr
+
+
+def _failures_without_a_hint(output: str) -> list[str]:
+    lines = output.splitlines()
+    return [
+        line
+        for index, line in enumerate(lines)
+        if line.startswith("FAIL")
+        and not (index + 1 < len(lines) and lines[index + 1].startswith("     fix: "))
+    ]
+
+
+def test_doctor_hints_when_ollama_fails_to_describe_the_model(
+    ollama_server: OllamaTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_show(name: str) -> None:
+        raise _Rejected(500, "llama runner process has terminated")
+
+    monkeypatch.setattr(ollama_server, "model", broken_show)
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n")
+    result = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert result.exit_code == 1
+    assert "FAIL LLM model: Ollama refused to describe gpt-oss:20b" in result.stdout
+    assert _failures_without_a_hint(result.stdout) == []
+    assert "fix: look at the Ollama server's log" in result.stdout
+
+
+def test_doctor_hints_when_a_check_crashes(
+    ollama_server: OllamaTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voiced.commands import doctor
+
+    def crash(settings, context) -> str:
+        raise RuntimeError("something nobody expected")
+
+    monkeypatch.setitem(doctor._RUNNERS, "transcripts", ("transcripts", crash))
+    config = _config(tmp_path, f"llm:\n  host: {ollama_server.url}\n")
+    result = invoke("--config", str(config), "doctor", *SKIP_HEAVY)
+    assert result.exit_code == 1
+    assert "FAIL transcripts: RuntimeError: something nobody expected" in result.stdout
+    assert _failures_without_a_hint(result.stdout) == []
 
 
 @pytest.mark.pulse
