@@ -7,6 +7,9 @@ through the daemon's real code paths (the end-to-end module covers real audio).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +20,7 @@ import pytest
 
 from tests import ollama_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced import config as config_mod
 from voiced.assistant import Assistant
 from voiced.config import Settings
 from voiced.daemon import Daemon, Utterance, wall_time
@@ -49,6 +53,9 @@ class FakeSpeaker:
         self.player = player
         self.on_sentence = on_sentence
         self.said: list[str] = []
+        self.log: list[str] = []  # "play <text>" and "stop", in order
+        # Called with each text before it is queued: lets a test interleave other threads.
+        self.before_say: Callable[[str], None] | None = None
         self._queue: list[str] = []
         self._done: list[str] = []
         self._current: tuple[str, float, float] | None = None  # text, start, end
@@ -61,6 +68,8 @@ class FakeSpeaker:
             return bool(self._queue) or self._current is not None
 
     def say(self, text: str) -> None:
+        if self.before_say is not None:
+            self.before_say(text)
         with self._lock:
             self._queue.append(text)
             self._lock.notify_all()
@@ -74,6 +83,7 @@ class FakeSpeaker:
                 start = time.monotonic()
                 self._current = (text, start, start + len(text) * SECONDS_PER_CHAR)
                 self.said.append(text)
+                self.log.append(f"play {text}")
             self.on_sentence(text)
             with self._lock:
                 while self._current is not None and time.monotonic() < self._current[2]:
@@ -84,7 +94,7 @@ class FakeSpeaker:
                     self.player.last_sound_end = time.monotonic()
                 self._lock.notify_all()
 
-    def wait(self) -> SpokenReport:
+    def wait(self, timeout: float | None = None) -> SpokenReport:
         with self._lock:
             while self._queue or self._current is not None:
                 self._lock.wait(0.05)
@@ -93,6 +103,7 @@ class FakeSpeaker:
 
     def stop(self) -> SpokenReport:
         with self._lock:
+            self.log.append("stop")
             report = SpokenReport(spoken=self._done, unspoken=list(self._queue))
             self._done, self._queue = [], []
             if self._current is not None:
@@ -110,12 +121,19 @@ class FakeSpeaker:
 class Loop:
     """A daemon running on a thread with fakes for the sound parts."""
 
-    def __init__(self, settings: Settings, registry: ToolRegistry | None, config: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ToolRegistry | None,
+        config: Path,
+        overrides: dict | None = None,
+    ) -> None:
         self.daemon = Daemon(
             settings,
             config_path=config,
             notifier=Notifier(environ={}),
             journal=Journal(retention_days=0),
+            overrides=overrides,
         )
         daemon = self.daemon
         daemon.stt = object()  # never used: utterances arrive transcribed
@@ -231,6 +249,72 @@ def test_speech_without_the_phrase_during_a_reply_changes_nothing(
     assert len(conversation(ollama_server)) == 1
 
 
+def test_barge_in_with_the_phrase_alone_keeps_the_acknowledgement_out_of_the_reply(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    ollama_server.script(
+        Reply(
+            content=["Once upon a time there was a king.", " He had three daughters.", " The end."],
+            chunk_delay_s=0.6,
+        ),
+        Reply(content=["It is noon."]),
+    )
+    loop = loop_factory()
+    loop.say("Computer, tell me a story.")
+    loop.wait_for(lambda: loop.daemon.machine.state is State.SPEAKING)
+    time.sleep(0.3)
+    loop.say("Computer.", duration=0.5)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    loop.wait_for(lambda: "Yes?" in loop.speaker.said and not loop.speaker.speaking)
+    (story,) = loop.records()
+    assert story["interrupted"] is True
+    assert story["assistant"].startswith("Once upon a time")
+    assert "Yes?" not in story["assistant"]
+    time.sleep(1.5)  # the request (0.8 s long) starts after the echo tail (0.5 s)
+    loop.say("What time is it?", duration=0.8)
+    loop.wait_for(lambda: len(loop.records()) == 2)
+    history = conversation(ollama_server)[1]["messages"]
+    assert history[2] == {"role": "assistant", "content": story["assistant"]}
+    assert all("Yes?" not in m["content"] for m in history)
+
+
+def test_no_sentence_of_a_reply_is_queued_after_a_barge_in(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    """The turn thread checks for the cancel and queues a sentence; a barge-in in between
+    must not let that sentence play after the interrupt."""
+    ollama_server.script(
+        Reply(
+            content=["Once upon a time there was a king.", " He had three daughters.", " The end."],
+            chunk_delay_s=0.3,
+        ),
+        Reply(content=["It is noon."]),
+    )
+    loop = loop_factory()
+    interrupted = threading.Event()
+
+    def barge_in_now(text: str) -> None:
+        if "daughters" not in text or interrupted.is_set():
+            return
+        interrupted.set()
+        loop.say("Computer, stop. What time is it?", duration=0.8)
+        # Give the main loop the chance to interrupt before this sentence is queued (with
+        # the fix it cannot: the interrupt waits for the queueing to finish).
+        job = loop.daemon._jobs.get(1)
+        if job is not None:
+            job.stop_reported.wait(1.0)
+
+    loop.speaker.before_say = barge_in_now
+    loop.say("Computer, tell me a story.")
+    loop.wait_for(lambda: len(loop.records()) == 2)
+    assert interrupted.is_set()
+    log = loop.speaker.log
+    stopped = log.index("stop")
+    assert not [entry for entry in log[stopped:] if "daughters" in entry or "end" in entry], log
+    story, answer = loop.records()
+    assert story["interrupted"] is True and answer["assistant"] == "It is noon."
+
+
 # ------------------------------------------------------------------------- confirmation
 
 
@@ -284,12 +368,56 @@ def test_spoken_confirmation(
     (record,) = loop.records()
     assert deleted == deleted_names
     (call,) = record["tool_calls"]
+    assert set(call) == {"name", "arguments", "decision", "result"}
     assert call["name"] == "delete_note" and call["decision"] == decision
     assert call["arguments"] == {"name": "shopping"}
+    assert isinstance(call["result"], str) and 0 < len(call["result"]) <= 200
+    assert ("deleted shopping" in call["result"]) is bool(deleted_names)
+    start = dt.datetime.fromisoformat(record["start"])
+    assert start.utcoffset() is not None  # ISO 8601 with the time zone
+    assert abs((start - dt.datetime.now(dt.UTC)).total_seconds()) < 60
     tool_message = conversation(ollama_server)[1]["messages"][-1]
     assert tool_message["role"] == "tool"
     assert ("deleted shopping" in tool_message["content"]) is bool(deleted_names)
     assert "Delete the note shopping?" in record["assistant"]  # the question was spoken
+
+
+@pytest.mark.parametrize(
+    ("answer", "decision", "deleted_names"),
+    [("Yes.", "confirmed", ["shopping"]), ("No.", "declined", [])],
+)
+def test_short_answer_after_the_acknowledgement(
+    loop_factory, ollama_server: OllamaTestServer, answer, decision, deleted_names
+) -> None:
+    """ "Computer." -> "Yes?" -> request -> question -> "Yes." (the same word as the
+    acknowledgement) is an answer, not an echo."""
+    deleted: list[str] = []
+    script_delete(ollama_server)
+    loop = loop_factory(confirm_registry(deleted))
+    loop.say("Computer.", duration=0.5)
+    loop.wait_for(lambda: loop.speaker.said == ["Yes?"] and not loop.speaker.speaking)
+    time.sleep(2.0)  # the request (1 s long) starts after the acknowledgement's echo tail
+    loop.say("Delete my shopping note.")
+    question = "Delete the note shopping? Say yes or no."
+    loop.wait_for(lambda: question in loop.speaker.said and not loop.speaker.speaking)
+    time.sleep(1.2)
+    loop.say(answer, duration=0.5)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    assert deleted == deleted_names
+    assert loop.records()[0]["tool_calls"][0]["decision"] == decision
+
+
+def test_acknowledgement_opens_a_window_with_zero_follow_up(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    ollama_server.script(Reply(content=["It is noon."]))
+    loop = loop_factory(follow_up_s=0.0)
+    loop.say("Computer.", duration=0.5)
+    loop.wait_for(lambda: loop.speaker.said == ["Yes?"] and not loop.speaker.speaking)
+    time.sleep(2.0)  # the request (1 s long) starts after the acknowledgement's echo tail
+    loop.say("What time is it?", duration=0.8)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    assert loop.records()[0]["assistant"] == "It is noon."
 
 
 def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestServer) -> None:
@@ -346,6 +474,65 @@ def test_sighup_reload_applies_new_wake_settings(
     loop.say("Jarvis.", duration=0.5)
     loop.wait_for(lambda: "Listening." in loop.speaker.said)
     assert loop.speaker.said == ["Listening."]
+
+
+def test_reload_keeps_the_run_options(ollama_server: OllamaTestServer, tmp_path: Path) -> None:
+    """`voiced run --no-wake --model M --host H` still applies after a SIGHUP reload."""
+    config = tmp_path / "config.yaml"
+    config.write_text("llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n")
+    overrides = {"wake.phrases": [], "llm.host": ollama_server.url, "llm.model": "gpt-oss:20b"}
+    settings = config_mod.load(config, overrides)
+    loop = Loop(settings, None, config, overrides)
+    try:
+        config.write_text(
+            "llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n"
+            "wake:\n  acknowledgement: Listening.\n"
+        )
+        loop.daemon.request_reload()
+        loop.wait_for(lambda: loop.daemon.settings.wake.acknowledgement == "Listening.")
+        assert loop.daemon.settings.wake.phrases == []
+        assert loop.daemon.machine.matcher.always_addressed
+        assert loop.daemon.settings.llm.host == ollama_server.url
+        assert loop.daemon.settings.llm.model == "gpt-oss:20b"
+    finally:
+        loop.stop()
+
+
+def test_watchdog_goes_on_while_a_reload_loads_models(
+    ollama_server: OllamaTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.1)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  host: {ollama_server.url}\n")
+    loop = Loop(make_settings(ollama_server.url), None, config)
+    loop.daemon.notifier = Notifier(
+        environ={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    )
+    loading = threading.Event()
+
+    def slow_voice(settings: Settings) -> None:  # a big voice, or a model being converted
+        loading.set()
+        time.sleep(2.0)
+
+    monkeypatch.setattr(loop.daemon, "_load_voice", slow_voice)
+    try:
+        config.write_text(f"llm:\n  host: {ollama_server.url}\ntts:\n  sentence_silence_s: 0.33\n")
+        loop.daemon.request_reload()
+        loop.wait_for(loading.is_set)
+        pings = []
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                if b"WATCHDOG=1" in sock.recv(4096):
+                    pings.append(time.monotonic())
+        # Every half WatchdogSec (0.2 s): far more than one ping in the 2 s of loading.
+        assert len(pings) >= 5, pings
+    finally:
+        loop.stop()
+        sock.close()
 
 
 def test_reload_with_a_broken_file_keeps_the_old_settings(

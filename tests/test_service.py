@@ -1,4 +1,8 @@
-"""The systemd user unit and ``voiced service install|uninstall|status``."""
+"""The systemd user unit and ``voiced service install|uninstall|status``.
+
+``systemctl`` is a fake on PATH that records its arguments: the real ``systemctl --user
+disable --now voiced.service`` would stop a developer's own voiced.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,9 +31,34 @@ def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+FAKE_SYSTEMCTL = """#!/bin/sh
+printf '%s\\n' "$*" >> "{log}"
+case "$*" in
+  *" status "*) echo "voiced.service (fake)"; echo "   Active: inactive"; exit 3;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def systemctl_calls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """A fake ``systemctl`` first on PATH; the fixture reads back each call's arguments."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    log = tmp_path / "systemctl.log"
+    fake = bin_dir / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL.format(log=log))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return lambda: log.read_text().splitlines() if log.exists() else []
+
+
 def _verify(unit: Path, home: Path) -> subprocess.CompletedProcess[str]:
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze not installed (Debian: apt-get install systemd)")
+        reason = "systemd-analyze not installed (Debian: apt-get install systemd)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must verify the unit: {reason}")
+        pytest.skip(reason)
     env = {**os.environ, "HOME": str(home)}
     return subprocess.run(
         ["systemd-analyze", "verify", str(unit)],
@@ -85,10 +115,13 @@ def test_systemd_analyze_rejects_a_broken_unit(tmp_path: Path) -> None:
 
 
 def test_install_writes_a_unit_for_this_installation(
-    config_home: Path, voiced_home: Path, tmp_path: Path
+    config_home: Path, voiced_home: Path, tmp_path: Path, systemctl_calls
 ) -> None:
     result = CliRunner().invoke(main, ["service", "install"])
     assert result.exit_code == 0, result.output
+    # systemd learns of the unit; enabling and starting it is left to the user.
+    assert systemctl_calls() == ["--user daemon-reload"]
+    assert "systemctl --user enable --now voiced" in result.stdout
     path = config_home / "systemd" / "user" / "voiced.service"
     assert f"wrote {path}" in result.stdout
     text = path.read_text()
@@ -131,14 +164,33 @@ def test_install_refuses_a_broken_config(config_home: Path, tmp_path: Path) -> N
     assert not (config_home / "systemd" / "user" / "voiced.service").exists()
 
 
-def test_status_and_uninstall(config_home: Path) -> None:
+def test_status_and_uninstall(config_home: Path, systemctl_calls) -> None:
     path = config_home / "systemd" / "user" / "voiced.service"
     missing = CliRunner().invoke(main, ["service", "status"])
     assert missing.exit_code == 3 and "voiced service install" in missing.stdout
+    assert systemctl_calls() == []  # nothing to ask systemd about
     assert CliRunner().invoke(main, ["service", "install"]).exit_code == 0
     status = CliRunner().invoke(main, ["service", "status"])
     assert f"unit: {path}" in status.stdout and f"runs: {sys.executable}" in status.stdout
+    assert "Active: inactive" in status.stdout and status.exit_code == 3  # systemctl's code
+    assert systemctl_calls()[-1] == "--user status --no-pager --lines=5 voiced.service"
+    before = len(systemctl_calls())
     removed = CliRunner().invoke(main, ["service", "uninstall"])
     assert removed.exit_code == 0 and not path.exists()
+    assert systemctl_calls()[before:] == [
+        "--user disable --now voiced.service",
+        "--user daemon-reload",
+    ]
     again = CliRunner().invoke(main, ["service", "uninstall"])
     assert again.exit_code == 0 and "not installed" in again.stdout
+    assert len(systemctl_calls()) == before + 2
+
+
+def test_systemd_analyze_is_required_under_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no systemd-analyze
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaseException) as raised:  # a skip would be a BaseException too
+        _verify(UNIT, tmp_path)
+    assert raised.type is pytest.fail.Exception and "CI must verify" in str(raised.value)

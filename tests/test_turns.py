@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from voiced.config import WakeSettings
 from voiced.turns import (
+    ACKNOWLEDGED_WINDOW_S,
     Acknowledge,
     Answer,
     Ask,
@@ -331,3 +332,62 @@ def test_turn_ending_with_a_pending_question_declines_it() -> None:
     ask(m, 13.0)
     assert m.handle(TurnFinished(turn.turn_id, 16.0)) == [Answer(7, False, "turn_over")]
     assert m.state is State.LISTENING
+
+
+def test_a_spoken_yes_after_the_acknowledgement_answers_the_question() -> None:
+    m = machine()
+    m.handle(heard("Computer.", 10.0, duration=0.6))
+    m.handle(PlaybackStarted(12.3, "Yes?"))
+    m.handle(PlaybackFinished(12.8))
+    start_turn(m, "Delete notes.txt.", 13.5)
+    ask(m, 16.0)  # the question is heard until 18.0
+    (answer,) = m.handle(heard("Yes.", 19.0, duration=0.5))
+    assert answer == Answer(7, True, "yes")
+
+
+def test_a_spoken_no_after_a_reply_of_no_answers_the_question() -> None:
+    m = machine()
+    turn = start_turn(m, "Computer, is it raining?", 10.0)
+    speak_reply(m, turn, 13.0, 13.5, "No.")
+    start_turn(m, "Then delete umbrella.txt.", 15.0)
+    ask(m, 18.0)
+    (answer,) = m.handle(heard("No.", 21.0, duration=0.5))
+    assert answer == Answer(7, False, "no")
+
+
+def test_a_late_echo_of_the_question_is_no_answer() -> None:
+    m = machine()
+    start_turn(m, "Computer, delete notes.txt.", 10.0)
+    ask(m, 13.0)  # "Delete notes.txt? Say yes or no." heard until 15.0
+    # A slow loopback brings the question back after the tail: it reads as "yes".
+    (action,) = m.handle(heard("Delete notes.txt? Say yes or no.", 15.0 + TAIL + 0.1))
+    assert isinstance(action, Ignore) and action.reason == "echo"
+    assert m.state is State.CONFIRMING
+
+
+def test_a_short_echo_overlapping_the_tail_is_still_dropped() -> None:
+    m = machine()
+    m.handle(heard("Computer.", 10.0, duration=0.6))
+    m.handle(PlaybackStarted(12.3, "Yes?"))
+    m.handle(PlaybackFinished(12.8))
+    # The acknowledgement through the microphone, ending just inside the tail.
+    (action,) = m.handle(heard("Yes?", 12.4, duration=0.6))
+    assert isinstance(action, Ignore) and action.reason == "during_playback"
+
+
+def test_zero_follow_up_still_opens_a_window_after_the_acknowledgement() -> None:
+    m = machine(follow_up_s=0.0)
+    (ack,) = m.handle(heard("Computer.", 10.0, duration=0.6))
+    assert isinstance(ack, Acknowledge)
+    m.handle(PlaybackStarted(12.3, "Yes?"))
+    m.handle(PlaybackFinished(12.8))
+    m.handle(Tick(13.0))
+    assert m.state is State.LISTENING
+    assert start_turn(m, "What time is it?", 13.5).text == "What time is it?"
+    # The acknowledged window has a floor, not an open end.
+    m2 = machine(follow_up_s=0.0)
+    m2.handle(heard("Computer.", 10.0, duration=0.6))
+    m2.handle(PlaybackStarted(12.3, "Yes?"))
+    m2.handle(PlaybackFinished(12.8))
+    m2.handle(Tick(12.8 + ACKNOWLEDGED_WINDOW_S + 0.1))
+    assert m2.state is State.IDLE

@@ -29,6 +29,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,9 +222,12 @@ class Daemon:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         journal: Journal | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.config_path = config_path
+        # `voiced run`'s options (dotted keys), applied again over the file on each reload.
+        self.overrides = dict(overrides or {})
         self.notifier = notifier or Notifier()
         self.journal = journal
         if journal is None and settings.transcripts.enabled:
@@ -246,6 +250,9 @@ class Daemon:
         self._current: _TurnJob | None = None
         self._jobs: dict[int, _TurnJob] = {}  # queued or running turns, by id
         self._current_lock = threading.Lock()
+        # Held while a turn checks for its cancel and queues a sentence, and while a barge-in
+        # cancels the turn and stops the speaker: no sentence slips in after the stop.
+        self._speak_lock = threading.Lock()
         self._confirm_ids = itertools.count(1)
         self._confirmations: dict[int, tuple[threading.Event, list[bool]]] = {}
         self._confirm_lock = threading.Lock()
@@ -423,8 +430,10 @@ class Daemon:
             # What people say goes to the transcripts (0600), not to the journal, unless -vv.
             log.info("turn %d starts", action.turn_id)
             log.debug("turn %d: %r", action.turn_id, action.text)
-            if self.speaker.speaking and self._current is None:
-                self.speaker.stop()  # an acknowledgement still playing
+            with self._current_lock:
+                between_turns = self._current is None and not self._jobs
+            if between_turns:
+                self._forget_speech()
             job = _TurnJob(action.turn_id, action.text, action.heard.context)
             try:
                 self._turns.put_nowait(job)
@@ -451,12 +460,24 @@ class Daemon:
             log.info("not for me (%s)", action.reason)
             log.debug("not for me: %r", action.heard.text)
 
+    def _forget_speech(self) -> None:
+        """Stop and forget what was said between turns (an acknowledgement, still playing or
+        played to its end), so that the next turn's report holds only its own reply."""
+        if self.speaker.speaking:
+            self.speaker.stop()
+            return
+        try:
+            self.speaker.wait(timeout=1.0)  # quiet: returns at once, clearing the report
+        except Exception as exc:
+            log.debug("could not clear the speaker's report: %s", exc)
+
     def _interrupt(self, turn_id: int) -> None:
         with self._current_lock:
             job = self._jobs.get(turn_id)  # running, or still waiting in the queue
-        if job is not None:
-            job.cancel.set()
-        report = self.speaker.stop()
+        with self._speak_lock:
+            if job is not None:
+                job.cancel.set()
+            report = self.speaker.stop()
         if job is not None:
             if job is self._current:
                 job.heard.append(report.text)
@@ -642,36 +663,42 @@ class Daemon:
         marks: dict[str, float] = {}
         speaker = self.speaker
 
-        def speak(sentence: str) -> None:
-            marks.setdefault("first_sentence", time.monotonic())
-            speaker.say(sentence)
+        def say(text: str, *, sentence: bool = True) -> None:
+            with self._speak_lock:
+                if job.cancel.is_set():
+                    return
+                if sentence:
+                    marks.setdefault("first_sentence", time.monotonic())
+                speaker.say(text)
 
         def on_text(piece: str) -> None:
             if job.cancel.is_set():
                 return
             marks.setdefault("first_token", time.monotonic())
             for sentence in splitter.feed(piece):
-                speak(sentence)
+                say(sentence)
 
         result = None
         error: str | None = None
         try:
             result = self.assistant.ask(job.text, on_text, cancel=job.cancel)
-            if not job.cancel.is_set():
-                for sentence in splitter.flush():
-                    speak(sentence)
-                if result.error_message:
-                    speaker.say(result.error_message)
+            for sentence in splitter.flush():
+                say(sentence)
+            if result.error_message:
+                say(result.error_message, sentence=False)
             if result.error is not None:
                 error = f"{result.error.value}: {result.error_message}"
         except Exception as exc:
             log.exception("turn %d failed", job.turn_id)
             error = f"internal: {type(exc).__name__}: {exc}"
-            if not job.cancel.is_set():
-                speaker.say("Something went wrong on my side. Please try again.")
+            say("Something went wrong on my side. Please try again.", sentence=False)
         try:
-            report = speaker.wait()
-            job.heard.append(report.text)
+            # A cancelled turn's heard part is the barge-in's stop report; waiting here would
+            # also wait for (and take in) what is said next, such as the acknowledgement.
+            if not job.cancel.is_set():
+                report = speaker.wait()
+                if not job.cancel.is_set():
+                    job.heard.append(report.text)
         except Exception as exc:
             log.error("could not speak the reply: %s; reopening the output device", exc)
             error = error or f"speech: {exc}"
@@ -763,7 +790,7 @@ class Daemon:
     def _do_reload(self) -> None:
         self.notifier.reloading()
         try:
-            settings = config_mod.load(self.config_path)
+            settings = config_mod.load(self.config_path, self.overrides)
         except config_mod.ConfigError as exc:
             log.error("not reloading: %s", exc)
             self.notifier.ready(f"{self._status_text()} (reload failed)")
@@ -777,29 +804,54 @@ class Daemon:
         ]
         log.info("reloaded the configuration; changed: %s", ", ".join(changed) or "nothing")
         try:
-            if "wake" in changed:
-                self.machine.reconfigure(settings.wake)
-            if "stt" in changed:
-                from voiced.stt import SpeechToText
-
-                self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
-                self.stt.warm_up()
-            if "tts" in changed or "audio" in changed:
-                self._load_voice(settings)
-            if {"llm", "tools"} & set(changed):
-                self._load_assistant(settings)
-            if "transcripts" in changed:
-                self.journal = (
-                    Journal.from_settings(settings) if settings.transcripts.enabled else None
-                )
-            if {"audio", "vad"} & set(changed):
-                self._stop_capture.set()
-                if self._capture_thread is not None:
-                    self._capture_thread.join(2.0)
-                self._start_capture()
+            with self._watchdog_kept_alive():
+                self._apply_settings(settings, changed)
         except Exception:
             log.exception("applying the new configuration failed; some parts keep the old one")
         self.notifier.ready(self._status_text())
+
+    @contextlib.contextmanager
+    def _watchdog_kept_alive(self) -> Iterator[None]:
+        """Send WATCHDOG=1 from a helper thread while the main loop is busy (loading models
+        on a reload can take longer than WatchdogSec)."""
+        interval = self.notifier.watchdog_interval_s
+        if interval is None or not self.notifier.enabled:
+            yield
+            return
+        done = threading.Event()
+
+        def ping() -> None:
+            while not done.wait(interval):
+                self.notifier.watchdog()
+
+        thread = threading.Thread(target=ping, name="voiced-watchdog", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(1.0)
+
+    def _apply_settings(self, settings: Settings, changed: list[str]) -> None:
+        """Restart the parts whose settings ``changed`` (section names)."""
+        if "wake" in changed:
+            self.machine.reconfigure(settings.wake)
+        if "stt" in changed:
+            from voiced.stt import SpeechToText
+
+            self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
+            self.stt.warm_up()
+        if "tts" in changed or "audio" in changed:
+            self._load_voice(settings)
+        if {"llm", "tools"} & set(changed):
+            self._load_assistant(settings)
+        if "transcripts" in changed:
+            self.journal = Journal.from_settings(settings) if settings.transcripts.enabled else None
+        if {"audio", "vad"} & set(changed):
+            self._stop_capture.set()
+            if self._capture_thread is not None:
+                self._capture_thread.join(2.0)
+            self._start_capture()
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping")

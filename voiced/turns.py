@@ -9,16 +9,19 @@ drive it with made-up clocks.
 States:
 
 ``idle``        only utterances that start with a wake phrase are for the assistant;
-``listening``   addressed without a wake phrase: after a wake phrase alone (acknowledged) and
-                for ``wake.follow_up_s`` after a reply (the follow-up window);
+``listening``   addressed without a wake phrase: after a wake phrase alone (acknowledged, for
+                at least ``ACKNOWLEDGED_WINDOW_S``) and for ``wake.follow_up_s`` after a
+                reply (the follow-up window);
 ``thinking``    a turn runs and nothing of its reply is playing;
 ``speaking``    the reply is playing;
 ``confirming``  a tool asked for confirmation; waiting for a spoken yes or no.
 
 Never answering its own voice: an utterance that overlaps the assistant's playback, or the
 ``wake.echo_tail_s`` after it, only counts when it starts with a wake phrase (a barge-in,
-which interrupts the reply); and an utterance whose words mostly repeat what the assistant
-said recently is dropped whatever its timing.
+which interrupts the reply); and an utterance of three words or more that mostly repeats what
+the assistant said recently is dropped whatever its timing. Shorter ones ("Yes.", "No.") are
+too likely to be the user's own answer: they count as echo only by their timing. While a
+confirmation waits, a yes or no is checked against the question only.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ log = logging.getLogger(__name__)
 ECHO_MEMORY_S = 30.0
 # The longest a confirmation waits for its question to be spoken before the timeout starts.
 QUESTION_GRACE_S = 30.0
+# After an acknowledgement ("Computer." -> "Yes?") the request is accepted without the wake
+# phrase for at least this long, even when ``wake.follow_up_s`` is shorter (or 0).
+ACKNOWLEDGED_WINDOW_S = 8.0
+# Utterances shorter than this (in words) are only taken for an echo by their timing: "Yes."
+# repeats the acknowledgement "Yes?" word for word, yet is usually the user's answer.
+SHORT_ECHO_WORDS = 3
 
 
 class State(str, enum.Enum):
@@ -183,6 +192,7 @@ class TurnMachine:
         self._spoken: deque[tuple[float, str]] = deque()  # (time, text) said recently
         self._opened_at = 0.0  # when the listening window opened
         self._window = False  # a listening window was opened and no turn started since
+        self._window_s = self.settings.follow_up_s  # how long it stays open after the last sound
         self._confirmation: _Confirmation | None = None
 
     def reconfigure(self, settings: WakeSettings) -> None:
@@ -199,7 +209,7 @@ class TurnMachine:
     def listening_until(self) -> float:
         """When the follow-up window closes (meaningful in ``listening``)."""
         last_sound = self._intervals[-1][1] if self._intervals else 0.0
-        return max(self._opened_at, last_sound) + self.settings.follow_up_s
+        return max(self._opened_at, last_sound) + self._window_s
 
     def overlaps_playback(self, start: float, end: float) -> bool:
         """Whether speech from ``start`` to ``end`` overlaps the assistant's sound + tail."""
@@ -279,6 +289,7 @@ class TurnMachine:
 
     def _open_window(self, at: float) -> None:
         self._opened_at = at
+        self._window_s = self.settings.follow_up_s
         self._window = self.settings.follow_up_s > 0 and not self.matcher.always_addressed
         self._set(State.LISTENING if self._window else State.IDLE)
 
@@ -327,9 +338,10 @@ class TurnMachine:
         if not words(text):
             return [Ignore(heard, "empty")]
         wake = self.matcher.match(text)
-        if wake is None and self.overlaps_playback(heard.start, heard.end):
+        overlaps = self.overlaps_playback(heard.start, heard.end)
+        if wake is None and overlaps:
             return [Ignore(heard, "during_playback")]
-        if is_echo(text, self.recently_spoken()):
+        if self._is_echo(text, wake, overlaps):
             return [Ignore(heard, "echo")]
 
         if self.state is State.CONFIRMING:
@@ -346,6 +358,19 @@ class TurnMachine:
         if addressed:
             return [self._start(text, heard)]
         return [Ignore(heard, "no_wake_phrase")]
+
+    def _is_echo(self, text: str, wake: Any, overlaps: bool) -> bool:
+        """Whether ``text`` repeats what the assistant said (see the module docstring)."""
+        spoken = self.recently_spoken()
+        if not overlaps:
+            if len(words(text)) < SHORT_ECHO_WORDS:
+                return False
+            confirmation = self._confirmation
+            answer = wake.rest if wake is not None else text
+            if confirmation is not None and parse_yes_no(answer) is not None:
+                # Only a late echo of the question itself ("... Say yes or no.") is no answer.
+                spoken = [confirmation.question]
+        return is_echo(text, spoken)
 
     def _heard_confirming(self, heard: Heard, wake: Any) -> list[Action]:
         confirmation = self._confirmation
@@ -377,6 +402,7 @@ class TurnMachine:
 
     def _acknowledge(self, heard: Heard) -> list[Action]:
         self._opened_at = heard.at
+        self._window_s = max(self.settings.follow_up_s, ACKNOWLEDGED_WINDOW_S)
         self._window = True
         self._set(State.LISTENING)
         return [Acknowledge(self.settings.acknowledgement, heard)]

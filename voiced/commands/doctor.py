@@ -8,6 +8,7 @@ exit status is 1 when any check fails.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -18,6 +19,13 @@ from typing import Any
 import click
 
 from voiced import paths
+
+log = logging.getLogger(__name__)
+
+# For a check that failed in a way nobody foresaw.
+_UNEXPECTED_HINT = (
+    "an unexpected error: run `voiced -vv doctor` for details, and report it if it persists"
+)
 
 CHECKS = ("config", "stt", "tts", "input", "output", "ollama", "model", "transcripts")
 
@@ -30,6 +38,8 @@ class Outcome:
 
 
 class _Failed(Exception):
+    """A failed check: what is wrong, and how to fix it (never empty)."""
+
     def __init__(self, detail: str, hint: str) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -141,9 +151,17 @@ def _check_model(settings: Any, context: dict[str, Any]) -> str:
     except ollama.ResponseError as exc:
         if exc.status_code == 404:
             raise _Failed(f"{model} is not pulled", f"run: ollama pull {model}") from None
-        raise _Failed(f"Ollama refused to describe {model}: {exc.error}", "") from None
+        raise _Failed(
+            f"Ollama refused to describe {model}: {exc.error}",
+            "look at the Ollama server's log (`journalctl -u ollama`), check the spelling of "
+            "llm.model (`ollama list` shows the pulled models), or restart Ollama",
+        ) from None
     except Exception as exc:
-        raise _Failed(f"asking Ollama about {model} failed: {exc}", "") from None
+        raise _Failed(
+            f"asking Ollama about {model} failed: {exc}",
+            "check that llm.host (or OLLAMA_HOST) points at an Ollama server and that it is "
+            "up to date (`ollama --version`)",
+        ) from None
     capabilities = list(shown.capabilities or [])
     if "tools" not in capabilities:
         raise _Failed(
@@ -229,7 +247,8 @@ def doctor(app: Any, skip: tuple[str, ...]) -> None:
         except _Failed as failed:
             outcome = Outcome(False, failed.detail, failed.hint)
         except Exception as exc:  # a check must never crash the doctor
-            outcome = Outcome(False, f"{type(exc).__name__}: {exc}", "")
+            log.debug("the %s check failed", name, exc_info=True)
+            outcome = Outcome(False, f"{type(exc).__name__}: {exc}", _UNEXPECTED_HINT)
         _report(label, outcome)
         failures += not outcome.ok
     elapsed = time.monotonic() - started

@@ -65,7 +65,7 @@ def run(
         root.setLevel(settings.logging.level)
 
     notifier = Notifier()
-    daemon = Daemon(settings, config_path=app.config_path, notifier=notifier)
+    daemon = Daemon(settings, config_path=app.config_path, notifier=notifier, overrides=overrides)
 
     def on_stop(signum: int, frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
