@@ -7,7 +7,10 @@ type, the resampler and the capture logic are the real ones.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
 from typing import Any, ClassVar
 
@@ -165,3 +168,35 @@ def test_retries_back_off_doubling_up_to_the_cap(
         if (m := re.search(r"retrying in ([\d.]+) s", r.getMessage()))
     ]
     assert logged == expected
+
+
+CHATTY_RESCANS = """
+import logging, sys, threading, time
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+from voiced.capture import rescan_devices
+def chatter():
+    for i in range(400):
+        logging.info("line %d", i)
+        time.sleep(0.001)
+thread = threading.Thread(target=chatter)
+thread.start()
+for _ in range(5):
+    rescan_devices()
+    time.sleep(0.02)
+thread.join()
+"""
+
+
+def test_no_log_line_is_lost_while_portaudio_is_rescanned() -> None:
+    # PortAudio's initialisation points stderr at /dev/null for the whole process; a daemon
+    # retrying for its microphone must not lose other threads' log lines (journald's copy).
+    result = subprocess.run(
+        [sys.executable, "-c", CHATTY_RESCANS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PULSE_SERVER": "unix:/nonexistent"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert lines == [f"line {i}" for i in range(400)]

@@ -14,6 +14,7 @@ in the log and retries with backoff until asked to stop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -42,9 +43,28 @@ class DeviceError(Exception):
     """A device that cannot be found, opened or kept; the message is for the user."""
 
 
+@contextlib.contextmanager
+def _log_records_held() -> Iterator[None]:
+    """Make other threads' log records wait while PortAudio initialises.
+
+    sounddevice points file descriptor 2 at /dev/null for the whole process during
+    ``Pa_Initialize`` (to hide ALSA's probing noise), so a record written meanwhile would be
+    lost, journald's copy included. Holding the root handlers' locks delays them instead.
+    """
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.acquire()
+    try:
+        yield
+    finally:
+        for handler in reversed(handlers):
+            handler.release()
+
+
 def _sounddevice() -> ModuleType:
     try:
-        import sounddevice
+        with _log_records_held():
+            import sounddevice
     except OSError as exc:  # the PortAudio library itself is missing
         raise DeviceError(
             f"cannot load PortAudio ({exc}); install it (Debian: apt install libportaudio2)"
@@ -58,8 +78,9 @@ def rescan_devices() -> None:
     This closes every open PortAudio stream in the process: only call it when none is open.
     """
     sd = _sounddevice()
-    sd._terminate()
-    sd._initialize()
+    with _log_records_held():
+        sd._terminate()
+        sd._initialize()
 
 
 @dataclass(frozen=True)
