@@ -207,6 +207,39 @@ def test_good_compressed_files_are_never_called_truncated(
     assert abs(decode_file(path).size - seconds * RATE) < 0.1 * RATE
 
 
+def _video_with_audio(path: Path, video_s: float, audio_s: float) -> Path:
+    """A small mpeg4 video with an AAC track that may end before (or after) the picture."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=10)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=RATE, layout="mono")
+        samples = tone(audio_s, 300, 0.3)
+        size = audio.codec_context.frame_size or 1024
+        for start in range(0, samples.size, size):
+            frame = av.AudioFrame.from_ndarray(
+                samples[np.newaxis, start : start + size], format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = RATE, start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+        black = np.zeros((48, 64, 3), np.uint8)
+        for index in range(round(video_s * 10)):
+            picture = av.VideoFrame.from_ndarray(black, format="rgb24")
+            picture.pts = index
+            container.mux(video.encode(picture))
+        container.mux(video.encode(None))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_audio_that_ends_before_the_video_is_not_called_truncated(
+    tmp_path: Path, suffix: str
+) -> None:
+    # Screen and meeting recordings: the container's length is the picture's, not the sound's.
+    path = _video_with_audio(tmp_path / f"screen{suffix}", video_s=20, audio_s=10)
+    assert abs(decode_file(path).size - 10 * RATE) < 0.1 * RATE
+
+
 def test_mp3_whose_size_misleads_ffmpeg_is_not_called_truncated(tmp_path: Path) -> None:
     # With no Xing header ffmpeg takes the first frame's bitrate for the whole file: 3 s at
     # 32 kb/s followed by 3 s at 320 kb/s (a valid stream) makes it promise 33 s.

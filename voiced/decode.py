@@ -75,7 +75,7 @@ def decode_file(
                 )
             else:
                 pick = 0 if channel == "left" else 1
-        stated = _stated_seconds(container, path)
+        stated = _stated_seconds(container, stream, path)
         audio = _decode_stream(container, stream, pick, sample_rate)
     if audio.size == 0:
         raise DecodeError("contains no audio (0 samples)")
@@ -97,11 +97,21 @@ def _truncated(missing: float, present: float) -> DecodeError:
     )
 
 
-def _stated_seconds(container: av.container.InputContainer, path: Path) -> float | None:
-    """The length the file's header states, or None where ffmpeg could only estimate it."""
-    if container.format.name not in _STATED_LENGTH_FORMATS or not container.duration:
+def _stated_seconds(
+    container: av.container.InputContainer, stream: av.audio.AudioStream, path: Path
+) -> float | None:
+    """The length the header states for the audio, or None where it is unknown or estimated.
+
+    The container's duration is its longest stream's: in a recording whose audio ends before
+    its video it is not the audio's, so only the audio stream's own length counts then.
+    """
+    if container.format.name not in _STATED_LENGTH_FORMATS:
         return None
     if container.format.name == "mp3" and not _mp3_states_frame_count(path):
+        return None
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if len(container.streams) > 1 or not container.duration:
         return None
     return container.duration / av.time_base
 
