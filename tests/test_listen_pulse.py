@@ -201,6 +201,7 @@ def test_a_stop_signal_finishes_the_utterance_in_flight(
         rc, lines = listen.stop(stop_signal)
         playback.wait()
     assert rc == 0, "".join(listen.stderr)
+    assert any("Ctrl-C again to quit now" in line for line in listen.stderr), listen.stderr
     assert len(lines) == 1, lines
     assert wer(sentence, lines[0]) <= 0.15, lines[0]
 

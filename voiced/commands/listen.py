@@ -33,9 +33,9 @@ from voiced.vad import Segmenter, UtteranceCancelled, UtteranceEnded
 log = logging.getLogger(__name__)
 
 # After Ctrl-C / SIGTERM, an utterance in progress is captured to its end for at most
-# vad.max_utterance_s (when a longer one would be split anyway), and never longer than this:
-# service managers give a stopping process about 90 s before they kill it.
-STOP_WAIT_CAP_S = 30.0
+# vad.max_utterance_s (when a longer one would be split anyway), and never longer than this: a
+# television or a second voice in the room could otherwise hold the exit for the whole limit.
+STOP_WAIT_CAP_S = 10.0
 UTTERANCE_QUEUE = 16
 
 
@@ -101,7 +101,10 @@ class Listener:
             self._stop_capture.set()
             return
         wait_s = self.stop_wait_s
-        log.info("finishing the utterance being spoken (at most %.0f s)", wait_s)
+        click.echo(
+            f"finishing what is being said (at most {wait_s:.0f} s; Ctrl-C again to quit now)",
+            err=True,
+        )
         self._grace_timer = threading.Timer(wait_s, self._stop_capture.set)
         self._grace_timer.daemon = True
         self._grace_timer.start()
