@@ -111,6 +111,36 @@ def test_a_stereo_only_device_at_its_own_rate_gives_16_khz_mono_blocks(
     assert level_at(mono, 3000) < 0.25 / 100  # averaged, not one channel taken
 
 
+def test_a_device_with_mono_at_its_own_rate_is_recorded_in_mono(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Averaging two channels can cancel a mic array whose second channel is phase-inverted:
+    # mono at the device's rate comes first.
+    opened: list[dict[str, Any]] = []
+
+    def check_input_settings(*, device, channels, dtype, samplerate) -> None:
+        if samplerate != 48000:
+            raise sd.PortAudioError("Invalid sample rate [PaErrorCode -9997]")
+
+    class Stream:
+        def __init__(self, **settings: Any) -> None:
+            opened.append(settings)
+            self.active = False
+
+        def start(self) -> None:
+            self.active = True
+
+        def close(self, ignore_errors: bool = True) -> None:
+            self.active = False
+
+    monkeypatch.setattr(capture_module, "find_device", lambda spec, kind="input": a_device())
+    monkeypatch.setattr(sd, "check_input_settings", check_input_settings)
+    monkeypatch.setattr(sd, "InputStream", Stream)
+    with Capture(AudioSettings()):
+        pass
+    assert [(s["samplerate"], s["channels"]) for s in opened] == [(48000, 1)]
+
+
 def test_a_portaudio_input_overflow_is_counted_and_logged(
     stereo_only_device: Device, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -271,9 +271,15 @@ class Capture:
             )
             rate, channels, dtype = SAMPLE_RATE, 1, "int16"
         except sd.PortAudioError:
-            rate = int(device.default_samplerate)
-            # Raw ALSA hw: devices often record stereo only; _add averages the channels.
-            channels, dtype = max(1, min(2, device.input_channels)), "float32"
+            rate, dtype = int(device.default_samplerate), "float32"
+            try:
+                sd.check_input_settings(
+                    device=device.index, channels=1, dtype=dtype, samplerate=rate
+                )
+                channels = 1
+            except sd.PortAudioError:
+                # Raw ALSA hw: devices often record stereo only; _add averages the channels.
+                channels = max(1, min(2, device.input_channels))
             self._resampler = _Resampler(rate)
             log.info(
                 "%s cannot record 16 kHz mono; recording %d channel(s) at %d Hz and converting",
