@@ -161,6 +161,35 @@ def test_ollama_host_is_honoured_when_llm_host_is_null(
 # --------------------------------------------------------------------------- tools
 
 
+def test_text_given_before_tools_run_is_announced_complete(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # "Let me check." can be spoken while the tools run, not only after the next round.
+    thermometer = Thermometer()
+    ollama_server.script(
+        Reply(
+            content=["Let me check."], tool_calls=[ToolCall("room_temperature", {"room": "hall"})]
+        ),
+        Reply(tool_calls=[ToolCall("room_temperature", {"room": "attic"})]),
+        Reply(content=["Both are warm."]),
+    )
+    events: list[str] = []
+    result = make(ollama_server, thermometer.registry()).ask(
+        "how warm is it",
+        lambda piece: events.append(f"text {piece.strip()}"),
+        on_tools=lambda: events.append(f"tools after {len(thermometer.readings)} readings"),
+    )
+    assert result.ok and thermometer.readings == ["hall", "attic"]
+    # Once before the first tool; again before the second round's (nothing new was said, but
+    # the text so far is still complete, so a second announcement does no harm).
+    assert events == [
+        "text Let me check.",
+        "tools after 0 readings",
+        "tools after 1 readings",
+        "text Both are warm.",
+    ]
+
+
 def test_two_round_tool_call_keeps_thinking_and_sends_results(
     ollama_server: OllamaTestServer,
 ) -> None:

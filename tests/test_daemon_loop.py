@@ -278,6 +278,44 @@ def test_barge_in_with_the_phrase_alone_keeps_the_acknowledgement_out_of_the_rep
     assert all("Yes?" not in m["content"] for m in history)
 
 
+def test_a_barged_in_turn_waiting_on_its_tool_leaves_no_acknowledgement_in_the_next(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    release = threading.Event()
+
+    def look_up(topic: str) -> str:
+        """Look something up (slowly).
+
+        Args:
+            topic: What to look up.
+        """
+        release.wait(10)
+        return f"nothing about {topic}"
+
+    ollama_server.script(
+        Reply(
+            content=["Let me look that up for you, it will take a moment."],
+            tool_calls=[ToolCall("look_up", {"topic": "kings"})],
+        ),
+        Reply(content=["It is noon."]),
+    )
+    loop = loop_factory(ToolRegistry([Tool.from_function(look_up, group="system")]))
+    loop.say("Computer, look up kings.")
+    loop.wait_for(lambda: loop.daemon.machine.state is State.SPEAKING)
+    time.sleep(0.2)
+    loop.say("Computer.", duration=0.5)  # a barge-in while the first turn waits on its tool
+    loop.wait_for(lambda: "Yes?" in loop.speaker.said and not loop.speaker.speaking)
+    time.sleep(1.5)  # the request (0.8 s long) starts after the echo tail (0.5 s)
+    loop.say("What time is it?", duration=0.8)
+    time.sleep(0.3)
+    release.set()
+    loop.wait_for(lambda: len(loop.records()) == 2)
+    first, second = loop.records()
+    assert first["interrupted"] is True
+    assert second["user"] == "What time is it?"
+    assert second["assistant"] == "It is noon."
+
+
 def test_no_sentence_of_a_reply_is_queued_after_a_barge_in(
     loop_factory, ollama_server: OllamaTestServer
 ) -> None:

@@ -308,7 +308,7 @@ def _chunks_until_cancelled(
                     return
                 items.put(chunk)
             items.put(_STREAM_END)
-        except Exception as exc:
+        except BaseException as exc:  # whatever ends the reading must reach the consumer
             items.put(exc)
         finally:
             close = getattr(stream, "close", None)
@@ -326,7 +326,7 @@ def _chunks_until_cancelled(
                 continue
             if item is _STREAM_END:
                 return
-            if isinstance(item, Exception):
+            if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
@@ -471,8 +471,12 @@ class Assistant:
         on_text: TextConsumer | None = None,
         *,
         cancel: threading.Event | None = None,
+        on_tools: Callable[[], None] | None = None,
     ) -> TurnResult:
         """Run one user turn. Content pieces go to ``on_text`` as they stream in.
+
+        ``on_tools`` is called when tools are about to run after some text was given: that
+        text is complete for now ("Let me check."), so a speaker can say it while they run.
 
         Setting ``cancel`` (a barge-in) ends the turn within moments, also while the server
         sends nothing (a model loading, a stall), and nothing is retried after it. The result
@@ -485,13 +489,17 @@ class Assistant:
                 self._pending_clip = None
                 self._last_ask_saved = False
             try:
-                return self._ask(text, on_text, cancel)
+                return self._ask(text, on_text, cancel, on_tools)
             finally:
                 with self._lock:
                     self._busy = False
 
     def _ask(
-        self, text: str, on_text: TextConsumer | None, cancel: threading.Event | None
+        self,
+        text: str,
+        on_text: TextConsumer | None,
+        cancel: threading.Event | None,
+        on_tools: Callable[[], None] | None = None,
     ) -> TurnResult:
         started = time.monotonic()
         result = TurnResult(user=text)
@@ -541,6 +549,11 @@ class Assistant:
                     )
                 turn_messages.append(round_.message())
                 result.tool_rounds += 1
+                if spoken and on_tools is not None:
+                    try:
+                        on_tools()
+                    except Exception:
+                        log.exception("the text consumer failed; the reply goes on")
                 for call in round_.tool_calls:
                     if cancel is not None and cancel.is_set():
                         result.interrupted = True

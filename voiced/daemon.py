@@ -74,6 +74,8 @@ IDLE_LOOP_S = 0.5
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
 CAPTURE_RESTART_S = 5.0
+# A reload that takes longer than this is hung: the watchdog pings stop, systemd restarts us.
+RELOAD_WATCHDOG_LIMIT_S = 600.0
 STOP_REPORT_WAIT_S = 2.0
 # Split pieces of one utterance are joined up to this length for transcription.
 MAX_JOINED_S = 60.0
@@ -431,7 +433,8 @@ class Daemon:
             log.info("turn %d starts", action.turn_id)
             log.debug("turn %d: %r", action.turn_id, action.text)
             with self._current_lock:
-                between_turns = self._current is None and not self._jobs
+                # A barged-in turn may still wait on its tool, but it no longer speaks.
+                between_turns = all(job.cancel.is_set() for job in self._jobs.values())
             if between_turns:
                 self._forget_speech()
             job = _TurnJob(action.turn_id, action.text, action.heard.context)
@@ -681,9 +684,15 @@ class Daemon:
         result = None
         error: str | None = None
         try:
-            result = self.assistant.ask(job.text, on_text, cancel=job.cancel)
-            for sentence in splitter.flush():
-                say(sentence)
+
+            def say_what_was_given() -> None:
+                for sentence in splitter.flush():
+                    say(sentence)
+
+            result = self.assistant.ask(
+                job.text, on_text, cancel=job.cancel, on_tools=say_what_was_given
+            )
+            say_what_was_given()
             if result.error_message:
                 say(result.error_message, sentence=False)
             if result.error is not None:
@@ -819,9 +828,13 @@ class Daemon:
             yield
             return
         done = threading.Event()
+        give_up_at = time.monotonic() + RELOAD_WATCHDOG_LIMIT_S
 
         def ping() -> None:
             while not done.wait(interval):
+                if time.monotonic() > give_up_at:
+                    log.error("the reload has not finished after %.0f s", RELOAD_WATCHDOG_LIMIT_S)
+                    return  # let the service manager's watchdog restart a hung daemon
                 self.notifier.watchdog()
 
         thread = threading.Thread(target=ping, name="voiced-watchdog", daemon=True)

@@ -151,8 +151,14 @@ def _turn(assistant: Assistant, text: str, voice: _Voice | None) -> TurnResult:
         if voice is not None:
             voice.speaker.feed(piece)
 
+    def on_tools() -> None:
+        if voice is not None:
+            voice.speaker.finish()  # say "Let me check." while the tools run
+
     worker = threading.Thread(
-        target=lambda: box.setdefault("result", assistant.ask(text, on_text, cancel=cancel)),
+        target=lambda: box.setdefault(
+            "result", assistant.ask(text, on_text, cancel=cancel, on_tools=on_tools)
+        ),
         name="voiced-chat-turn",
         daemon=True,
     )
