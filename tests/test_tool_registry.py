@@ -543,3 +543,35 @@ def test_days_until() -> None:
     assert "was 1 day ago" in clock.days_until((date.today() - timedelta(days=1)).isoformat())
     with pytest.raises(ToolError, match="YYYY-MM-DD"):
         clock.days_until("next friday")
+
+
+def test_late_records_with_lone_surrogates_reach_the_audit_log() -> None:
+    from voiced.tools.audit import AuditLog, read_records
+    from voiced.tools.registry import current_call
+
+    def spin(name: str) -> str:
+        """Work until told to stop.
+
+        Args:
+            name: A file name.
+        """
+        current_call().cancel_event.wait(10)
+        raise ToolError(f"gave up on {name}")
+
+    audit = AuditLog(source="test")
+    late = LateOutcomes()
+
+    def both(outcome: ToolOutcome) -> None:
+        audit(outcome)
+        late(outcome)
+
+    tool = Tool.from_function(spin, group="t")
+    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=both)
+    registry.call("spin", {"name": "diary\udc80.txt"})
+    late.wait()
+    records = list(read_records())
+    assert [(r["late"], r["arguments"]) for r in records] == [
+        (False, {"name": "diary\udc80.txt"}),
+        (True, {"name": "diary\udc80.txt"}),
+    ]
+    assert records[1]["error"] == "gave up on diary\udc80.txt"

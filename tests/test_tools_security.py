@@ -735,3 +735,26 @@ def test_a_permissive_policy_cannot_skip_the_question(world: dict[str, Path]) ->
         assert last_audit()["decision"] == "declined"
     assert [request.tool for request in confirm.asked] == ["delete_file", "write_file"]
     assert snapshot(world["tmp"], world["home"]) == before
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("run_command", {"command": "cat", "args": ["notes/diary\udc80.txt"]}),
+        ("read_file", {"path": "notes/diary\udc80.txt"}),
+        ("read_file", {"path": "notes/lone\ud800surrogate.txt"}),
+        ("run_command", {"command": "ls\udc80"}),
+    ],
+)
+def test_calls_with_lone_surrogates_are_audited(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any]
+) -> None:
+    # A file name that is not valid UTF-8 reaches Python as a lone surrogate.
+    (world["root"] / "notes" / os.fsdecode(b"diary\x80.txt")).write_text("dear diary\n")
+    registry, _ = registry_for(world)
+    before = len(list(read_records()))
+    outcome = registry.call(tool, arguments)
+    records = list(read_records())
+    assert len(records) == before + 1, outcome
+    assert records[-1]["tool"] == tool
+    assert records[-1]["arguments"] == outcome.arguments
