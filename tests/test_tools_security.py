@@ -758,3 +758,55 @@ def test_calls_with_lone_surrogates_are_audited(
     assert len(records) == before + 1, outcome
     assert records[-1]["tool"] == tool
     assert records[-1]["arguments"] == outcome.arguments
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Screenshot 2024-05-01 at 10.00.00\u202fAM.png",  # macOS: narrow no-break space
+        "Caf\u00e9\u00a0Menu.txt",  # no-break space
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",  # Persian, with ZWNJ
+        "family\U0001f468\u200d\U0001f469.txt",  # emoji joined by ZWJ
+    ],
+)
+def test_names_with_spaces_and_joiners_are_listed_as_they_are(
+    world: dict[str, Path], name: str
+) -> None:
+    (world["root"] / "notes" / name).write_text("content of the file\n")
+    registry, _ = registry_for(world)
+    listing = registry.call("list_directory", {"path": "notes"})
+    lines = listing.result.splitlines()
+    assert listing.ok and any(line.startswith(f"{name}  ") for line in lines), listing.result
+    found = registry.call("find_files", {"pattern": name[:4] + "*"})
+    assert found.ok and name in found.result, found.result
+    read_back = registry.call("read_file", {"path": f"notes/{name}"})
+    assert read_back.ok and read_back.result.endswith("content of the file\n")
+    assert name in read_back.result
+    written = registry.call("write_file", {"path": f"notes/{name}", "content": "new"})
+    assert written.ok, written.error
+    assert (world["root"] / "notes" / name).read_text() == "new"
+    deleted = registry.call("delete_file", {"path": f"notes/{name}"})
+    assert deleted.ok and not (world["root"] / "notes" / name).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "escaped"),
+    [
+        ("rlo\u202etxt.exe", "rlo\\u202etxt.exe"),
+        ("isolate\u2066x\u2069.txt", "isolate\\u2066x\\u2069.txt"),
+        ("mark\u200f.txt", "mark\\u200f.txt"),
+        ("arabic\u061cmark.txt", "arabic\\u061cmark.txt"),
+        ("line\u2028sep.txt", "line\\u2028sep.txt"),
+        ("para\u2029sep.txt", "para\\u2029sep.txt"),
+        ("c1\x9bcontrol.txt", "c1\\x9bcontrol.txt"),
+    ],
+)
+def test_bidi_and_separator_characters_stay_escaped_and_refused(
+    world: dict[str, Path], name: str, escaped: str
+) -> None:
+    (world["root"] / "notes" / name).write_text("x")
+    registry, _ = registry_for(world)
+    listing = registry.call("list_directory", {"path": "notes"})
+    assert escaped in listing.result and name not in listing.result
+    assert_refused(world, "write_file", {"path": f"notes/{name}", "content": "x"}, "control")
+    assert_refused(world, "delete_file", {"path": f"notes/{name}"}, "control character")

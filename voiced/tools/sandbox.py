@@ -19,7 +19,8 @@ Writing and deleting also stay away from what makes programs run later
 ``~/.local/bin``, desktop files, git hooks, ``*.pth`` files and site-packages), any Python
 environment (a folder with ``pyvenv.cfg`` above the target), and voiced's own program (its
 package, source tree and virtual environment); a name with a control character is refused
-too. Paths shown in results and questions have non-printable characters escaped.
+too. Paths shown in results and questions have control, bidi and line-separator characters
+escaped; spaces and joiners of real names are shown as they are, so names can be used again.
 
 Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open descriptor
 really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
@@ -218,11 +219,27 @@ class SandboxError(ToolError):
     """A path the tools may not use; the message says why, for the model to relay."""
 
 
+# Characters that reorder text on screen: embeddings, overrides, isolates and marks.
+BIDI_CONTROLS = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
+
+
+def _unsafe(ch: str) -> bool:
+    """A character that moves the cursor, reorders text or breaks lines when shown.
+
+    Spaces (no-break, the narrow one in macOS screenshot names) and the joiners (ZWJ in emoji,
+    ZWNJ in Persian) are part of real names and stay; lone surrogates (bytes that are not
+    UTF-8) cannot be shown or encoded at all.
+    """
+    return unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} or ch in BIDI_CONTROLS
+
+
 def printable(text: str) -> str:
-    """``text`` with every non-printable character escaped (``\\x1b``), safe to show or say."""
+    """``text`` with control, bidi and line-separator characters escaped (``\\x1b``)."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
 
 
 def _escape(ch: str) -> str:
@@ -233,8 +250,8 @@ def _escape(ch: str) -> str:
 
 
 def control_characters(text: str) -> list[str]:
-    """The control, format (bidi, zero-width) and line-separator characters in ``text``."""
-    return [ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"}]
+    """The control, bidi and line-separator characters (and lone surrogates) in ``text``."""
+    return [ch for ch in text if _unsafe(ch)]
 
 
 def human_size(size: float) -> str:
