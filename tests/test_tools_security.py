@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -848,3 +849,86 @@ def test_dotfiles_linked_from_elsewhere_stay_protected(
     )
     listing = registry_for(world)[0].call("list_directory", {"path": "~/dotfiles"})
     assert listing.ok and "ssh/" not in listing.result and "bashrc" in listing.result
+
+
+HIDDEN_REASON = "hidden configuration folders and files are not changed by voiced"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("write_file", {"path": "~/.hgrc", "content": "[hooks]\n"}),
+        ("write_file", {"path": "~/.config/myapp/settings.json", "content": "{}"}),
+        ("write_file", {"path": "~/.newfolder_file", "content": "x"}),
+        ("write_file", {"path": "~/.local/share/nautilus/scripts/x", "content": "x"}),
+        ("delete_file", {"path": "~/.config/myapp/settings.json"}),
+        ("speak_to_file", {"text": "hi", "path": "~/.config/myapp/x.wav"}),
+    ],
+)
+def test_hidden_folders_and_files_in_home_are_not_changed(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    (world["root"] / ".config" / "myapp").mkdir(parents=True)
+    (world["root"] / ".config" / "myapp" / "settings.json").write_text('{"a": 1}')
+    (world["root"] / ".hgrc").write_text("[ui]\n")
+    (world["root"] / ".local" / "share" / "nautilus" / "scripts").mkdir(parents=True)
+    assert_refused(world, tool, arguments, HIDDEN_REASON)
+    # Reading stays possible, and hidden names further down are ordinary files.
+    registry, _ = registry_for(world)
+    assert registry.call("read_file", {"path": "~/.config/myapp/settings.json"}).ok
+    written = registry.call("write_file", {"path": "~/notes/.hidden.txt", "content": "x"})
+    assert written.ok, written.error
+
+
+def test_folders_on_path_are_not_written(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = world["root"] / "tools"
+    tools.mkdir()
+    (world["root"] / "realbin").mkdir()
+    (world["root"] / "linkbin").symlink_to(world["root"] / "realbin")
+    monkeypatch.setenv("PATH", f"{tools}:{world['root'] / 'linkbin'}:relative:/usr/bin")
+    for path in ("tools/ls", "realbin/git", "linkbin/git"):
+        assert_refused(world, "write_file", {"path": path, "content": "x"}, "makes programs run")
+    assert (
+        "programs on PATH"
+        in registry_for(world)[0].call("write_file", {"path": "tools/ls", "content": "x"}).reason
+    )
+
+
+def test_the_running_python_is_not_written(world: dict[str, Path]) -> None:
+    import sysconfig
+
+    places = {sys.prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    targets = [Path(os.path.realpath(place)) / "voiced-test-new.py" for place in places]
+    targets.append(Path(os.path.realpath(sysconfig.get_paths()["stdlib"])) / "os.py")
+    roots = [str(target.parent) for target in targets]
+    registry, confirm = registry_for(world, answer=False, file_roots=roots)
+    for target in targets:
+        outcome = registry.call("write_file", {"path": str(target), "content": "import os"})
+        assert outcome.decision == "refused", outcome
+        assert "makes programs run" in outcome.reason
+    assert not confirm.asked
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "project/.git/HEAD",
+        "project/.git/info/attributes",
+        "project/.git/objects/ab/cdef",
+        "project/.GIT/config",
+        "backup.git/config",
+        "backup.git/hooks/post-update",
+        "backup.git/objects/info/alternates",
+    ],
+)
+def test_git_internals_are_not_written(world: dict[str, Path], path: str) -> None:
+    (world["root"] / "project" / ".git" / "info").mkdir()
+    (world["root"] / "project" / ".git" / "objects" / "ab").mkdir(parents=True)
+    bare = world["root"] / "backup.git"
+    (bare / "objects" / "info").mkdir(parents=True)
+    (bare / "hooks").mkdir()
+    (bare / "HEAD").write_text("ref: refs/heads/main\n")
+    assert_refused(world, "write_file", {"path": path, "content": "x"}, "makes programs run")

@@ -187,11 +187,12 @@ class AudioTools:
             wav.setframerate(engine.sample_rate)
             wav.writeframes(to_int16(audio).tobytes())
         data = buffer.getvalue()
-        replaced = self.sandbox.write_bytes(target, data)
+        written = self.sandbox.write_bytes(target, data)
         seconds = audio.size / engine.sample_rate
         return (
-            f"{'replaced' if replaced else 'wrote'} {self.sandbox.display(target)}: "
+            f"{'replaced' if written.replaced else 'wrote'} {self.sandbox.display(target)}: "
             f"{seconds:.1f} s of speech, {human_size(len(data))}, voice {engine.name}"
+            f"{written.note()}"
         )
 
     def list_audio_devices(self) -> str:

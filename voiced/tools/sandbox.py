@@ -18,10 +18,14 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
 
 Writing and deleting also stay away from what makes programs run later
 (:data:`STARTUP_PATTERNS`: shell and session start-up files, autostart and systemd units,
-``~/.local/bin``, desktop files, git hooks, ``*.pth`` files and site-packages), any Python
-environment (a folder with ``pyvenv.cfg`` above the target), and voiced's own program (its
-package, source tree and virtual environment); a name with a control character is refused
-too. Paths shown in results and questions have control, bidi and line-separator characters
+``~/.local/bin``, desktop files, ``*.pth`` files and site-packages), every folder on
+``$PATH``, the running Python (prefixes, standard library, site folders), any Python
+environment (a folder with ``pyvenv.cfg`` above the target), git internals (any ``.git``
+and any bare repository: a folder with ``HEAD`` and ``objects/``), voiced's own program (its
+package, source tree and virtual environment), and every hidden file or folder directly in
+the home folder, with all below it (``~/.*``: configuration, which programs act on); a name
+with a control character is refused too. A replaced executable loses its execute bits.
+Paths shown in results and questions have control, bidi and line-separator characters
 escaped; spaces and joiners of real names are shown as they are, so names can be used again.
 
 Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open descriptor
@@ -38,8 +42,10 @@ import fnmatch
 import logging
 import os
 import re
+import site
 import stat
 import sys
+import sysconfig
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -216,6 +222,8 @@ STARTUP_PATTERNS: tuple[str, ...] = (
 
 MAX_PATH_CHARS = 4096
 
+HIDDEN_IN_HOME = "hidden configuration folders and files are not changed by voiced"
+
 
 class SandboxError(ToolError):
     """A path the tools may not use; the message says why, for the model to relay."""
@@ -378,17 +386,44 @@ def _own_program() -> list[Path]:
     return places
 
 
-def _python_environment(path: Path) -> Path | None:
-    """The virtualenv (a folder with ``pyvenv.cfg``) that ``path`` lies in, or None."""
-    for folder in path.parents:
-        if (folder / "pyvenv.cfg").is_file():
-            return folder
-    return None
+def _program_folders() -> list[Path]:
+    """The folders on ``$PATH`` (relative entries mean wherever one happens to be: skipped)."""
+    entries = os.environ.get("PATH", "").split(os.pathsep)
+    return [Path(entry) for entry in entries if os.path.isabs(entry)]
+
+
+def _python_installation() -> list[Path]:
+    """The running Python's prefixes, standard library and site folders."""
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    places.update(sysconfig.get_paths().values())
+    with contextlib.suppress(AttributeError):
+        places.update(site.getsitepackages())
+    with contextlib.suppress(AttributeError):
+        places.add(site.getusersitepackages())
+    return [Path(place) for place in places if place and os.path.isabs(place)]
 
 
 def walk_budget_s(settings: ToolsSettings) -> float:
     """Time a folder scan may take: most of the tool's time limit, leaving room to answer."""
     return max(0.2, settings.timeout_s * 0.6)
+
+
+EXECUTE_BITS = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :meth:`Sandbox.write_bytes` did."""
+
+    replaced: bool
+    # The replaced file was executable and is not any more.
+    made_unexecutable: bool = False
+
+    def note(self) -> str:
+        """A sentence for the result, or ""."""
+        if not self.made_unexecutable:
+            return ""
+        return "; it was executable and is no longer executable (run permission removed)"
 
 
 class Sandbox:
@@ -414,6 +449,13 @@ class Sandbox:
             _rules(STARTUP_PATTERNS, "start-up files")
             + _linked_homes(STARTUP_PATTERNS, "start-up files")
             + _rules(_as_given_and_resolved(_own_program()), "voiced's own program")
+            + _rules(_as_given_and_resolved(_program_folders()), "programs on PATH")
+            + _rules(_as_given_and_resolved(_python_installation()), "the Python installation")
+            + _rules([".git"], "git internals")
+        )
+        self._hidden_in_home = tuple(
+            _Rule((*Path(home).parts, ".*"), True, "hidden in the home folder")
+            for home in dict.fromkeys(_as_given_and_resolved([Path.home()]))
         )
         self._rules = tuple(rules)
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
@@ -454,15 +496,20 @@ class Sandbox:
         return None
 
     def protected_from_changes(self, path: Path) -> str | None:
-        """Why writing or deleting ``path`` would make programs run later, or None."""
+        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
         parts = path.parts
         for end in range(1, len(parts) + 1):
             for rule in self._write_rules:
                 if rule.matches_ending_at(parts[:end]):
-                    return f"{rule.source}: {rule.text}"
-        environment = _python_environment(path)
-        if environment is not None:
-            return f"a Python environment: {self.display(environment)}"
+                    return f"it makes programs run ({printable(rule.source)}: {rule.text})"
+        for folder in path.parents:
+            if (folder / "pyvenv.cfg").is_file():
+                return f"it makes programs run (a Python environment: {self.display(folder)})"
+            if (folder / "HEAD").is_file() and (folder / "objects").is_dir():
+                return f"it makes programs run (a git repository: {self.display(folder)})"
+        for end in range(1, len(parts) + 1):
+            if any(rule.matches_ending_at(parts[:end]) for rule in self._hidden_in_home):
+                return HIDDEN_IN_HOME
         return None
 
     def display(self, path: Path) -> str:
@@ -509,10 +556,7 @@ class Sandbox:
         for candidate in (lexical, real):
             why = self.protected_from_changes(candidate)
             if why is not None:
-                raise SandboxError(
-                    f"{self.display(candidate)} is off limits for changes: it makes programs "
-                    f"run ({printable(why)})"
-                )
+                raise SandboxError(f"{self.display(candidate)} is off limits for changes: {why}")
 
     def resolve(self, raw: str, *, base: Path | None = None) -> Path:
         """The real path ``raw`` names, after the root and deny checks (it need not exist).
@@ -648,10 +692,11 @@ class Sandbox:
             raise
         return fd
 
-    def write_bytes(self, target: Path, data: bytes) -> bool:
+    def write_bytes(self, target: Path, data: bytes) -> Written:
         """Atomically replace or create ``target`` (from :meth:`resolve_target`) with ``data``.
 
-        Returns True when a file was replaced. A folder at ``target`` is never touched.
+        A folder at ``target`` is never touched. A replaced file keeps its permissions except
+        the execute bits: new content in a script the user runs would run unseen.
         """
         dir_fd = self._open_parent(target)
         temporary = f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
@@ -666,6 +711,8 @@ class Sandbox:
             mode = 0o644
             if existing is not None and stat.S_ISREG(existing.st_mode):
                 mode = stat.S_IMODE(existing.st_mode)
+            executable_bits = mode & EXECUTE_BITS
+            mode &= ~(EXECUTE_BITS | stat.S_ISUID | stat.S_ISGID)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temporary, flags, mode, dir_fd=dir_fd)
             created = True
@@ -681,7 +728,7 @@ class Sandbox:
             with current_call().committing():
                 os.replace(temporary, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             created = False
-            return existing is not None
+            return Written(replaced=existing is not None, made_unexecutable=bool(executable_bits))
         except OSError as exc:
             raise SandboxError(f"cannot write {self.display(target)}: {exc.strerror}") from None
         finally:
@@ -771,6 +818,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "Walk",
+    "Written",
     "control_characters",
     "human_size",
     "plural",
