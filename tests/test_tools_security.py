@@ -603,8 +603,10 @@ def test_the_write_question_shows_the_start_of_the_content(world: dict[str, Path
 
 
 def test_a_hard_link_to_a_secret_is_not_read_under_another_name(world: dict[str, Path]) -> None:
+    key = world["root"] / ".ssh" / "id_ed25519"
+    key.chmod(0o600)  # as ssh-keygen leaves it
     link = world["root"] / "notes" / "hardlink.txt"
-    os.link(world["root"] / ".ssh" / "id_ed25519", link)
+    os.link(key, link)
     assert_refused(world, "read_file", {"path": "notes/hardlink.txt"}, "other names")
     assert_refused(
         world, "run_command", {"command": "cat", "args": ["notes/hardlink.txt"]}, "other names"
@@ -932,3 +934,27 @@ def test_git_internals_are_not_written(world: dict[str, Path], path: str) -> Non
     (bare / "hooks").mkdir()
     (bare / "HEAD").write_text("ref: refs/heads/main\n")
     assert_refused(world, "write_file", {"path": path, "content": "x"}, "makes programs run")
+
+
+def test_a_shared_hard_linked_document_is_readable(world: dict[str, Path]) -> None:
+    # Media libraries, package caches and backups hard-link ordinary files everywhere.
+    original = world["outside"] / "library" / "episode.nfo"
+    original.parent.mkdir()
+    original.write_text("<episodedetails/>\n")
+    original.chmod(0o644)
+    os.link(original, world["root"] / "notes" / "episode.nfo")
+    registry, _ = registry_for(world)
+    outcome = registry.call("read_file", {"path": "notes/episode.nfo"})
+    assert outcome.ok and outcome.result.endswith("<episodedetails/>\n"), outcome.error
+    cat = registry.call("run_command", {"command": "cat", "args": ["notes/episode.nfo"]})
+    assert cat.ok and "<episodedetails/>" in cat.result, cat.error
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_hard_linked_file_of_another_user_is_not_read(world: dict[str, Path]) -> None:
+    foreign = world["outside"] / "their.conf"
+    foreign.write_text(SECRET)
+    foreign.chmod(0o644)
+    os.chown(foreign, 65534, 65534)
+    os.link(foreign, world["root"] / "notes" / "their.conf")
+    assert_refused(world, "read_file", {"path": "notes/their.conf"}, "other names")

@@ -13,7 +13,8 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
   either list that is a symlink (``~/.ssh -> ~/dotfiles/ssh``) is also protected where it
   leads, whatever that is called. Names are matched
   without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly.
-* a regular file with more than one name (hard links) is not read: the other names may be
+* a regular file with more than one name (hard links) that is private (no permissions for
+  group and others, as keys are) or not the user's own is not read: the other names may be
   secrets, and nothing tells which they are.
 
 Writing and deleting also stay away from what makes programs run later
@@ -561,7 +562,7 @@ class Sandbox:
     def resolve(self, raw: str, *, base: Path | None = None) -> Path:
         """The real path ``raw`` names, after the root and deny checks (it need not exist).
 
-        An existing regular file with other names (hard links) is refused.
+        An existing private (or foreign) regular file with other names (hard links) is refused.
         """
         absolute = self._absolute(raw, base)
         lexical = Path(os.path.normpath(absolute))
@@ -575,10 +576,15 @@ class Sandbox:
         return real
 
     def _refuse_hard_links(self, path: Path, info: os.stat_result) -> None:
-        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        # Media libraries, package caches, git clones and backups hard-link ordinary files;
+        # a secret is private to its owner (keys are 0600), so only such a file is refused.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
+            return
+        if info.st_mode & 0o077 == 0 or info.st_uid != os.geteuid():
             raise SandboxError(
-                f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links), "
-                "and one of them may be a protected file, so I do not open it"
+                f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links) "
+                "and is private or someone else's; one of the names may be a protected file, "
+                "so I do not open it"
             )
 
     def folder(self, raw: str | None) -> Path:
