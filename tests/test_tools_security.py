@@ -958,3 +958,28 @@ def test_a_hard_linked_file_of_another_user_is_not_read(world: dict[str, Path]) 
     os.chown(foreign, 65534, 65534)
     os.link(foreign, world["root"] / "notes" / "their.conf")
     assert_refused(world, "read_file", {"path": "notes/their.conf"}, "other names")
+
+
+def test_names_match_whatever_their_unicode_normal_form(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unicodedata
+
+    monkeypatch.setenv("HOME", str(world["root"]))
+    typed = "Persönlich"  # NFC, as typed into the config
+    synced = unicodedata.normalize("NFD", typed)  # as a Mac wrote it
+    assert typed != synced
+    (world["root"] / synced).mkdir()
+    (world["root"] / synced / "tax.txt").write_text(SECRET)
+    assert_refused(
+        world, "read_file", {"path": f"~/{synced}/tax.txt"}, "off limits", deny=[f"~/{typed}"]
+    )
+    assert_refused(world, "read_file", {"path": f"~/{synced}/tax.txt"}, "off limits", deny=[typed])
+    registry, _ = registry_for(world, deny=[f"~/{typed}"])
+    listing = registry.call("list_directory", {"path": "~"})
+    assert listing.ok and synced not in listing.result and typed not in listing.result
+    # A root typed in one form holds the folder written in the other.
+    (world["root"] / synced / "plan.txt").write_text("plan\n")
+    registry, _ = registry_for(world, file_roots=[str(world["root"] / typed)])
+    outcome = registry.call("read_file", {"path": str(world["root"] / synced / "plan.txt")})
+    assert outcome.ok and outcome.result.endswith("plan\n"), outcome.error

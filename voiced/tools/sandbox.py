@@ -12,7 +12,9 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
   secret is refused, and so is a secret reached through a linked folder. A fixed place on
   either list that is a symlink (``~/.ssh -> ~/dotfiles/ssh``) is also protected where it
   leads, whatever that is called. Names are matched
-  without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly.
+  without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly. Names, deny
+  entries and roots are compared in Unicode normal form C, so ``Persönlich`` typed matches
+  the decomposed name a Mac wrote.
 * a regular file with more than one name (hard links) that is private (no permissions for
   group and others, as keys are) or not the user's own is not read: the other names may be
   secrets, and nothing tells which they are.
@@ -280,6 +282,12 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
 
 
+def _nfc(text: str) -> str:
+    """``text`` in Unicode normal form C: ``ö`` typed and ``o`` + combining diaeresis (as
+    macOS writes names, and sync tools copy them) compare equal."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 @dataclass(frozen=True)
 class _Rule:
     """One deny entry: an absolute path prefix (``anchored``) or a run of names anywhere."""
@@ -290,6 +298,7 @@ class _Rule:
     regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(_nfc(part) for part in self.parts))
         # A name pattern matches any case (PROD.ENV); an absolute path is one exact place.
         flags = 0 if self.anchored else re.IGNORECASE
         compiled = tuple(re.compile(fnmatch.translate(part), flags) for part in self.parts)
@@ -309,7 +318,9 @@ class _Rule:
         if len(path_parts) < width or (self.anchored and len(path_parts) != width):
             return False
         window = path_parts[-width:]
-        return all(regex.match(part) for regex, part in zip(self.regexes, window, strict=True))
+        return all(
+            regex.match(_nfc(part)) for regex, part in zip(self.regexes, window, strict=True)
+        )
 
 
 def _rules(patterns: Iterable[str], source: str) -> list[_Rule]:
@@ -442,6 +453,7 @@ class Sandbox:
         if not resolved:
             raise ValueError("tools.file_roots is empty: the file tools need at least one folder")
         self.roots: tuple[Path, ...] = tuple(resolved)
+        self._root_forms = tuple(Path(_nfc(str(root))) for root in resolved)
         deny = list(deny)
         rules = _rules(SECRET_PATTERNS, "secrets") + _linked_homes(SECRET_PATTERNS, "secrets")
         rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
@@ -471,8 +483,9 @@ class Sandbox:
     # ------------------------------------------------------------------ checks
 
     def root_of(self, path: Path) -> Path | None:
-        for root in self.roots:
-            if path == root or path.is_relative_to(root):
+        path = Path(_nfc(str(path)))
+        for root, form in zip(self.roots, self._root_forms, strict=True):
+            if path == form or path.is_relative_to(form):
                 return root
         return None
 
@@ -487,7 +500,7 @@ class Sandbox:
 
     def denied_at(self, parts: tuple[str, ...]) -> _Rule | None:
         """The deny rule matching ``parts`` at its last component (its folders not checked)."""
-        if self._single_names.match(parts[-1]):
+        if self._single_names.match(_nfc(parts[-1])):
             for rule in self._single:
                 if rule.matches_ending_at(parts):
                     return rule
