@@ -543,3 +543,111 @@ def test_days_until() -> None:
     assert "was 1 day ago" in clock.days_until((date.today() - timedelta(days=1)).isoformat())
     with pytest.raises(ToolError, match="YYYY-MM-DD"):
         clock.days_until("next friday")
+
+
+def test_late_records_with_lone_surrogates_reach_the_audit_log() -> None:
+    from voiced.tools.audit import AuditLog, read_records
+    from voiced.tools.registry import current_call
+
+    def spin(name: str) -> str:
+        """Work until told to stop.
+
+        Args:
+            name: A file name.
+        """
+        current_call().cancel_event.wait(10)
+        raise ToolError(f"gave up on {name}")
+
+    audit = AuditLog(source="test")
+    late = LateOutcomes()
+
+    def both(outcome: ToolOutcome) -> None:
+        audit(outcome)
+        late(outcome)
+
+    tool = Tool.from_function(spin, group="t")
+    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=both)
+    registry.call("spin", {"name": "diary\udc80.txt"})
+    late.wait()
+    records = list(read_records())
+    assert [(r["late"], r["arguments"]) for r in records] == [
+        (False, {"name": "diary\udc80.txt"}),
+        (True, {"name": "diary\udc80.txt"}),
+    ]
+    assert records[1]["error"] == "gave up on diary\udc80.txt"
+
+
+def test_a_change_made_but_reported_too_late_is_told_as_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voiced.tools import registry as registry_module
+    from voiced.tools.registry import current_call
+
+    monkeypatch.setattr(registry_module, "_COMMITTED_GRACE_S", 0.2)
+    release = threading.Event()
+    changed: list[str] = []
+
+    def slow_report(name: str) -> str:
+        """Change something, then take long to say so.
+
+        Args:
+            name: What to change.
+        """
+        with current_call().committing():
+            changed.append(name)
+        release.wait(10)
+        return f"changed {name}"
+
+    late = LateOutcomes()
+    tool = Tool.from_function(slow_report, group="t")
+    registry = registry_with(tool, timeout_s=0.2, on_late=late)
+    try:
+        outcome = registry.call("slow_report", {"name": "notes"})
+    finally:
+        release.set()
+    assert changed == ["notes"]
+    assert outcome.error == (
+        "slow_report made its change, but its result came too late (after 0.2 seconds); "
+        "the change was not undone"
+    )
+    assert "stopped" not in outcome.error
+    follow_up = late.wait()
+    assert follow_up.late and follow_up.result == "changed notes"
+
+
+def test_a_change_hanging_on_the_filesystem_does_not_block_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from voiced.tools import registry as registry_module
+    from voiced.tools.registry import current_call
+
+    monkeypatch.setattr(registry_module, "_COMMITTED_GRACE_S", 0.3)
+    release = threading.Event()
+    threading.Timer(8.0, release.set).start()  # the old code waited until this
+
+    def hung_write(name: str) -> str:
+        """A write whose filesystem hangs.
+
+        Args:
+            name: What to write.
+        """
+        with current_call().committing():
+            release.wait(10)
+        return f"wrote {name}"
+
+    late = LateOutcomes()
+    tool = Tool.from_function(hung_write, group="t")
+    registry = registry_with(tool, timeout_s=0.2, on_late=late)
+    started = time.monotonic()
+    try:
+        outcome = registry.call("hung_write", {"name": "notes"})
+    finally:
+        elapsed = time.monotonic() - started
+        release.set()
+    assert elapsed < 3.0
+    assert outcome.error == (
+        "hung_write did not finish within 0.2 seconds while it was making its change; "
+        "whether the change was made is not known"
+    )
+    follow_up = late.wait()
+    assert follow_up.late and follow_up.result == "wrote notes"

@@ -202,3 +202,45 @@ def test_list_audio_devices_through_pulseaudio(tmp_path: Path, pulse_server) -> 
     assert pulse and "input" in pulse[0] and "output" in pulse[0]
     assert any("[default input" in line for line in lines)
     assert any("default output]" in line for line in lines)
+
+
+def test_speak_to_file_has_a_limit_sized_to_the_text(tmp_path: Path) -> None:
+    tool = registry_for(tmp_path, timeout_s=2.0).get("speak_to_file")
+    assert tool.time_limit is not None
+    short = tool.time_limit({"text": "Hi.", "path": "a.wav"}, 2.0)
+    long = tool.time_limit({"text": "word " * 399, "path": "a.wav"}, 2.0)
+    assert short == pytest.approx(2.0 + 3 * audio.SPEAK_SECONDS_PER_CHARACTER)
+    assert long == pytest.approx(2.0 + 1995 * audio.SPEAK_SECONDS_PER_CHARACTER)
+
+
+def test_speaking_past_the_limit_stops_between_sentences_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voiced.tts import TextToSpeech
+
+    # Load the voice first, so the short limit below is spent on speaking, not loading.
+    assert registry_for(tmp_path).call("speak_to_file", {"text": "Hi.", "path": "w.wav"}).ok
+    spoken: list[int] = []
+    original = TextToSpeech.sentences
+
+    def counted(self: TextToSpeech, text: str):
+        for piece in original(self, text):
+            spoken.append(piece.size)
+            yield piece
+
+    monkeypatch.setattr(TextToSpeech, "sentences", counted)
+    monkeypatch.setattr(audio, "SPEAK_SECONDS_PER_CHARACTER", 0.0)
+    text = " ".join(f"This is sentence number {n} of a very long reminder." for n in range(36))
+    assert len(text) <= audio.MAX_SPEECH_CHARS
+    outcome = registry_for(tmp_path, timeout_s=0.5).call(
+        "speak_to_file", {"text": text, "path": "long.wav"}
+    )
+    assert not outcome.ok and "0.5 seconds" in outcome.error, outcome
+    record = _late_record(timeout_s=60.0)
+    assert record["tool"] == "speak_to_file"
+    assert record["error"] == "speak_to_file was stopped at its time limit (0.5 seconds)"
+    assert not (tmp_path / "long.wav").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.wav"]  # no temporary file
+    assert 0 < len(spoken) < 36  # it stopped between sentences
+    assert audio._synthesis_lock.acquire(timeout=5.0)
+    audio._synthesis_lock.release()

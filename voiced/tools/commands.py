@@ -10,7 +10,11 @@ A call is checked in full before anything runs (and again when it runs):
   value); operands are text where the rule says so (matched against its pattern) and
   otherwise paths, resolved and checked by the sandbox and handed to the command as absolute
   real paths;
-* the working folder is inside the roots.
+* the working folder is inside the roots;
+* commands that change files or run other programs cannot be on the list at all (the config
+  refuses them, :data:`voiced.config.FILE_CHANGING_COMMANDS`), and neither ``find``'s
+  ``-delete``/``-exec``/``-fprint`` family nor ``sed -i`` is ever passed; ``sed`` runs with
+  ``--sandbox`` (no ``w``, ``r`` or ``e`` in its script).
 
 It then runs with no shell, stdin from /dev/null, a minimal environment, its own process group,
 ``nice`` 10 and rlimits (CPU seconds, address space, no file writing, no core dumps). Output
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from voiced.config import CommandRule, ToolsSettings
+from voiced.config import CommandRule, ToolsSettings, file_changing_option
 from voiced.tools.registry import PolicyDecision, Tool, ToolError, current_call
 from voiced.tools.sandbox import Sandbox, SandboxError, printable
 
@@ -191,6 +195,25 @@ class CommandRunner:
                 raise refuse(bad if len(argument) > 2 else argument)
         return out
 
+    @staticmethod
+    def _refuse_changing_options(command: str, args: list[str]) -> None:
+        """find -delete/-exec, sed -i: never, whatever the rule lists (config refuses them too)."""
+        for argument in args:
+            if argument == "--":
+                return
+            if not argument.startswith("-"):
+                continue
+            dangerous = file_changing_option(command, argument)
+            if dangerous is None and command == "sed" and not argument.startswith("--"):
+                # Combined letters: -ni is -n -i; e, f and l take the rest as their value.
+                letters = re.split("[efl]", argument[1:], maxsplit=1)[0]
+                dangerous = "-i" if "i" in letters else None
+            if dangerous is not None:
+                raise CommandRefused(
+                    f"{command} {dangerous} changes files or runs programs; "
+                    "use write_file/delete_file to change files"
+                )
+
     def prepare(
         self, command: str, args: list[str] | None = None, cwd: str | None = None
     ) -> PreparedCommand:
@@ -200,6 +223,7 @@ class CommandRunner:
         args = list(args or [])
         if len(args) > MAX_ARGS:
             raise CommandRefused(f"at most {MAX_ARGS} arguments are allowed")
+        self._refuse_changing_options(command, args)
         folder = self.sandbox.resolve(cwd) if cwd and cwd.strip() else self.sandbox.roots[0]
         if not folder.is_dir():
             raise SandboxError(f"working folder {self.sandbox.display(folder)} does not exist")
@@ -231,6 +255,9 @@ class CommandRunner:
         executable = shutil.which(command, path=SAFE_PATH)
         if executable is None:
             raise ToolError(f"{command} is allowed but not installed on this computer")
+        if command == "sed":
+            # GNU sed's script commands w, r and e write files, read any file and run programs.
+            argv.insert(0, "--sandbox")
         return PreparedCommand(executable, tuple(argv), folder)
 
     # ------------------------------------------------------------------ running

@@ -191,9 +191,9 @@ class FileTools:
         """
         data = self._encoded(content)
         target = self.sandbox.resolve_target(path)
-        replaced = self.sandbox.write_bytes(target, data)
-        how = "replaced" if replaced else "created"
-        return f"{how} {self.sandbox.display(target)} ({human_size(len(data))})"
+        written = self.sandbox.write_bytes(target, data)
+        how = "replaced" if written.replaced else "created"
+        return f"{how} {self.sandbox.display(target)} ({human_size(len(data))}){written.note()}"
 
     def delete_file(self, path: str) -> str:
         """Delete one file inside the allowed folders (asks the user first; not folders).

@@ -22,7 +22,10 @@ through. The time limit is cooperative: each call runs in a worker thread with a
 Past the limit the model is told the call did not finish and the context is cancelled: long
 work (whisper's abort callback, folder walks, command runs) stops, and a change (write,
 delete) checks it under :meth:`CallContext.committing`, so nothing is changed after the model
-was told otherwise. When an abandoned call ends anyway, ``on_late`` gets a follow-up outcome.
+was told otherwise. A call that made its change but does not return within
+:data:`_COMMITTED_GRACE_S` is reported as changed with its result too late; one stuck in the
+middle of a change (a hung filesystem) as not known. When an abandoned call ends anyway,
+``on_late`` gets a follow-up outcome.
 
 Tool groups live in modules named by :data:`GROUP_MODULES`; each exposes
 ``tools(settings: ToolsSettings) -> list[Tool]``. Groups whose module is not there are skipped.
@@ -85,7 +88,10 @@ class CallContext:
         self.limit_s = limit_s
         self.deadline = time.monotonic() + limit_s
         self.cancel_event = threading.Event()
+        # Held while a change is made; the registry waits on it (with a timeout) to give up.
         self._lock = threading.Lock()
+        # Guards the flags below; never held for long.
+        self._state = threading.Lock()
         self.committed = False
         self.finished = False
         self.abandoned = False
@@ -108,12 +114,13 @@ class CallContext:
     def committing(self) -> Iterator[None]:
         """Hold while making a change: refused once cancelled, and never cancelled halfway.
 
-        The registry takes the same lock before giving up on a call, so a change either
-        happens before the model is told the call did not finish, or not at all.
+        The registry cancels the call and then takes the same lock before giving up on it, so
+        a change either happens before the model is told how the call ended, or not at all.
         """
         with self._lock:
             self.check()
-            self.committed = True
+            with self._state:
+                self.committed = True
             yield
 
 
@@ -608,7 +615,7 @@ class ToolRegistry:
                 box["error"] = exc
             finally:
                 _current.context = None
-                with context._lock:
+                with context._state:
                     context.finished = True
                     late = context.abandoned
                 if late:
@@ -617,29 +624,51 @@ class ToolRegistry:
         worker = threading.Thread(target=run, name=f"tool-{tool.name}", daemon=True)
         worker.start()
         worker.join(limit)
-        if worker.is_alive() and not self._give_up(context, worker):
-            outcome = ToolOutcome(
-                name=tool.name, arguments=values, decision=decision, reason=reason
-            )
-            outcome.error = f"{tool.name} did not finish within {limit:g} seconds and was stopped"
-            return outcome
+        if worker.is_alive():
+            error = self._give_up(tool.name, context, worker)
+            if error is not None:
+                return ToolOutcome(
+                    name=tool.name, arguments=values, decision=decision, reason=reason, error=error
+                )
         return self._finish(tool, values, decision, reason, box)
 
     @staticmethod
-    def _give_up(context: CallContext, worker: threading.Thread) -> bool:
-        """Cancel a call past its limit; False when it ended (or made its change) meanwhile."""
-        with context._lock:
-            context.cancel_event.set()
-            if not context.finished and not context.committed:
-                context.abandoned = True
-                return False
-        # It finished, or a change was made: its result is real, wait for it a little.
-        worker.join(_COMMITTED_GRACE_S)
-        if not worker.is_alive():
-            return True
-        with context._lock:
-            context.abandoned = not context.finished
-            return context.finished
+    def _give_up(name: str, context: CallContext, worker: threading.Thread) -> str | None:
+        """Cancel a call past its limit: what to tell the model, or None when it ended after all.
+
+        Waits at most :data:`_COMMITTED_GRACE_S` in all: for a change under way to finish
+        (a hung filesystem must not block the call), then for the result of a change made.
+        """
+        limit = context.limit_s
+        context.cancel_event.set()
+        deadline = time.monotonic() + _COMMITTED_GRACE_S
+        locked = context._lock.acquire(timeout=_COMMITTED_GRACE_S)
+        try:
+            with context._state:
+                if context.finished:
+                    return None
+                if not locked:
+                    context.abandoned = True
+                    return (
+                        f"{name} did not finish within {limit:g} seconds while it was making "
+                        "its change; whether the change was made is not known"
+                    )
+                if not context.committed:
+                    context.abandoned = True
+                    return f"{name} did not finish within {limit:g} seconds and was stopped"
+        finally:
+            if locked:
+                context._lock.release()
+        # The change was made: its result is real, wait for it a little.
+        worker.join(max(0.0, deadline - time.monotonic()))
+        with context._state:
+            if context.finished:
+                return None
+            context.abandoned = True
+        return (
+            f"{name} made its change, but its result came too late (after {limit:g} seconds); "
+            "the change was not undone"
+        )
 
     def _finish(
         self,

@@ -9,17 +9,27 @@ symlink, by the kernel's rules via :func:`os.path.realpath`) and only then check
   voiced's own config, models, transcripts and audit log (under ``VOICED_HOME`` and the XDG
   folders), and the user's extra ``tools.deny`` globs. Both the path as written (with ``..``
   folded) and the resolved path are checked, so a link named innocently that points at a
-  secret is refused, and so is a secret reached through a linked folder. Names are matched
-  without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly.
-* a regular file with more than one name (hard links) is not read: the other names may be
+  secret is refused, and so is a secret reached through a linked folder. A fixed place on
+  either list that is a symlink (``~/.ssh -> ~/dotfiles/ssh``) is also protected where it
+  leads, whatever that is called. Names are matched
+  without regard to case (``PROD.ENV``, ``ID_RSA``); absolute entries exactly. Names, deny
+  entries and roots are compared in Unicode normal form C, so ``Persönlich`` typed matches
+  the decomposed name a Mac wrote.
+* a regular file with more than one name (hard links) that is private (no permissions for
+  group and others, as keys are) or not the user's own is not read: the other names may be
   secrets, and nothing tells which they are.
 
 Writing and deleting also stay away from what makes programs run later
 (:data:`STARTUP_PATTERNS`: shell and session start-up files, autostart and systemd units,
-``~/.local/bin``, desktop files, git hooks, ``*.pth`` files and site-packages), any Python
-environment (a folder with ``pyvenv.cfg`` above the target), and voiced's own program (its
-package, source tree and virtual environment); a name with a control character is refused
-too. Paths shown in results and questions have non-printable characters escaped.
+``~/.local/bin``, desktop files, ``*.pth`` files and site-packages), every folder on
+``$PATH``, the running Python (prefixes, standard library, site folders), any Python
+environment (a folder with ``pyvenv.cfg`` above the target), git internals (any ``.git``
+and any bare repository: a folder with ``HEAD`` and ``objects/``), voiced's own program (its
+package, source tree and virtual environment), and every hidden file or folder directly in
+the home folder, with all below it (``~/.*``: configuration, which programs act on); a name
+with a control character is refused too. A replaced executable loses its execute bits.
+Paths shown in results and questions have control, bidi and line-separator characters
+escaped; spaces and joiners of real names are shown as they are, so names can be used again.
 
 Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open descriptor
 really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
@@ -35,8 +45,10 @@ import fnmatch
 import logging
 import os
 import re
+import site
 import stat
 import sys
+import sysconfig
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -213,16 +225,34 @@ STARTUP_PATTERNS: tuple[str, ...] = (
 
 MAX_PATH_CHARS = 4096
 
+HIDDEN_IN_HOME = "hidden configuration folders and files are not changed by voiced"
+
 
 class SandboxError(ToolError):
     """A path the tools may not use; the message says why, for the model to relay."""
 
 
+# Characters that reorder text on screen: embeddings, overrides, isolates and marks.
+BIDI_CONTROLS = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+)
+
+
+def _unsafe(ch: str) -> bool:
+    """A character that moves the cursor, reorders text or breaks lines when shown.
+
+    Spaces (no-break, the narrow one in macOS screenshot names) and the joiners (ZWJ in emoji,
+    ZWNJ in Persian) are part of real names and stay; lone surrogates (bytes that are not
+    UTF-8) cannot be shown or encoded at all.
+    """
+    return unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} or ch in BIDI_CONTROLS
+
+
 def printable(text: str) -> str:
-    """``text`` with every non-printable character escaped (``\\x1b``), safe to show or say."""
+    """``text`` with control, bidi and line-separator characters escaped (``\\x1b``)."""
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
 
 
 def _escape(ch: str) -> str:
@@ -233,8 +263,8 @@ def _escape(ch: str) -> str:
 
 
 def control_characters(text: str) -> list[str]:
-    """The control, format (bidi, zero-width) and line-separator characters in ``text``."""
-    return [ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"}]
+    """The control, bidi and line-separator characters (and lone surrogates) in ``text``."""
+    return [ch for ch in text if _unsafe(ch)]
 
 
 def human_size(size: float) -> str:
@@ -252,6 +282,12 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
 
 
+def _nfc(text: str) -> str:
+    """``text`` in Unicode normal form C: ``ö`` typed and ``o`` + combining diaeresis (as
+    macOS writes names, and sync tools copy them) compare equal."""
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
 @dataclass(frozen=True)
 class _Rule:
     """One deny entry: an absolute path prefix (``anchored``) or a run of names anywhere."""
@@ -262,6 +298,7 @@ class _Rule:
     regexes: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(_nfc(part) for part in self.parts))
         # A name pattern matches any case (PROD.ENV); an absolute path is one exact place.
         flags = 0 if self.anchored else re.IGNORECASE
         compiled = tuple(re.compile(fnmatch.translate(part), flags) for part in self.parts)
@@ -281,7 +318,9 @@ class _Rule:
         if len(path_parts) < width or (self.anchored and len(path_parts) != width):
             return False
         window = path_parts[-width:]
-        return all(regex.match(part) for regex, part in zip(self.regexes, window, strict=True))
+        return all(
+            regex.match(_nfc(part)) for regex, part in zip(self.regexes, window, strict=True)
+        )
 
 
 def _rules(patterns: Iterable[str], source: str) -> list[_Rule]:
@@ -292,6 +331,26 @@ def _as_given_and_resolved(paths: Iterable[Path]) -> list[str]:
     return [
         variant for path in paths for variant in {os.path.normpath(path), os.path.realpath(path)}
     ]
+
+
+def _linked_homes(patterns: Iterable[str], source: str) -> list[_Rule]:
+    """Where the fixed places among ``patterns`` really are, when a symlink leads elsewhere.
+
+    A name pattern without wildcards (``.ssh``, ``.bashrc``) is taken at the home folder, an
+    absolute or ``~`` entry as written. With ``~/.ssh -> ~/dotfiles/ssh`` the link's target is
+    what holds the keys, and it is not named like a secret.
+    """
+    home = Path.home()
+    rules = []
+    for pattern in patterns:
+        text = pattern.strip()
+        if not text or any(ch in text for ch in "*?["):
+            continue
+        place = os.path.expanduser(text) if text.startswith(("~", "/")) else str(home / text)
+        real = os.path.realpath(place)
+        if real != os.path.normpath(place):
+            rules.append(_Rule(Path(real).parts, True, source))
+    return rules
 
 
 def _rule(pattern: str, source: str) -> _Rule | None:
@@ -339,17 +398,44 @@ def _own_program() -> list[Path]:
     return places
 
 
-def _python_environment(path: Path) -> Path | None:
-    """The virtualenv (a folder with ``pyvenv.cfg``) that ``path`` lies in, or None."""
-    for folder in path.parents:
-        if (folder / "pyvenv.cfg").is_file():
-            return folder
-    return None
+def _program_folders() -> list[Path]:
+    """The folders on ``$PATH`` (relative entries mean wherever one happens to be: skipped)."""
+    entries = os.environ.get("PATH", "").split(os.pathsep)
+    return [Path(entry) for entry in entries if os.path.isabs(entry)]
+
+
+def _python_installation() -> list[Path]:
+    """The running Python's prefixes, standard library and site folders."""
+    places = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    places.update(sysconfig.get_paths().values())
+    with contextlib.suppress(AttributeError):
+        places.update(site.getsitepackages())
+    with contextlib.suppress(AttributeError):
+        places.add(site.getusersitepackages())
+    return [Path(place) for place in places if place and os.path.isabs(place)]
 
 
 def walk_budget_s(settings: ToolsSettings) -> float:
     """Time a folder scan may take: most of the tool's time limit, leaving room to answer."""
     return max(0.2, settings.timeout_s * 0.6)
+
+
+EXECUTE_BITS = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :meth:`Sandbox.write_bytes` did."""
+
+    replaced: bool
+    # The replaced file was executable and is not any more.
+    made_unexecutable: bool = False
+
+    def note(self) -> str:
+        """A sentence for the result, or ""."""
+        if not self.made_unexecutable:
+            return ""
+        return "; it was executable and is no longer executable (run permission removed)"
 
 
 class Sandbox:
@@ -367,21 +453,23 @@ class Sandbox:
         if not resolved:
             raise ValueError("tools.file_roots is empty: the file tools need at least one folder")
         self.roots: tuple[Path, ...] = tuple(resolved)
-        rules = _rules(SECRET_PATTERNS, "secrets")
+        self._root_forms = tuple(Path(_nfc(str(root))) for root in resolved)
+        deny = list(deny)
+        rules = _rules(SECRET_PATTERNS, "secrets") + _linked_homes(SECRET_PATTERNS, "secrets")
         rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
+        rules += _rules(deny, "tools.deny") + _linked_homes(deny, "tools.deny")
         self._write_rules = tuple(
             _rules(STARTUP_PATTERNS, "start-up files")
+            + _linked_homes(STARTUP_PATTERNS, "start-up files")
             + _rules(_as_given_and_resolved(_own_program()), "voiced's own program")
+            + _rules(_as_given_and_resolved(_program_folders()), "programs on PATH")
+            + _rules(_as_given_and_resolved(_python_installation()), "the Python installation")
+            + _rules([".git"], "git internals")
         )
-        for pattern in deny:
-            rule = _rule(pattern, "tools.deny")
-            if rule is None:
-                continue
-            rules.append(rule)
-            if rule.anchored and not any(ch in pattern for ch in "*?["):
-                real = _rule(os.path.realpath(os.path.expanduser(pattern.strip())), "tools.deny")
-                if real:
-                    rules.append(real)
+        self._hidden_in_home = tuple(
+            _Rule((*Path(home).parts, ".*"), True, "hidden in the home folder")
+            for home in dict.fromkeys(_as_given_and_resolved([Path.home()]))
+        )
         self._rules = tuple(rules)
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
         self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
@@ -395,8 +483,9 @@ class Sandbox:
     # ------------------------------------------------------------------ checks
 
     def root_of(self, path: Path) -> Path | None:
-        for root in self.roots:
-            if path == root or path.is_relative_to(root):
+        path = Path(_nfc(str(path)))
+        for root, form in zip(self.roots, self._root_forms, strict=True):
+            if path == form or path.is_relative_to(form):
                 return root
         return None
 
@@ -411,7 +500,7 @@ class Sandbox:
 
     def denied_at(self, parts: tuple[str, ...]) -> _Rule | None:
         """The deny rule matching ``parts`` at its last component (its folders not checked)."""
-        if self._single_names.match(parts[-1]):
+        if self._single_names.match(_nfc(parts[-1])):
             for rule in self._single:
                 if rule.matches_ending_at(parts):
                     return rule
@@ -421,15 +510,20 @@ class Sandbox:
         return None
 
     def protected_from_changes(self, path: Path) -> str | None:
-        """Why writing or deleting ``path`` would make programs run later, or None."""
+        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
         parts = path.parts
         for end in range(1, len(parts) + 1):
             for rule in self._write_rules:
                 if rule.matches_ending_at(parts[:end]):
-                    return f"{rule.source}: {rule.text}"
-        environment = _python_environment(path)
-        if environment is not None:
-            return f"a Python environment: {self.display(environment)}"
+                    return f"it makes programs run ({printable(rule.source)}: {rule.text})"
+        for folder in path.parents:
+            if (folder / "pyvenv.cfg").is_file():
+                return f"it makes programs run (a Python environment: {self.display(folder)})"
+            if (folder / "HEAD").is_file() and (folder / "objects").is_dir():
+                return f"it makes programs run (a git repository: {self.display(folder)})"
+        for end in range(1, len(parts) + 1):
+            if any(rule.matches_ending_at(parts[:end]) for rule in self._hidden_in_home):
+                return HIDDEN_IN_HOME
         return None
 
     def display(self, path: Path) -> str:
@@ -476,15 +570,12 @@ class Sandbox:
         for candidate in (lexical, real):
             why = self.protected_from_changes(candidate)
             if why is not None:
-                raise SandboxError(
-                    f"{self.display(candidate)} is off limits for changes: it makes programs "
-                    f"run ({printable(why)})"
-                )
+                raise SandboxError(f"{self.display(candidate)} is off limits for changes: {why}")
 
     def resolve(self, raw: str, *, base: Path | None = None) -> Path:
         """The real path ``raw`` names, after the root and deny checks (it need not exist).
 
-        An existing regular file with other names (hard links) is refused.
+        An existing private (or foreign) regular file with other names (hard links) is refused.
         """
         absolute = self._absolute(raw, base)
         lexical = Path(os.path.normpath(absolute))
@@ -498,10 +589,15 @@ class Sandbox:
         return real
 
     def _refuse_hard_links(self, path: Path, info: os.stat_result) -> None:
-        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+        # Media libraries, package caches, git clones and backups hard-link ordinary files;
+        # a secret is private to its owner (keys are 0600), so only such a file is refused.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
+            return
+        if info.st_mode & 0o077 == 0 or info.st_uid != os.geteuid():
             raise SandboxError(
-                f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links), "
-                "and one of them may be a protected file, so I do not open it"
+                f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links) "
+                "and is private or someone else's; one of the names may be a protected file, "
+                "so I do not open it"
             )
 
     def folder(self, raw: str | None) -> Path:
@@ -615,10 +711,11 @@ class Sandbox:
             raise
         return fd
 
-    def write_bytes(self, target: Path, data: bytes) -> bool:
+    def write_bytes(self, target: Path, data: bytes) -> Written:
         """Atomically replace or create ``target`` (from :meth:`resolve_target`) with ``data``.
 
-        Returns True when a file was replaced. A folder at ``target`` is never touched.
+        A folder at ``target`` is never touched. A replaced file keeps its permissions except
+        the execute bits: new content in a script the user runs would run unseen.
         """
         dir_fd = self._open_parent(target)
         temporary = f".{target.name}.{os.getpid()}.{time.monotonic_ns()}.part"
@@ -633,6 +730,8 @@ class Sandbox:
             mode = 0o644
             if existing is not None and stat.S_ISREG(existing.st_mode):
                 mode = stat.S_IMODE(existing.st_mode)
+            executable_bits = mode & EXECUTE_BITS
+            mode &= ~(EXECUTE_BITS | stat.S_ISUID | stat.S_ISGID)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(temporary, flags, mode, dir_fd=dir_fd)
             created = True
@@ -648,7 +747,7 @@ class Sandbox:
             with current_call().committing():
                 os.replace(temporary, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             created = False
-            return existing is not None
+            return Written(replaced=existing is not None, made_unexecutable=bool(executable_bits))
         except OSError as exc:
             raise SandboxError(f"cannot write {self.display(target)}: {exc.strerror}") from None
         finally:
@@ -738,6 +837,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "Walk",
+    "Written",
     "control_characters",
     "human_size",
     "plural",
