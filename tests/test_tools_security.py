@@ -802,6 +802,7 @@ def test_names_with_spaces_and_joiners_are_listed_as_they_are(
         ("line\u2028sep.txt", "line\\u2028sep.txt"),
         ("para\u2029sep.txt", "para\\u2029sep.txt"),
         ("c1\x9bcontrol.txt", "c1\\x9bcontrol.txt"),
+        ("tag\U000e0069\U000e0067.txt", "tag\\U000e0069\\U000e0067.txt"),
     ],
 )
 def test_bidi_and_separator_characters_stay_escaped_and_refused(
@@ -897,6 +898,18 @@ def test_folders_on_path_are_not_written(
         "programs on PATH"
         in registry_for(world)[0].call("write_file", {"path": "tools/ls", "content": "x"}).reason
     )
+
+
+def test_home_on_path_does_not_make_every_file_unwritable(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(world["root"]))
+    monkeypatch.setenv("PATH", f"{world['root']}:/:/usr/bin")
+    registry, _ = registry_for(world, answer=True)
+    target = world["root"] / "notes" / "plan.txt"
+    outcome = registry.call("write_file", {"path": str(target), "content": "a plan"})
+    assert outcome.decision == "confirmed", outcome
+    assert target.read_text() == "a plan"
 
 
 def test_the_running_python_is_not_written(world: dict[str, Path]) -> None:

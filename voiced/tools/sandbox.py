@@ -243,9 +243,14 @@ def _unsafe(ch: str) -> bool:
 
     Spaces (no-break, the narrow one in macOS screenshot names) and the joiners (ZWJ in emoji,
     ZWNJ in Persian) are part of real names and stay; lone surrogates (bytes that are not
-    UTF-8) cannot be shown or encoded at all.
+    UTF-8) cannot be shown or encoded at all; tag characters are invisible and can smuggle
+    text past a reader.
     """
-    return unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"} or ch in BIDI_CONTROLS
+    return (
+        unicodedata.category(ch) in {"Cc", "Cs", "Zl", "Zp"}
+        or ch in BIDI_CONTROLS
+        or "\U000e0000" <= ch <= "\U000e007f"  # tag characters: a known way to hide text
+    )
 
 
 def printable(text: str) -> str:
@@ -401,7 +406,20 @@ def _own_program() -> list[Path]:
 def _program_folders() -> list[Path]:
     """The folders on ``$PATH`` (relative entries mean wherever one happens to be: skipped)."""
     entries = os.environ.get("PATH", "").split(os.pathsep)
-    return [Path(entry) for entry in entries if os.path.isabs(entry)]
+    return _below_home_or_elsewhere(Path(entry) for entry in entries if os.path.isabs(entry))
+
+
+def _below_home_or_elsewhere(places: Iterable[Path]) -> list[Path]:
+    """``places`` without the home folder and its ancestors: an odd ``$PATH`` entry such as
+    ``~`` must not make every file the user has unwritable."""
+    home = Path(os.path.realpath(Path.home()))
+    return [
+        place
+        for place in places
+        if not (
+            home == Path(os.path.realpath(place)) or Path(os.path.realpath(place)) in home.parents
+        )
+    ]
 
 
 def _python_installation() -> list[Path]:
@@ -412,7 +430,9 @@ def _python_installation() -> list[Path]:
         places.update(site.getsitepackages())
     with contextlib.suppress(AttributeError):
         places.add(site.getusersitepackages())
-    return [Path(place) for place in places if place and os.path.isabs(place)]
+    return _below_home_or_elsewhere(
+        Path(place) for place in places if place and os.path.isabs(place)
+    )
 
 
 def walk_budget_s(settings: ToolsSettings) -> float:
