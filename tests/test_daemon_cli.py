@@ -7,10 +7,8 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from click.testing import CliRunner
 
 from tests import ollama_fixtures
 from tests import pulse as pulse_fixtures
+from tests.notify_socket import NotifySocket
 from tests.ollama_server import OllamaTestServer, _Rejected, plain_model_show
 from voiced import paths
 from voiced.cli import main
@@ -332,27 +331,15 @@ def test_run_reloads_with_its_options_on_sighup_and_stops_on_sigterm(
     """SIGHUP re-reads the file but keeps `voiced run`'s options; SIGTERM while idle exits
     0 within the 2 s of the spec (2.5 s with a margin for loaded CI machines).
 
-    The daemon's own log is no witness here: while the capture thread looks for a device,
-    PortAudio's initialisation points stderr at /dev/null for the whole process. What the
-    Ollama server receives is: the model warm-up after each (re)load of the assistant.
+    The witness is what the Ollama server receives: the model warm-up after each (re)load of
+    the assistant, sent to the host and model the options name.
     """
     file_llm = "llm:\n  host: http://127.0.0.1:9\n  model: other:1b\n"
     config = _config(tmp_path, file_llm)
-    sock_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    messages: list[str] = []
-
-    def collect() -> None:
-        while True:
-            try:
-                messages.extend(sock.recv(4096).decode().splitlines())
-            except OSError:
-                return
-
-    threading.Thread(target=collect, daemon=True).start()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    messages = notify.messages
     env = {key: value for key, value in os.environ.items() if key not in NO_SOUND_SERVER}
-    env["NOTIFY_SOCKET"] = str(sock_path)
+    env["NOTIFY_SOCKET"] = str(notify.path)
     log_path = tmp_path / "run.log"
     command = [sys.executable, "-m", "voiced", "-v", "--config", str(config), "run"]
     options = ["--no-wake", "--host", ollama_server.url, "--model", "gpt-oss:20b"]
@@ -389,7 +376,7 @@ def test_run_reloads_with_its_options_on_sighup_and_stops_on_sigterm(
         took = time.monotonic() - sent
     finally:
         pulse_fixtures.end_process(proc)
-        sock.close()
+        notify.close()
     assert code == 0, log_path.read_text()[-3000:]
     assert took < 2.5, took
     assert "STOPPING=1" in messages

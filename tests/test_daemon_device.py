@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.notify_socket import NotifySocket
 from tests.ollama_server import OllamaTestServer
 from tests.pulse import PulseServer, _missing_tools, _unavailable
 from tests.store import seed_models
@@ -37,19 +36,8 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
     server.start()
     home = tmp_path / "home"
     seed_models(home, whisper_store)
-    sock_path = tmp_path / "notify"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    messages: list[str] = []
-
-    def collect() -> None:
-        while True:
-            try:
-                messages.extend(sock.recv(4096).decode().splitlines())
-            except OSError:
-                return
-
-    threading.Thread(target=collect, daemon=True).start()
+    notify = NotifySocket(tmp_path / "notify")
+    messages = notify.messages
     log = tmp_path / "daemon.log"
     with OllamaTestServer() as ollama, open(log, "wb") as log_file:
         (home / "config.yaml").write_text(f"llm:\n  host: {ollama.url}\ntools:\n  enabled: []\n")
@@ -57,7 +45,7 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
             **os.environ,
             **server.env_vars,
             "VOICED_HOME": str(home),
-            "NOTIFY_SOCKET": str(sock_path),
+            "NOTIFY_SOCKET": str(notify.path),
         }
         proc = subprocess.Popen(
             [sys.executable, "-m", "voiced", "-v", "run"],
@@ -88,5 +76,5 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
             server.stop()
-            sock.close()
+            notify.close()
             shutil.rmtree(server.dir, ignore_errors=True)
