@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -335,11 +336,14 @@ def test_a_hanging_tool_is_abandoned_at_the_timeout() -> None:
 class LateOutcomes:
     """An ``on_late`` hook that lets a test wait for the follow-up of an abandoned call."""
 
-    def __init__(self) -> None:
+    def __init__(self, also: Callable[[ToolOutcome], None] | None = None) -> None:
         self.outcomes: list[ToolOutcome] = []
         self.arrived = threading.Event()
+        self.also = also  # e.g. the audit log, which must see the follow-up first
 
     def __call__(self, outcome: ToolOutcome) -> None:
+        if self.also is not None:
+            self.also(outcome)
         self.outcomes.append(outcome)
         self.arrived.set()
 
@@ -396,14 +400,10 @@ def test_nothing_is_written_after_the_time_limit(tmp_path: Path) -> None:
         return "written"
 
     audit = AuditLog(source="test")
-    late = LateOutcomes()
-
-    def both(outcome: ToolOutcome) -> None:
-        audit(outcome)
-        late(outcome)
+    late = LateOutcomes(also=audit)
 
     tool = Tool.from_function(slow_write, group="t")
-    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=both)
+    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=late)
     outcome = registry.call("slow_write", {"text": "too late"})
     assert not outcome.ok and "did not finish within 0.2 seconds" in outcome.error
     follow_up = late.wait()
@@ -559,14 +559,10 @@ def test_late_records_with_lone_surrogates_reach_the_audit_log() -> None:
         raise ToolError(f"gave up on {name}")
 
     audit = AuditLog(source="test")
-    late = LateOutcomes()
-
-    def both(outcome: ToolOutcome) -> None:
-        audit(outcome)
-        late(outcome)
+    late = LateOutcomes(also=audit)
 
     tool = Tool.from_function(spin, group="t")
-    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=both)
+    registry = registry_with(tool, timeout_s=0.2, on_call=audit, on_late=late)
     registry.call("spin", {"name": "diary\udc80.txt"})
     late.wait()
     records = list(read_records())

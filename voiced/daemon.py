@@ -681,14 +681,13 @@ class Daemon:
             for sentence in splitter.feed(piece):
                 say(sentence)
 
+        def say_what_was_given() -> None:
+            for sentence in splitter.flush():
+                say(sentence)
+
         result = None
         error: str | None = None
         try:
-
-            def say_what_was_given() -> None:
-                for sentence in splitter.flush():
-                    say(sentence)
-
             result = self.assistant.ask(
                 job.text, on_text, cancel=job.cancel, on_tools=say_what_was_given
             )
