@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.pulse import PulseServer
-from voiced.models import ModelStore
+from voiced.speech.models import ModelStore
 from voiced.transcripts import Journal
 
 REPLY = Reply(content=["It is ", "three o'clock in the ", "afternoon. ", "Anything else?"])

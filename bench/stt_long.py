@@ -72,8 +72,8 @@ def work(engine: str, path: Path, threads: int, model: str | None) -> dict:
     if engine == "voiced":
         from voiced.config import SttSettings
         from voiced.decode import decode_file
-        from voiced.models import ModelStore
-        from voiced.stt import SpeechToText
+        from voiced.speech.models import ModelStore
+        from voiced.speech.stt import SpeechToText
 
         name = model or SttSettings().model
         stt = SpeechToText(ModelStore().resolve_whisper(name), model_name=name, threads=threads)

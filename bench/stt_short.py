@@ -29,8 +29,8 @@ def main() -> None:
     from faster_whisper import WhisperModel
 
     from voiced.config import SttSettings
-    from voiced.models import ModelStore
-    from voiced.stt import SpeechToText
+    from voiced.speech.models import ModelStore
+    from voiced.speech.stt import SpeechToText
 
     clips = short_clips(args.audio)
     seconds = sum(audio.size for _, audio in clips) / 16000

@@ -2,7 +2,7 @@
 
 Two ways to turn a reply into speech, measured in the same run on the same loaded voice:
 
-* streaming: the reply goes through voiced's :class:`~voiced.playback.Speaker` (sentence
+* streaming: the reply goes through voiced's :class:`~voiced.audio.playback.Speaker` (sentence
   splitter -> TTS worker thread); first audio is the moment the first sentence's audio is
   handed to the player.
 * whole text: wait for the complete reply, synthesise all of it with Piper in one call, then
@@ -26,9 +26,10 @@ import time
 
 import numpy as np
 
+from voiced.audio.playback import SpokenReport
 from voiced.config import TtsSettings
-from voiced.playback import Speaker, SpokenReport
-from voiced.tts import TextToSpeech
+from voiced.speech.speaker import Speaker
+from voiced.speech.tts import TextToSpeech
 
 REPLY = (
     "Your computer has been up for three days and everything looks healthy. "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.store import seed_models
-from voiced.models import ModelStore
+from voiced.speech.models import ModelStore
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +37,6 @@ def voiced_home(
 def stt(whisper_store: Path):
     """The default speech-to-text engine, loaded once per session."""
     from voiced.config import SttSettings
-    from voiced.stt import SpeechToText
+    from voiced.speech.stt import SpeechToText
 
     return SpeechToText.from_settings(SttSettings(), ModelStore(whisper_store))

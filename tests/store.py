@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from voiced.models import MANIFEST
+from voiced.speech.models import MANIFEST
 
 
 def seed_models(home: Path, whisper_store: Path) -> Path:

@@ -20,10 +20,10 @@ from tests.ollama_server import (
     ToolCall,
     plain_model_show,
 )
-from voiced import assistant as assistant_module
-from voiced.assistant import Assistant, TurnError, TurnResult
+from voiced.brain import assistant as assistant_module
+from voiced.brain.assistant import Assistant, TurnError, TurnResult
+from voiced.brain.tools.registry import Tool, ToolRegistry
 from voiced.config import LlmSettings
-from voiced.tools.registry import Tool, ToolRegistry
 
 ollama_server = ollama_fixtures.ollama_server
 dead_ollama_url = ollama_fixtures.dead_ollama_url

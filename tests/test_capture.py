@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import sounddevice as sd
 
-from voiced import capture as capture_module
-from voiced.capture import BACKOFF_MAX_S, BACKOFF_START_S, Capture, Device, capture_blocks
+from voiced.audio import capture as capture_module
+from voiced.audio.capture import BACKOFF_MAX_S, BACKOFF_START_S, Capture, Device, capture_blocks
 from voiced.config import AudioSettings
 
 RATE = 16000
@@ -144,7 +144,7 @@ def test_a_device_with_mono_at_its_own_rate_is_recorded_in_mono(
 def test_a_portaudio_input_overflow_is_counted_and_logged(
     stereo_only_device: Device, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="voiced.capture")
+    caplog.set_level(logging.WARNING, logger="voiced.audio.capture")
     with Capture(AudioSettings(blocks_per_callback=1)) as capture:
         (stream,) = StereoOnlyStream.opened
         silence = np.zeros((stream.blocksize, 2), dtype=np.float32)
@@ -186,7 +186,7 @@ def test_retries_back_off_doubling_up_to_the_cap(
         raise capture_module.DeviceError("no input device found (is a sound server running?)")
 
     monkeypatch.setattr(capture_module, "find_device", no_device)
-    caplog.set_level(logging.ERROR, logger="voiced.capture")
+    caplog.set_level(logging.ERROR, logger="voiced.audio.capture")
     stop = StopAfter(waits=8)
     assert list(capture_blocks(AudioSettings(), stop=stop)) == []
     expected = [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
@@ -203,7 +203,7 @@ def test_retries_back_off_doubling_up_to_the_cap(
 CHATTY_RESCANS = """
 import logging, sys, threading, time
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
-from voiced.capture import rescan_devices
+from voiced.audio.capture import rescan_devices
 def chatter():
     for i in range(400):
         logging.info("line %d", i)

@@ -16,7 +16,7 @@ import pytest
 from tests import pulse as pulse_fixtures
 from tests.pulse import PulseServer
 from tests.speech import synthesize
-from voiced.capture import (
+from voiced.audio.capture import (
     Capture,
     DeviceError,
     _Resampler,
@@ -107,7 +107,7 @@ def test_captured_blocks_hold_exactly_what_was_played(pulse_server, block_ms: in
 
 
 def test_a_full_queue_counts_and_logs_overflow(pulse_server, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="voiced.capture")
+    caplog.set_level(logging.WARNING, logger="voiced.audio.capture")
     settings = AudioSettings(block_ms=10, queue_blocks=10)
     with Capture(settings) as capture:
         time.sleep(1.0)  # nobody reads: 100 blocks arrive for 10 places

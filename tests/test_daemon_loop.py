@@ -21,14 +21,14 @@ import pytest
 from tests import ollama_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
 from voiced import config as config_mod
-from voiced.assistant import Assistant
+from voiced.audio.playback import SpokenReport
+from voiced.brain.assistant import Assistant
+from voiced.brain.tools.registry import Tool, ToolRegistry
 from voiced.config import Settings
-from voiced.daemon import Daemon, Utterance, wall_time
-from voiced.notify import Notifier
-from voiced.playback import SpokenReport
-from voiced.tools.registry import Tool, ToolRegistry
+from voiced.service.daemon import Daemon, Utterance, wall_time
+from voiced.service.notify import Notifier
+from voiced.service.turns import Heard, State
 from voiced.transcripts import Journal
-from voiced.turns import Heard, State
 
 ollama_server = ollama_fixtures.ollama_server
 
@@ -606,9 +606,9 @@ def test_reload_waits_for_the_turn_in_progress(
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_long_request_split_by_the_segmenter_is_transcribed_whole(seed: int) -> None:
     from tests.speech import synthesize
+    from voiced.audio.segmenter import Segmenter, UtteranceEnded
     from voiced.config import VadSettings
-    from voiced.daemon import SplitJoiner
-    from voiced.vad import Segmenter, UtteranceEnded
+    from voiced.service.daemon import SplitJoiner
 
     request = synthesize(
         "Computer, what is the capital of France, and what about Germany?", seed=seed
@@ -643,8 +643,8 @@ def test_a_long_request_split_by_the_segmenter_is_transcribed_whole(seed: int) -
 
 
 def test_joined_speech_is_capped() -> None:
-    from voiced.daemon import SplitJoiner
-    from voiced.vad import UtteranceEnded
+    from voiced.audio.segmenter import UtteranceEnded
+    from voiced.service.daemon import SplitJoiner
 
     def piece(start: float) -> UtteranceEnded:
         audio = np.zeros(16000, np.float32)

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import numpy as np
 
 from tests.speech import synthesize, wer
-from voiced import capture
+from voiced.audio import capture
 from voiced.config import Settings
-from voiced.daemon import Daemon
-from voiced.notify import Notifier
-from voiced.stt import TranscriptionAborted
-from voiced.turns import Heard
+from voiced.service.daemon import Daemon
+from voiced.service.notify import Notifier
+from voiced.service.turns import Heard
+from voiced.speech.stt import TranscriptionAborted
 
 BLOCK = 480  # 30 ms
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.subtitles import assert_valid_timeline, parse_srt, parse_vtt
-from voiced import formats
-from voiced.stt import Segment, Transcription
+from voiced.speech import formats
+from voiced.speech.stt import Segment, Transcription
 
 DURATION = 10.0
 # Whisper's timestamps can overlap, run backwards or past the end of the audio.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.speech import synthesize, wer
-from voiced.ggml import ConversionError, convert_ct2_whisper, mel_filters, quantize
+from voiced.speech.ggml import ConversionError, convert_ct2_whisper, mel_filters, quantize
 
 TINY_EN_HPARAMS = {
     "n_vocab": 51864,
@@ -154,7 +154,7 @@ def test_tensors_match_whisper_cpp_layout(ggml_file: GgmlFile) -> None:
 
 def test_weights_are_copied_unchanged(converted: Path, ggml_file: GgmlFile, source_dir) -> None:
     """The fused CT2 q/k/v rows land in query/key/value; f16 values pass through bit for bit."""
-    from voiced.ggml import _CT2Reader
+    from voiced.speech.ggml import _CT2Reader
 
     data = converted.read_bytes()
     with (source_dir / "model.bin").open("rb") as f:
@@ -270,7 +270,7 @@ def test_quantized_layout_follows_whisper_cpp_quantize(quantized: tuple[str, Pat
 def test_quantized_blocks_match_ggml_reference(
     quantized: tuple[str, Path], source_dir: Path
 ) -> None:
-    from voiced.ggml import _CT2Reader
+    from voiced.speech.ggml import _CT2Reader
 
     ftype, path = quantized
     _, qtype, function = QUANT_TYPES[ftype]

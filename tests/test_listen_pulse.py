@@ -20,7 +20,7 @@ import pytest
 from tests import pulse as pulse_fixtures
 from tests.pulse import PulseServer
 from tests.speech import noise, synthesize, wer
-from voiced.models import ModelStore
+from voiced.speech.models import ModelStore
 from voiced.transcripts import Journal
 
 pulse_server = pulse_fixtures.pulse_server

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from audio_models import catalogue
-from voiced import models
 from voiced.cli import main
-from voiced.models import DEFAULT_STT_MODEL, ModelError, ModelStore, inspect_ggml, sha256_of
+from voiced.speech import models
+from voiced.speech.models import DEFAULT_STT_MODEL, ModelError, ModelStore, inspect_ggml, sha256_of
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_corrupted_store_entry_is_detected_and_rebuilt(voiced_home: Path) -> Non
 def test_partial_conversion_never_replaces_the_model(
     empty_store: ModelStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from voiced import ggml
+    from voiced.speech import ggml
 
     def explode(source: Path, out: BinaryIO, ftype: str = "f16") -> None:
         out.write(b"lmgg half a model")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from voiced.notify import Notifier
+from voiced.service.notify import Notifier
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import sounddevice as sd
 
+from voiced.audio.playback import PlaybackError, Player
 from voiced.decode import resample
-from voiced.playback import PlaybackError, Player
 
 VOICE_RATE = 22050
 

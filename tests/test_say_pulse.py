@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from tests.pulse import PulseServer, pulse_server  # noqa: F401 (fixture)
+from voiced.audio.playback import PlaybackError, Player
 from voiced.config import TtsSettings
-from voiced.playback import PlaybackError, Player, Speaker
-from voiced.tts import TextToSpeech
+from voiced.speech.speaker import Speaker
+from voiced.speech.tts import TextToSpeech
 
 pytestmark = pytest.mark.pulse
 log = logging.getLogger(__name__)

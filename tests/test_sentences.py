@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voiced.sentences import SentenceSplitter, speakable, split_sentences
+from voiced.speech.sentences import SentenceSplitter, speakable, split_sentences
 
 SPLIT_CASES = [
     (

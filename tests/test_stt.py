@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.speech import noise, synthesize, wer
-from voiced.stt import SpeechToText, _looks_wrong, _repeats, clean_text, speech_map
+from voiced.speech.stt import SpeechToText, _looks_wrong, _repeats, clean_text, speech_map
 
 
 @dataclass

@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from ollama._types import Tool as OllamaTool
 
-from voiced.config import ToolsSettings
-from voiced.tools import clock
-from voiced.tools.registry import (
+from voiced.brain.tools import clock
+from voiced.brain.tools.registry import (
     ConfirmationRequest,
     PolicyDecision,
     Tool,
@@ -25,6 +24,7 @@ from voiced.tools.registry import (
     clean_tool_name,
     parse_docstring,
 )
+from voiced.config import ToolsSettings
 
 
 def count_words(text: str, limit: int = 10, mode: Literal["words", "chars"] = "words") -> str:
@@ -353,7 +353,7 @@ class LateOutcomes:
 
 
 def test_a_timed_out_call_is_told_to_stop_and_its_end_is_reported() -> None:
-    from voiced.tools.registry import current_call
+    from voiced.brain.tools.registry import current_call
 
     def spin() -> str:
         """Work until told to stop."""
@@ -373,7 +373,7 @@ def test_a_timed_out_call_is_told_to_stop_and_its_end_is_reported() -> None:
 
 
 def test_outside_a_call_nothing_is_ever_cancelled() -> None:
-    from voiced.tools.registry import current_call
+    from voiced.brain.tools.registry import current_call
 
     call = current_call()
     assert not call.cancelled() and call.remaining_s() == float("inf")
@@ -381,8 +381,8 @@ def test_outside_a_call_nothing_is_ever_cancelled() -> None:
 
 
 def test_nothing_is_written_after_the_time_limit(tmp_path: Path) -> None:
-    from voiced.tools.audit import AuditLog, read_records
-    from voiced.tools.sandbox import Sandbox
+    from voiced.brain.tools.audit import AuditLog, read_records
+    from voiced.brain.tools.sandbox import Sandbox
 
     sandbox = Sandbox([tmp_path])
     target = tmp_path / "late.txt"
@@ -419,7 +419,7 @@ def test_nothing_is_written_after_the_time_limit(tmp_path: Path) -> None:
 
 
 def test_a_walk_stops_at_the_deadline(tmp_path: Path) -> None:
-    from voiced.tools.sandbox import Sandbox
+    from voiced.brain.tools.sandbox import Sandbox
 
     for folder in range(10):
         (tmp_path / f"d{folder}").mkdir()
@@ -546,8 +546,8 @@ def test_days_until() -> None:
 
 
 def test_late_records_with_lone_surrogates_reach_the_audit_log() -> None:
-    from voiced.tools.audit import AuditLog, read_records
-    from voiced.tools.registry import current_call
+    from voiced.brain.tools.audit import AuditLog, read_records
+    from voiced.brain.tools.registry import current_call
 
     def spin(name: str) -> str:
         """Work until told to stop.
@@ -576,8 +576,8 @@ def test_late_records_with_lone_surrogates_reach_the_audit_log() -> None:
 def test_a_change_made_but_reported_too_late_is_told_as_made(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from voiced.tools import registry as registry_module
-    from voiced.tools.registry import current_call
+    from voiced.brain.tools import registry as registry_module
+    from voiced.brain.tools.registry import current_call
 
     monkeypatch.setattr(registry_module, "_COMMITTED_GRACE_S", 0.2)
     release = threading.Event()
@@ -614,8 +614,8 @@ def test_a_change_made_but_reported_too_late_is_told_as_made(
 def test_a_change_hanging_on_the_filesystem_does_not_block_the_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from voiced.tools import registry as registry_module
-    from voiced.tools.registry import current_call
+    from voiced.brain.tools import registry as registry_module
+    from voiced.brain.tools.registry import current_call
 
     monkeypatch.setattr(registry_module, "_COMMITTED_GRACE_S", 0.3)
     release = threading.Event()

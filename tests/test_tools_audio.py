@@ -12,11 +12,12 @@ import pytest
 
 from tests import pulse as pulse_fixtures
 from tests.speech import noise, synthesize, wer, write_wav
+from voiced.audio.capture import list_devices
+from voiced.brain.tools import audio
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.policy import build_registry
+from voiced.brain.tools.registry import ConfirmationRequest, ToolRegistry
 from voiced.config import Settings, ToolsSettings
-from voiced.tools import audio
-from voiced.tools.audit import read_records
-from voiced.tools.policy import build_registry
-from voiced.tools.registry import ConfirmationRequest, ToolRegistry
 
 pulse_server = pulse_fixtures.pulse_server
 
@@ -31,7 +32,9 @@ def registry_for(root: Path, stt: Any = None, answer: bool = False, **tools: Any
     def confirm(request: ConfirmationRequest) -> bool:
         return answer
 
-    return build_registry(settings, confirm=confirm, source="test", stt=stt)
+    return build_registry(
+        settings, confirm=confirm, source="test", stt=stt, audio_devices=list_devices
+    )
 
 
 def frames_of(path: Path) -> tuple[int, int, int, int]:
@@ -204,6 +207,22 @@ def test_list_audio_devices_through_pulseaudio(tmp_path: Path, pulse_server) -> 
     assert any("default output]" in line for line in lines)
 
 
+def test_list_audio_devices_without_a_lister_says_so(tmp_path: Path) -> None:
+    settings = Settings(tools=ToolsSettings(file_roots=[str(tmp_path)], enabled=["audio"]))
+    outcome = build_registry(settings, source="test").call("list_audio_devices", {})
+    assert not outcome.ok and "without access to audio devices" in (outcome.error or "")
+
+
+def test_a_failing_lister_is_one_clear_error(tmp_path: Path) -> None:
+    def broken() -> list[Any]:
+        raise RuntimeError("cannot list audio devices: no sound server")
+
+    settings = Settings(tools=ToolsSettings(file_roots=[str(tmp_path)], enabled=["audio"]))
+    registry = build_registry(settings, source="test", audio_devices=broken)
+    outcome = registry.call("list_audio_devices", {})
+    assert not outcome.ok and outcome.error == "cannot list audio devices: no sound server"
+
+
 def test_speak_to_file_has_a_limit_sized_to_the_text(tmp_path: Path) -> None:
     tool = registry_for(tmp_path, timeout_s=2.0).get("speak_to_file")
     assert tool.time_limit is not None
@@ -216,7 +235,7 @@ def test_speak_to_file_has_a_limit_sized_to_the_text(tmp_path: Path) -> None:
 def test_speaking_past_the_limit_stops_between_sentences_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from voiced.tts import TextToSpeech
+    from voiced.speech.tts import TextToSpeech
 
     # Load the voice first, so the short limit below is spent on speaking, not loading.
     assert registry_for(tmp_path).call("speak_to_file", {"text": "Hi.", "path": "w.wav"}).ok

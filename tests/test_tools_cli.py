@@ -18,10 +18,10 @@ from ollama._types import Tool as OllamaTool
 
 from tests import ollama_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.policy import build_registry
 from voiced.cli import main
 from voiced.config import Settings, ToolsSettings
-from voiced.tools.audit import read_records
-from voiced.tools.policy import build_registry
 
 ollama_server = ollama_fixtures.ollama_server
 

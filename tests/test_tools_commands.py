@@ -14,11 +14,11 @@ from typing import Any
 import psutil
 import pytest
 
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.commands import CommandRefused, CommandRunner
+from voiced.brain.tools.policy import build_registry
+from voiced.brain.tools.registry import ToolOutcome, ToolRegistry
 from voiced.config import CommandRule, Settings, ToolsSettings
-from voiced.tools.audit import read_records
-from voiced.tools.commands import CommandRefused, CommandRunner
-from voiced.tools.policy import build_registry
-from voiced.tools.registry import ToolOutcome, ToolRegistry
 
 # A 61-digit number whose factoring takes GNU factor minutes of CPU.
 SLOW_TO_FACTOR = "1000000000000000000000000000000000000000000000000000000000003"

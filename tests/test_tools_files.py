@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.policy import build_registry
+from voiced.brain.tools.registry import ConfirmationRequest, ToolRegistry
+from voiced.brain.tools.sandbox import Sandbox, human_size
 from voiced.config import Settings, ToolsSettings
-from voiced.tools.audit import read_records
-from voiced.tools.policy import build_registry
-from voiced.tools.registry import ConfirmationRequest, ToolRegistry
-from voiced.tools.sandbox import Sandbox, human_size
 
 
 @pytest.fixture

@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from voiced.config import Settings, ToolsSettings
-from voiced.tools.audit import AuditLog, read_records
-from voiced.tools.policy import ToolPolicy, build_registry, deny_all, terminal_confirm
-from voiced.tools.registry import (
+from voiced.brain.tools.audit import AuditLog, read_records
+from voiced.brain.tools.policy import ToolPolicy, build_registry, deny_all, terminal_confirm
+from voiced.brain.tools.registry import (
     ConfirmationRequest,
     Decision,
     PolicyDecision,
@@ -23,7 +22,8 @@ from voiced.tools.registry import (
     ToolOutcome,
     ToolRegistry,
 )
-from voiced.tools.sandbox import Sandbox, SandboxError
+from voiced.brain.tools.sandbox import Sandbox, SandboxError
+from voiced.config import Settings, ToolsSettings
 
 
 def echo(text: str) -> str:

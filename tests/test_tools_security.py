@@ -17,11 +17,11 @@ from typing import Any
 import psutil
 import pytest
 
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.policy import build_registry
+from voiced.brain.tools.registry import ConfirmationRequest, ToolRegistry
+from voiced.brain.tools.sandbox import Sandbox, SandboxError
 from voiced.config import CommandRule, Settings, ToolsSettings
-from voiced.tools.audit import read_records
-from voiced.tools.policy import build_registry
-from voiced.tools.registry import ConfirmationRequest, ToolRegistry
-from voiced.tools.sandbox import Sandbox, SandboxError
 
 SECRET = "TOP-SECRET-CONTENT-4711"
 
@@ -481,8 +481,8 @@ def test_listing_and_searching_hide_secrets(world: dict[str, Path]) -> None:
 def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[str, Path]) -> None:
     # A registry that skips the pre-flight (a permissive policy, and a yes to every question)
     # still cannot escape: every tool resolves and checks its paths itself when it runs.
-    from voiced.tools import commands, files
-    from voiced.tools.registry import PolicyDecision
+    from voiced.brain.tools import commands, files
+    from voiced.brain.tools.registry import PolicyDecision
 
     settings = settings_for(world).tools
     registry = ToolRegistry(
@@ -717,9 +717,9 @@ def test_ssh_reached_through_the_home_folder_is_refused(
 
 
 def test_a_permissive_policy_cannot_skip_the_question(world: dict[str, Path]) -> None:
-    from voiced.tools import files
-    from voiced.tools.audit import AuditLog
-    from voiced.tools.registry import PolicyDecision
+    from voiced.brain.tools import files
+    from voiced.brain.tools.audit import AuditLog
+    from voiced.brain.tools.registry import PolicyDecision
 
     confirm = Confirmations(False)
     registry = ToolRegistry(

@@ -14,12 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
+from voiced.brain.tools.audit import read_records
+from voiced.brain.tools.policy import build_registry
+from voiced.brain.tools.registry import ToolRegistry
+from voiced.brain.tools.sandbox import human_size
+from voiced.brain.tools.system import human_duration
 from voiced.config import Settings, ToolsSettings
-from voiced.tools.audit import read_records
-from voiced.tools.policy import build_registry
-from voiced.tools.registry import ToolRegistry
-from voiced.tools.sandbox import human_size
-from voiced.tools.system import human_duration
 
 UNITS = {"bytes": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
 

@@ -18,7 +18,7 @@ from tests.speech import wer
 from voiced.cli import main
 from voiced.config import SttSettings, TtsSettings
 from voiced.decode import decode_file
-from voiced.tts import (
+from voiced.speech.tts import (
     BUNDLED_VOICE,
     TextToSpeech,
     VoiceError,
@@ -45,7 +45,7 @@ def tts() -> TextToSpeech:
 
 @pytest.fixture(scope="module")
 def stt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from voiced.stt import SpeechToText
+    from voiced.speech.stt import SpeechToText
 
     # Module fixtures run before the per-test VOICED_HOME: give the model store its own home.
     with pytest.MonkeyPatch.context() as patch:

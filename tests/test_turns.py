@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from voiced.config import WakeSettings
-from voiced.turns import (
+from voiced.service.turns import (
     ACKNOWLEDGED_WINDOW_S,
     Acknowledge,
     Answer,

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from tests.speech import noise, synthesize
-from voiced.config import VadSettings
-from voiced.vad import (
+from voiced.audio.segmenter import (
     Segmenter,
     SpeechPaused,
     SpeechResumed,
@@ -20,6 +19,7 @@ from voiced.vad import (
     segment,
     to_int16,
 )
+from voiced.config import VadSettings
 
 RATE = 16000
 FRAME_S = 0.030

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voiced.wake import WakeMatcher, is_echo, levenshtein, parse_yes_no
+from voiced.service.wake_phrase import WakeMatcher, is_echo, levenshtein, parse_yes_no
 
 PHRASES = ["computer", "hey computer"]
 

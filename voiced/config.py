@@ -242,7 +242,7 @@ class ToolsSettings(_Section):
     file_roots: list[str] = Field(default_factory=lambda: ["~"])
     timeout_s: float = Field(10.0, ge=0.1, le=600.0)
     max_output_chars: int = Field(4000, ge=100, le=1_000_000)
-    # Extra deny globs on top of the built-in secrets list (voiced.tools.sandbox).
+    # Extra deny globs on top of the built-in secrets list (voiced.brain.tools.sandbox).
     deny: list[str] = Field(default_factory=list)
     max_read_bytes: int = Field(65_536, ge=1, le=100_000_000)
     max_write_bytes: int = Field(1_000_000, ge=1, le=1_000_000_000)

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from voiced.assistant import Assistant, TurnError, TurnResult, resolve_host
-from voiced.tools.registry import ConfirmationRequest
+from voiced.brain.assistant import Assistant, TurnError, TurnResult, resolve_host
+from voiced.brain.tools.registry import ConfirmationRequest
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ class _Voice:
     """The ``--say`` output: Piper through the default (or configured) output device."""
 
     def __init__(self, settings: Any) -> None:
-        from voiced.playback import Player, Speaker
-        from voiced.tts import TextToSpeech
+        from voiced.audio.playback import Player
+        from voiced.speech.speaker import Speaker
+        from voiced.speech.tts import TextToSpeech
 
         self.tts = TextToSpeech.from_settings(settings.tts)
         self.player = Player(self.tts.sample_rate, settings.audio.output_device)
@@ -81,15 +82,18 @@ def chat(
 
     registry = None
     if not no_tools:
-        from voiced.tools.policy import build_registry
+        from voiced.audio.capture import list_devices
+        from voiced.brain.tools.policy import build_registry
 
-        registry = build_registry(settings, confirm=confirm, source="chat")
+        registry = build_registry(
+            settings, confirm=confirm, source="chat", audio_devices=list_devices
+        )
     assistant = Assistant(settings.llm, registry)
     host_url = resolve_host(settings.llm)
     voice: _Voice | None = None
     if say:
-        from voiced.playback import PlaybackError
-        from voiced.tts import VoiceError
+        from voiced.audio.playback import PlaybackError
+        from voiced.speech.tts import VoiceError
 
         try:
             voice = _Voice(settings)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from voiced.capture import Device, DeviceError, list_devices
+from voiced.audio.capture import Device, DeviceError, list_devices
 
 
 def _marks(device: Device) -> str:

@@ -49,7 +49,7 @@ class _Failed(Exception):
 def _check_stt(settings: Any, context: dict[str, Any]) -> str:
     import numpy as np
 
-    from voiced.stt import SpeechToText
+    from voiced.speech.stt import SpeechToText
 
     try:
         stt = SpeechToText.from_settings(settings.stt)
@@ -64,7 +64,7 @@ def _check_stt(settings: Any, context: dict[str, Any]) -> str:
 
 
 def _check_tts(settings: Any, context: dict[str, Any]) -> str:
-    from voiced.tts import TextToSpeech
+    from voiced.speech.tts import TextToSpeech
 
     try:
         tts = TextToSpeech.from_settings(settings.tts)
@@ -88,7 +88,7 @@ _DEVICE_HINT = (
 
 
 def _check_input(settings: Any, context: dict[str, Any]) -> str:
-    from voiced.capture import Capture
+    from voiced.audio.capture import Capture
 
     try:
         with Capture(settings.audio) as capture:
@@ -107,7 +107,7 @@ def _check_input(settings: Any, context: dict[str, Any]) -> str:
 def _check_output(settings: Any, context: dict[str, Any]) -> str:
     import numpy as np
 
-    from voiced.playback import Player
+    from voiced.audio.playback import Player
 
     rate = context["tts"].sample_rate if "tts" in context else 22050
     try:
@@ -121,7 +121,7 @@ def _check_output(settings: Any, context: dict[str, Any]) -> str:
 
 
 def _check_ollama(settings: Any, context: dict[str, Any]) -> str:
-    from voiced.assistant import make_client, resolve_host
+    from voiced.brain.assistant import make_client, resolve_host
 
     host = resolve_host(settings.llm)
     client = make_client(settings.llm)

@@ -25,10 +25,10 @@ from typing import Any, TextIO
 
 import click
 
-from voiced.capture import AudioBlock, capture_blocks
+from voiced.audio.capture import AudioBlock, capture_blocks
+from voiced.audio.segmenter import Segmenter, UtteranceCancelled, UtteranceEnded
 from voiced.config import Settings
 from voiced.transcripts import Journal, make_record
-from voiced.vad import Segmenter, UtteranceCancelled, UtteranceEnded
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def _device(value: str | None) -> int | str | None:
 
 
 def _load_stt(settings: Settings) -> Any:
-    from voiced.stt import SpeechToText
+    from voiced.speech.stt import SpeechToText
 
     try:
         return SpeechToText.from_settings(settings.stt, flash_attention=False)

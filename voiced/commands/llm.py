@@ -21,7 +21,7 @@ import httpx
 import ollama
 from ollama import Options
 
-from voiced.assistant import make_client, resolve_host
+from voiced.brain.assistant import make_client, resolve_host
 from voiced.config import LlmSettings
 
 DEFAULT_NAME = "voiced"

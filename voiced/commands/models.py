@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from audio_models import catalogue
-from voiced.models import DEFAULT_STT_MODEL, ModelError, ModelStore
+from voiced.speech.models import DEFAULT_STT_MODEL, ModelError, ModelStore
 
 
 def _size(size: int | None) -> str:
@@ -42,7 +42,7 @@ def list_models(installed: bool) -> None:
 
 
 def _voices() -> list[tuple[str, str, str, str, str]]:
-    from voiced import tts
+    from voiced.speech import tts
 
     rows = []
     for voice in tts.list_voices():
@@ -80,7 +80,7 @@ def install(source: str, name: str | None) -> None:
                 raise click.UsageError(f"--name is for files; {source} keeps its own name")
             path = store.resolve_whisper(source)
         elif source.endswith((".onnx", ".onnx.json")):
-            from voiced import tts
+            from voiced.speech import tts
 
             path = tts.install_voice(Path(source), name=name)
         elif Path(source).expanduser().exists():
@@ -94,7 +94,7 @@ def install(source: str, name: str | None) -> None:
     except ModelError as exc:
         _fail(exc)
     except Exception as exc:
-        from voiced.tts import VoiceError
+        from voiced.speech.tts import VoiceError
 
         if not isinstance(exc, VoiceError):
             raise
@@ -135,7 +135,7 @@ def download(name: str) -> None:
 @click.argument("name", default=DEFAULT_STT_MODEL)
 def verify(name: str) -> None:
     """Check a model's file against its recorded checksum (the default model is rebuilt)."""
-    from voiced.models import inspect_ggml
+    from voiced.speech.models import inspect_ggml
 
     try:
         path = ModelStore().resolve_whisper(name)

@@ -2,7 +2,7 @@
 
 Loads the speech models, opens the microphone and speaker, and loops until SIGTERM or
 Ctrl-C: listen, check the wake phrase, think with the model, answer aloud. SIGHUP reloads
-the configuration. See :mod:`voiced.daemon` and docs/daemon.md.
+the configuration. See :mod:`voiced.service.daemon` and docs/daemon.md.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def run(
     you can go on without the phrase for wake.follow_up_s seconds. Each turn is recorded in
     the transcript journal (`voiced transcripts`).
     """
-    from voiced.daemon import Daemon
-    from voiced.notify import Notifier
+    from voiced.service.daemon import Daemon
+    from voiced.service.notify import Notifier
 
     overrides: dict[str, Any] = {
         "audio.input_device": _device(input_device),

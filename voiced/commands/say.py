@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from voiced.sentences import SentenceSplitter, speakable
-from voiced.tts import TextToSpeech, VoiceError, WavWriter
+from voiced.speech.sentences import SentenceSplitter, speakable
+from voiced.speech.tts import TextToSpeech, VoiceError, WavWriter
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def _sentences(splitter: SentenceSplitter, pieces: Iterator[str]) -> Iterator[li
 
 
 def _speak(tts: TextToSpeech, pieces: Iterator[str], device: int | str | None) -> None:
-    from voiced.playback import PlaybackError, Player, Speaker
+    from voiced.audio.playback import PlaybackError, Player
+    from voiced.speech.speaker import Speaker
 
     player = Player(tts.sample_rate, device)
     try:

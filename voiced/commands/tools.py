@@ -1,7 +1,7 @@
 """``voiced tools``: list the assistant's tools, call one by hand, read the audit log.
 
 ``voiced tools call`` goes through exactly the path the assistant's calls take
-(:func:`voiced.tools.policy.build_registry`): argument validation, the policy, confirmation,
+(:func:`voiced.brain.tools.policy.build_registry`): argument validation, the policy, confirmation,
 time and output limits, and the audit log. Confirmation is asked on the terminal, given in
 advance with ``--yes``, and declined when stdin is not a terminal. Anything but a successful
 call exits 1 with the reason on stderr.
@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
-from voiced.tools.policy import approve_all, build_registry, deny_all, terminal_confirm
-from voiced.tools.registry import Confirm, ConfirmationRequest, Tool
+from voiced.audio.capture import list_devices
+from voiced.brain.tools.policy import approve_all, build_registry, deny_all, terminal_confirm
+from voiced.brain.tools.registry import Confirm, ConfirmationRequest, Tool
 
 
 @click.group()
@@ -45,7 +46,7 @@ def _describe(tool: Tool) -> str:
 @click.pass_obj
 def list_tools(app: Any, as_json: bool) -> None:
     """The tools of the enabled groups, with descriptions and argument schemas."""
-    registry = build_registry(app.settings(), source="cli")
+    registry = build_registry(app.settings(), source="cli", audio_devices=list_devices)
     if as_json:
         click.echo(json.dumps(registry.schemas(), indent=2, ensure_ascii=False))
         return
@@ -79,7 +80,9 @@ def _confirmation(yes: bool) -> Confirm:
 @click.pass_obj
 def call_tool(app: Any, name: str, arguments: str, yes: bool) -> None:
     """Call tool NAME as the assistant would, and print its result."""
-    registry = build_registry(app.settings(), confirm=_confirmation(yes), source="cli")
+    registry = build_registry(
+        app.settings(), confirm=_confirmation(yes), source="cli", audio_devices=list_devices
+    )
     # The raw text, as a model's arguments come: bad JSON is refused and audited there.
     outcome = registry.call(name, arguments)
     if outcome.ok:
@@ -96,7 +99,7 @@ def audit(limit: int, as_json: bool) -> None:
     """The latest tool calls from the audit log."""
     from collections import deque
 
-    from voiced.tools.audit import read_records
+    from voiced.brain.tools.audit import read_records
 
     records = deque(read_records(), maxlen=limit)
     for record in records:

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import click
 
-from voiced import formats
+from voiced.speech import formats
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,8 @@ def transcribe(
       voiced transcribe -m ~/models/ggml-base.en.bin -f all -o out/ interview.m4a
     """
     from voiced.decode import DecodeError, decode_file
-    from voiced.models import ModelError, atomic_output
-    from voiced.stt import SpeechToText, SttError
+    from voiced.speech.models import ModelError, atomic_output
+    from voiced.speech.stt import SpeechToText, SttError
 
     plan = _plan(files, fmt, output_dir)
     if plan.output_dir is not None:

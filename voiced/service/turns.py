@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from voiced.config import WakeSettings
-from voiced.wake import WakeMatcher, is_echo, parse_yes_no, words
+from voiced.service.wake_phrase import WakeMatcher, is_echo, parse_yes_no, words
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError, current_call
+from voiced.brain.tools.sandbox import Sandbox, SandboxError, printable
 from voiced.config import CommandRule, ToolsSettings, file_changing_option
-from voiced.tools.registry import PolicyDecision, Tool, ToolError, current_call
-from voiced.tools.sandbox import Sandbox, SandboxError, printable
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 SHELL_CHARACTERS = frozenset(";&|`$<>(){}[]*?!\\'\"#")

@@ -7,14 +7,14 @@ Threads, so that heavy work never blocks capture::
     turn     -- turn queue -> Assistant.ask (streamed) -> sentences -> Speaker (TTS + playback)
     main     -- event queue -> TurnMachine -> actions; speaker state polling; watchdog; signals
 
-All decisions about who is talking to whom live in :class:`voiced.turns.TurnMachine`; this
+All decisions about who is talking to whom live in :class:`voiced.service.turns.TurnMachine`; this
 module only measures, moves data between threads and carries out the machine's actions. Each
 turn becomes one transcript record (``kind: turn``) with timings in milliseconds from the
 moment the segmenter decided the utterance was over.
 
 Faults: a failing Ollama gets a short spoken error and the next turn simply tries again (the
 client reconnects per request); a lost input device is retried with backoff by
-:func:`voiced.capture.capture_blocks`; an exception in one turn is logged and recorded, and
+:func:`voiced.audio.capture.capture_blocks`; an exception in one turn is logged and recorded, and
 the loop goes on. SIGTERM/SIGINT finish the sentence being spoken (within a budget) and exit 0;
 SIGHUP reloads the configuration and restarts what changed.
 """
@@ -38,10 +38,8 @@ import numpy as np
 
 from voiced import config as config_mod
 from voiced.config import Settings
-from voiced.notify import Notifier
-from voiced.sentences import SentenceSplitter
-from voiced.transcripts import Journal, make_record
-from voiced.turns import (
+from voiced.service.notify import Notifier
+from voiced.service.turns import (
     QUESTION_GRACE_S,
     Acknowledge,
     Action,
@@ -60,6 +58,8 @@ from voiced.turns import (
     TurnFinished,
     TurnMachine,
 )
+from voiced.speech.sentences import SentenceSplitter
+from voiced.transcripts import Journal, make_record
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class SplitJoiner:
         return bool(self._pieces)
 
     def feed(self, events: list[Any], now_s: float) -> list[tuple[Any, Any, np.ndarray]]:
-        from voiced.vad import UtteranceCancelled, UtteranceEnded, UtteranceStarted
+        from voiced.audio.segmenter import UtteranceCancelled, UtteranceEnded, UtteranceStarted
 
         complete = []
         for event in events:
@@ -268,7 +268,7 @@ class Daemon:
 
     def load(self) -> None:
         """Load the speech models and the assistant (before the microphone opens)."""
-        from voiced.stt import SpeechToText
+        from voiced.speech.stt import SpeechToText
 
         self.notifier.status("loading models")
         self.stt = SpeechToText.from_settings(self.settings.stt, flash_attention=False)
@@ -277,13 +277,14 @@ class Daemon:
         self._load_assistant(self.settings)
 
     def _load_voice(self, settings: Settings) -> None:
-        from voiced.tts import TextToSpeech
+        from voiced.speech.tts import TextToSpeech
 
         self._open_output(TextToSpeech.from_settings(settings.tts), settings)
 
     def _open_output(self, tts: Any, settings: Settings) -> None:
         """A fresh player and speaker (the device is opened on the first sentence)."""
-        from voiced.playback import Player, Speaker
+        from voiced.audio.playback import Player
+        from voiced.speech.speaker import Speaker
 
         player = Player(tts.sample_rate, settings.audio.output_device)
         speaker = Speaker(tts, player, on_sentence=self._on_sentence_playing)
@@ -294,11 +295,18 @@ class Daemon:
             old_player.close()
 
     def _load_assistant(self, settings: Settings) -> None:
-        from voiced.assistant import Assistant
-        from voiced.tools.policy import build_registry
+        from voiced.audio.capture import list_devices
+        from voiced.brain.assistant import Assistant
+        from voiced.brain.tools.policy import build_registry
 
         # The audio tools share the loaded speech model; the audit log says "daemon".
-        registry = build_registry(settings, confirm=self._confirm, source="daemon", stt=self.stt)
+        registry = build_registry(
+            settings,
+            confirm=self._confirm,
+            source="daemon",
+            stt=self.stt,
+            audio_devices=list_devices,
+        )
         self.assistant = Assistant(settings.llm, registry)
         threading.Thread(target=self._warm_up, name="voiced-warm-up", daemon=True).start()
 
@@ -501,8 +509,8 @@ class Daemon:
     # -- capture thread ----------------------------------------------------------------------
 
     def _capture_loop(self, settings: Settings, stop: threading.Event) -> None:
-        from voiced.capture import capture_blocks
-        from voiced.vad import Segmenter, SpeechPaused, SpeechResumed
+        from voiced.audio.capture import capture_blocks
+        from voiced.audio.segmenter import Segmenter, SpeechPaused, SpeechResumed
 
         segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause)
         clock = _StreamClock()
@@ -612,7 +620,7 @@ class Daemon:
             self.post(Heard(text, utterance.start, utterance.end, time.monotonic(), context))
 
     def _transcribe_early(self, job: EarlyTranscript) -> None:
-        from voiced.stt import TranscriptionAborted
+        from voiced.speech.stt import TranscriptionAborted
 
         if job.abandoned.is_set():
             return
@@ -849,7 +857,7 @@ class Daemon:
         if "wake" in changed:
             self.machine.reconfigure(settings.wake)
         if "stt" in changed:
-            from voiced.stt import SpeechToText
+            from voiced.speech.stt import SpeechToText
 
             self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
             self.stt.warm_up()

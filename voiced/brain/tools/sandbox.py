@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiced import paths
+from voiced.brain.tools.registry import ToolError, current_call
 from voiced.config import ToolsSettings
-from voiced.tools.registry import ToolError, current_call
 
 log = logging.getLogger(__name__)
 

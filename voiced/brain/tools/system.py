@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import psutil
 
+from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError
+from voiced.brain.tools.sandbox import Sandbox, human_size, plural, printable, walk_budget_s
 from voiced.config import ToolsSettings
-from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import Sandbox, human_size, plural, printable, walk_budget_s
 
 CPU_SAMPLE_S = 0.5
 MAX_PROCESSES = 200

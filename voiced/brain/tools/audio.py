@@ -1,11 +1,11 @@
 """The ``audio`` tool group: transcribe a file, speak text into a WAV file, list audio devices.
 
-``transcribe_audio`` uses the project's speech-to-text (:class:`voiced.stt.SpeechToText` on
+``transcribe_audio`` uses the project's speech-to-text (:class:`voiced.speech.stt.SpeechToText` on
 audio from :func:`voiced.decode.decode_file`); ``speak_to_file`` uses Piper through
-:mod:`voiced.tts`. Both engines are loaded on first use and then shared by every registry in
+:mod:`voiced.speech.tts`. Both engines are loaded on first use and then shared by every registry in
 the process (the daemon can hand in the ones it already has). Paths go through the sandbox;
 the WAV is written atomically inside the roots, and replacing an existing file asks first.
-``sounddevice`` is only imported when devices are listed.
+Devices are listed through a lister handed in by the caller (the brain opens no device).
 
 A transcription's time limit grows with the audio: ``tools.timeout_s`` plus
 :data:`TRANSCRIBE_SECONDS_PER_AUDIO_SECOND` per second of audio (the duration the file
@@ -24,18 +24,19 @@ import io
 import logging
 import threading
 import wave
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from voiced.brain.tools.registry import CallCancelled, PolicyDecision, Tool, ToolError, current_call
+from voiced.brain.tools.sandbox import Sandbox, SandboxError, human_size, printable
 from voiced.config import SttSettings, ToolsSettings, TtsSettings
-from voiced.tools.registry import CallCancelled, PolicyDecision, Tool, ToolError, current_call
-from voiced.tools.sandbox import Sandbox, SandboxError, human_size, printable
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from voiced.stt import SpeechToText
-    from voiced.tts import TextToSpeech
+    from voiced.speech.stt import SpeechToText
+    from voiced.speech.tts import TextToSpeech
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def stt_engine(settings: SttSettings) -> SpeechToText:
     with _engines_lock:
         engine = _stt_engines.get(settings)
         if engine is None:
-            from voiced.stt import SpeechToText, SttError
+            from voiced.speech.stt import SpeechToText, SttError
 
             try:
                 engine = SpeechToText.from_settings(settings)
@@ -86,7 +87,7 @@ def tts_engine(settings: TtsSettings, voice: str) -> TextToSpeech:
     with _engines_lock:
         engine = _tts_engines.get(key)
         if engine is None:
-            from voiced.tts import TextToSpeech, VoiceError
+            from voiced.speech.tts import TextToSpeech, VoiceError
 
             try:
                 engine = TextToSpeech.from_settings(settings, voice)
@@ -109,6 +110,24 @@ def _probe_seconds(path: str) -> float | None:
     return None
 
 
+class AudioDevice(Protocol):
+    """What the device tool reads of a device (:class:`voiced.audio.capture.Device` has it)."""
+
+    index: int
+    name: str
+    hostapi: str
+    input_channels: int
+    output_channels: int
+    default_samplerate: float
+    default_input: bool
+    default_output: bool
+
+
+DeviceLister = Callable[[], Sequence[AudioDevice]]
+"""Lists the machine's audio devices. The brain never opens a device itself: the layer that
+owns the microphone and speaker hands this in (``voiced.audio.capture.list_devices``)."""
+
+
 class AudioTools:
     """The audio tools over one sandbox and the STT/TTS settings; each method is one tool."""
 
@@ -118,11 +137,13 @@ class AudioTools:
         stt: SttSettings | None = None,
         tts: TtsSettings | None = None,
         sandbox: Sandbox | None = None,
+        audio_devices: DeviceLister | None = None,
     ) -> None:
         self.settings = settings
         self.stt_settings = stt or SttSettings()
         self.tts_settings = tts or TtsSettings()
         self.sandbox = sandbox or Sandbox.from_settings(settings)
+        self.audio_devices = audio_devices
 
     # ------------------------------------------------------------------ tools
 
@@ -155,7 +176,7 @@ class AudioTools:
             raise ToolError(self._too_long(shown, seconds))
         call = current_call()
         call.check()
-        from voiced.stt import TranscriptionAborted
+        from voiced.speech.stt import TranscriptionAborted
 
         try:
             result = stt_engine(settings).transcribe(audio, abort=call.cancelled)
@@ -208,8 +229,8 @@ class AudioTools:
     @staticmethod
     def _synthesize(engine: TextToSpeech, text: str) -> np.ndarray:
         """``text`` spoken sentence by sentence, stopping between them once the call is over."""
-        from voiced.sentences import split_sentences
-        from voiced.tts import join_sentences
+        from voiced.speech.sentences import split_sentences
+        from voiced.speech.tts import join_sentences
 
         call = current_call()
         stopped = CallCancelled(
@@ -235,11 +256,11 @@ class AudioTools:
 
     def list_audio_devices(self) -> str:
         """List the microphones and speakers this computer has, marking the defaults."""
-        from voiced.capture import DeviceError, list_devices
-
+        if self.audio_devices is None:
+            raise ToolError("this voiced process was started without access to audio devices")
         try:
-            devices = list_devices()
-        except DeviceError as exc:
+            devices = self.audio_devices()
+        except Exception as exc:  # the lister's own error says what went wrong
             raise ToolError(str(exc)) from None
         if not devices:
             return "no audio devices found"
@@ -280,7 +301,7 @@ class AudioTools:
         if speed is not None and not MIN_SPEED <= speed <= MAX_SPEED:
             raise ToolError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}")
         if voice and voice.strip():
-            from voiced.tts import list_voices
+            from voiced.speech.tts import list_voices
 
             names = [v.name for v in list_voices()]
             if voice.strip() not in names:
@@ -327,9 +348,13 @@ class AudioTools:
 
 
 def tools(
-    settings: ToolsSettings, *, stt: SttSettings | None = None, tts: TtsSettings | None = None
+    settings: ToolsSettings,
+    *,
+    stt: SttSettings | None = None,
+    tts: TtsSettings | None = None,
+    audio_devices: DeviceLister | None = None,
 ) -> list[Tool]:
-    audio = AudioTools(settings, stt, tts)
+    audio = AudioTools(settings, stt, tts, audio_devices=audio_devices)
     return [
         Tool.from_function(
             audio.transcribe_audio,

@@ -1,10 +1,10 @@
-"""Tools the assistant may call. The interface is in :mod:`voiced.tools.registry`.
+"""Tools the assistant may call. The interface is in :mod:`voiced.brain.tools.registry`.
 
 Each tool group (``tools.enabled``: time, audio, system, files, commands) is a module here
 exposing ``tools(settings: ToolsSettings) -> list[Tool]``.
 """
 
-from voiced.tools.registry import (
+from voiced.brain.tools.registry import (
     ConfirmationRequest,
     Decision,
     PolicyDecision,

@@ -58,11 +58,11 @@ log = logging.getLogger(__name__)
 _COMMITTED_GRACE_S = 5.0
 
 GROUP_MODULES: dict[str, str] = {
-    "time": "voiced.tools.clock",
-    "audio": "voiced.tools.audio",
-    "system": "voiced.tools.system",
-    "files": "voiced.tools.files",
-    "commands": "voiced.tools.commands",
+    "time": "voiced.brain.tools.clock",
+    "audio": "voiced.brain.tools.audio",
+    "system": "voiced.brain.tools.system",
+    "files": "voiced.brain.tools.files",
+    "commands": "voiced.brain.tools.commands",
 }
 
 

@@ -9,7 +9,7 @@
    assistant messages across tool rounds, as Ollama asks for gpt-oss;
 3. when the reply carries tool calls, appends ONE assistant message with everything the round
    streamed (thinking, content, tool_calls), runs each call through the
-   :class:`~voiced.tools.registry.ToolRegistry`, appends ``role: tool`` results with
+   :class:`~voiced.brain.tools.registry.ToolRegistry`, appends ``role: tool`` results with
    ``tool_name``, and asks again, up to ``llm.max_tool_rounds`` rounds;
 4. returns a :class:`TurnResult` (text, tool calls with decisions, error, timings).
 
@@ -45,8 +45,8 @@ import httpx
 import ollama
 from pydantic import ValidationError
 
+from voiced.brain.tools.registry import ToolOutcome, ToolRegistry, clean_tool_name
 from voiced.config import LlmSettings, Settings
-from voiced.tools.registry import ToolOutcome, ToolRegistry, clean_tool_name
 
 log = logging.getLogger(__name__)
 
@@ -370,12 +370,12 @@ class Assistant:
     ) -> Assistant:
         """An assistant with the tool groups of ``tools.enabled`` (or none with tools=False).
 
-        The registry comes from :func:`voiced.tools.policy.build_registry`: the same policy,
+        The registry comes from :func:`voiced.brain.tools.policy.build_registry`: the same policy,
         sandbox, limits and audit log as ``voiced tools call``.
         """
         registry = None
         if tools:
-            from voiced.tools.policy import build_registry
+            from voiced.brain.tools.policy import build_registry
 
             registry = build_registry(
                 settings, confirm=confirm, on_call=on_call, source="assistant"

@@ -211,7 +211,7 @@ class SpeechToText:
         window_margin: int = 128,
         flash_attention: bool = True,
     ) -> None:
-        from voiced.models import inspect_ggml
+        from voiced.speech.models import inspect_ggml
 
         # pywhispercpp builds a model with a null context from a bad path and then segfaults.
         info = inspect_ggml(Path(model_path))
@@ -251,7 +251,7 @@ class SpeechToText:
         exact windows without flash attention; files, cut into 12.8 s chunks that fill
         768-frame windows, gain from it.
         """
-        from voiced.models import ModelStore
+        from voiced.speech.models import ModelStore
 
         store = store if isinstance(store, ModelStore) else ModelStore()
         path = store.resolve_whisper(settings.model)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from voiced.brain.tools.registry import Tool, ToolError
 from voiced.config import ToolsSettings
-from voiced.tools.registry import Tool, ToolError
 
 
 def _zone(name: str | None) -> ZoneInfo | None:

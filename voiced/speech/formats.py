@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from voiced.stt import Segment, Transcription
+from voiced.speech.stt import Segment, Transcription
 
 FORMATS = ("txt", "srt", "vtt", "json")
 

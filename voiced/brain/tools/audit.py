@@ -1,6 +1,6 @@
 """The audit log: one JSON line per tool call, whatever its outcome.
 
-Every call that reaches :meth:`voiced.tools.registry.ToolRegistry.call` (unknown tools and
+Every call that reaches :meth:`voiced.brain.tools.registry.ToolRegistry.call` (unknown tools and
 invalid arguments included) ends in the registry's ``on_call`` hook; :class:`AuditLog` is that
 hook. A record holds the time, where the call came from (chat, daemon, cli), the tool, its
 arguments (long strings shortened), the decision (allowed, confirmed, declined, refused,
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from voiced import paths
-from voiced.tools.registry import ToolOutcome
+from voiced.brain.tools.registry import ToolOutcome
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ import sys
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
-from voiced.config import Settings, ToolsSettings
-from voiced.tools.audit import AuditLog
-from voiced.tools.registry import (
+from voiced.brain.tools.audit import AuditLog
+from voiced.brain.tools.registry import (
     GROUP_MODULES,
     CallHook,
     Confirm,
@@ -34,9 +33,11 @@ from voiced.tools.registry import (
     ToolRegistry,
     default_policy,
 )
+from voiced.config import Settings, ToolsSettings
 
 if TYPE_CHECKING:
-    from voiced.stt import SpeechToText
+    from voiced.brain.tools.audio import DeviceLister
+    from voiced.speech.stt import SpeechToText
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +119,13 @@ def build_registry(
     on_call: CallHook | None = None,
     source: str = "",
     stt: SpeechToText | None = None,
+    audio_devices: DeviceLister | None = None,
 ) -> ToolRegistry:
     """The registry with every enabled group, the policy, ``confirm`` and the audit log.
 
     ``confirm`` None declines every confirmation. ``source`` (chat, daemon, cli) is recorded
-    in the audit log. ``stt`` lets the audio tools share an engine that is already loaded.
+    in the audit log. ``stt`` lets the audio tools share an engine that is already loaded;
+    ``audio_devices`` lists the machine's audio devices for ``list_audio_devices``.
     """
     tools_settings = settings.tools
     audit = AuditLog(source=source)
@@ -135,14 +138,16 @@ def build_registry(
         max_output_chars=tools_settings.max_output_chars,
     )
     if stt is not None:
-        from voiced.tools.audio import share_stt
+        from voiced.brain.tools.audio import share_stt
 
         share_stt(settings.stt, stt)
     for group in tools_settings.enabled:
         module = importlib.import_module(GROUP_MODULES[group])
         factory: Callable[..., list[Tool]] = module.tools
         if group == "audio":
-            group_tools = factory(tools_settings, stt=settings.stt, tts=settings.tts)
+            group_tools = factory(
+                tools_settings, stt=settings.stt, tts=settings.tts, audio_devices=audio_devices
+            )
         else:
             group_tools = factory(tools_settings)
         for tool in group_tools:

@@ -1,6 +1,6 @@
 """The ``files`` tool group: read, list, find, write and delete files inside ``tools.file_roots``.
 
-Every path goes through :class:`~voiced.tools.sandbox.Sandbox` (resolved first, then checked
+Every path goes through :class:`~voiced.brain.tools.sandbox.Sandbox` (resolved first, then checked
 against the roots and the deny list). Writing and deleting need the user's confirmation, and
 the pre-flight check refuses a bad path or an oversized write before anyone is asked.
 """
@@ -15,9 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from voiced.config import ToolsSettings
-from voiced.tools.registry import PolicyDecision, Tool, ToolError
-from voiced.tools.sandbox import (
+from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError
+from voiced.brain.tools.sandbox import (
     Sandbox,
     SandboxError,
     human_size,
@@ -25,6 +24,7 @@ from voiced.tools.sandbox import (
     printable,
     walk_budget_s,
 )
+from voiced.config import ToolsSettings
 
 MAX_LISTED = 200
 MAX_FOUND = 100
