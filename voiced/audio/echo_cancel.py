@@ -307,3 +307,26 @@ def voiced_route(
         source if through_server(input_device) else None,
         sink if through_server(output_device) else None,
     )
+
+
+def ensure_routed() -> bool:
+    """For ``audio.echo_cancel``: load the pair if missing and route this process to it.
+
+    The defaults are left alone. A sound server without the module (or without pactl) is
+    logged as a warning and voiced goes on without cancellation; returns whether it is on.
+    """
+    try:
+        module, created = enable(make_default=False)
+    except SoundServerError as exc:
+        log.warning("echo cancellation is unavailable (audio.echo_cancel): %s", exc)
+        return False
+    route_process()
+    log.info(
+        "echo cancellation %s: recording from %s (over %s), playing to %s (over %s)",
+        "on" if created else "already on",
+        SOURCE_NAME,
+        module.source_master,
+        SINK_NAME,
+        module.sink_master,
+    )
+    return True
