@@ -30,10 +30,11 @@ MODULE = "module-echo-cancel"
 SOURCE_NAME = "voiced_aec_source"
 SINK_NAME = "voiced_aec_sink"
 # WebRTC's analog gain control turns the *microphone's* volume down (to 33 % here within
-# seconds): voiced must not change a device it did not create. Digital gain control only
-# scales the cancelled signal. PipeWire maps these names onto its own keys differently, so
-# they are passed to PulseAudio only.
-PULSEAUDIO_AEC_ARGS = "analog_gain_control=0 digital_gain_control=1"
+# seconds): voiced must not change a device it did not create. Digital gain control off too:
+# with it, "hey jarvis" said over the reply scored 0.0 in one of four places on the cancelled
+# source (microWakeWord), without it 0.95-1.0 in all four. PipeWire maps these names onto its
+# own keys differently, so they are passed to PulseAudio only.
+PULSEAUDIO_AEC_ARGS = "analog_gain_control=0 digital_gain_control=0"
 _TIMEOUT_S = 10.0
 
 
