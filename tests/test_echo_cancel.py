@@ -8,6 +8,7 @@ a pure delay, easier than a real room, but the canceller is the real one.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from tests.speech import synthesize
 from voiced.audio import echo_cancel as ec
 from voiced.cli import main
 
+log = logging.getLogger(__name__)
 pytestmark = pytest.mark.pulse
 pulse_server = pulse_fixtures.pulse_server
 
@@ -233,7 +235,7 @@ def test_the_canceller_removes_voiceds_own_voice(echo_path) -> None:
     reply = synthesize(REPLY, seed=3)
     raw, cancelled = record_both(echo_path, [(reply, ec.SINK_NAME, 0.0)], reply.size / 16000 + 0.5)
     echo_db, left_db = rms_db(raw), rms_db(cancelled)
-    print(f"echo on the raw mic {echo_db:.1f} dBFS, on the cancelled source {left_db:.1f} dBFS")
+    log.info(f"echo on the raw mic {echo_db:.1f} dBFS, on the cancelled source {left_db:.1f} dBFS")
     assert echo_db > -35.0  # the echo really reached the microphone
     assert left_db < echo_db - 12.0  # measured here: 23-27 dB lower
     # The microphone's own volume is left alone (WebRTC's analog AGC would turn it down).
@@ -276,7 +278,7 @@ def test_a_wake_word_over_the_reply_is_heard_on_the_cancelled_source(echo_path) 
         )
         raw_scores.append(wake_probability(raw))
         cancelled_scores.append(wake_probability(cancelled))
-    print(f"hey jarvis over the reply: raw {raw_scores}, cancelled {cancelled_scores}")
+    log.info(f"hey jarvis over the reply: raw {raw_scores}, cancelled {cancelled_scores}")
     heard_raw = sum(score >= 0.9 for score in raw_scores)
     heard_cancelled = sum(score >= 0.9 for score in cancelled_scores)
     assert heard_cancelled >= 2, cancelled_scores
