@@ -61,7 +61,7 @@ def daemon(pulse_server, whisper_store: Path, tmp_path_factory) -> Iterator[Daem
     log_path = home / "daemon.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-v", "run"],
+            [sys.executable, "-m", "voiced", "-vv", "run"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -159,7 +159,7 @@ def test_the_wake_phrase_over_the_reply_interrupts_it(daemon, pulse_server) -> N
     while "STATUS=speaking" not in [m for _, m in daemon.notifications[seen:]]:
         assert time.monotonic() < deadline, daemon.log()[-3000:]
         time.sleep(0.02)
-    time.sleep(1.5)  # well inside the reply, which is looped back into the microphone
+    time.sleep(3.0)  # well inside the reply (the canceller has adapted), looped back into the mic
     say(pulse_server, "Computer, stop.")
     records = daemon.wait_for_records(count + 2)
     interrupted, stop = records[-2], records[-1]
