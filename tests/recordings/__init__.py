@@ -29,6 +29,9 @@ API:
   steady kinds (:data:`STEADY`) are continuous (looped, crossfaded, layered); burst kinds
   (:data:`BURSTS`) are the clips one by one with 0.5-2.5 s of digital silence between them.
   Beds are scaled to an active level of -26 dBFS (see :func:`active_dbfs`).
+* ``Recordings.bursts(kind)``: every clip of a burst kind once, 1 s apart (deterministic).
+* ``Recordings.noisy(name, kind, snr_db)`` -> (Clip, audio): a prompt inside a bed of noise
+  (1 s before, 1.5 s after), the case the hearing tests use.
 * ``mix(speech, noise, snr_db, offset_s=0.0)`` -> the mixture; ``mix_parts`` gives the two
   scaled parts whose sum it is. SNR definition below.
 * ``active_dbfs(audio)``, ``scale_to(audio, dbfs)``, ``first_word(text)``, ``words(text)``.
@@ -267,6 +270,27 @@ class Recordings:
     def speech_clips(self) -> list[Clip]:
         return [self.speech(name) for name in SPEECH_NAMES]
 
+    def noisy(
+        self,
+        name: str,
+        kind: str,
+        snr_db: float,
+        *,
+        lead_s: float = 1.0,
+        tail_s: float = 1.5,
+        seed: int | None = None,
+    ) -> tuple[Clip, np.ndarray]:
+        """Prompt ``name`` said ``lead_s`` into a bed of ``kind`` at ``snr_db``, plus a -60 dBFS
+        floor; the bed goes on ``tail_s`` after it. The seed defaults to the prompt's index in
+        :data:`SPEECH_NAMES`, so each prompt meets its own stretch of noise, the same every run.
+        """
+        clip = self.speech(name)
+        seed = SPEECH_NAMES.index(name) if seed is None else seed
+        bed = self.noise(kind, lead_s + clip.duration_s + tail_s, seed=seed)
+        audio = mix(clip.audio, bed, snr_db, offset_s=lead_s)
+        floor = np.random.default_rng(seed).standard_normal(audio.size) * 10 ** (-60 / 20)
+        return clip, (audio + floor).astype(np.float32)
+
     def beckett(self) -> Clip:
         return Clip(
             "beckett",
@@ -327,6 +351,21 @@ class Recordings:
         else:
             bed = self._bursts(clips, length, rng)
         return scale_to(bed[:length], BED_DBFS)
+
+    def bursts(self, kind: str, *, gap_s: float = 1.0) -> np.ndarray:
+        """Every clip of a burst ``kind`` once, in order, at -20 dBFS, ``gap_s`` silence between.
+
+        Deterministic (no seed): the same audio on every machine. Keyboard is 6 s of typing.
+        """
+        if kind not in BURSTS:
+            raise KeyError(f"{kind!r} is not a burst kind; bursts: {', '.join(BURSTS)}")
+        if kind == "keyboard":
+            return self.noise("keyboard", 6.0, seed=0)
+        gap = np.zeros(round(gap_s * RATE), dtype=np.float32)
+        pieces = [gap[: RATE // 2]]
+        for clip in self.noise_clips(kind):
+            pieces += [scale_to(clip.audio, -20), gap]
+        return np.concatenate(pieces)
 
     @staticmethod
     def _excerpt(audio: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
@@ -392,23 +431,25 @@ class Recordings:
         return bed
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") or os.environ.get("VOICED_REQUIRE_RECORDINGS"):
-        pytest.fail(f"real test recordings required but unavailable: {reason}")
-    pytest.skip(f"real test recordings unavailable: {reason}")
+def require_recordings(root: Path | None = None) -> Recordings:
+    """The recordings at ``root``; skips the test when incomplete, or fails it under CI."""
+    root = root or default_root()
+    missing = missing_files(root)
+    if missing:
+        reason = (
+            f"{root} lacks {', '.join(missing[:3])}; run `.venv/bin/python -m tests.recordings "
+            "fetch` (./install.sh does) or set VOICED_RECORDINGS to a complete cache"
+        )
+        if os.environ.get("CI") or os.environ.get("VOICED_REQUIRE_RECORDINGS"):
+            pytest.fail(f"real test recordings required but unavailable: {reason}")
+        pytest.skip(f"real test recordings unavailable: {reason}")
+    return Recordings(root)
 
 
 @pytest.fixture(scope="session")
 def recordings() -> Recordings:
     """The real recordings; skips (fails under CI) when the cache is missing or incomplete."""
-    root = default_root()
-    missing = missing_files(root)
-    if missing:
-        _unavailable(
-            f"{root} lacks {', '.join(missing[:3])}; run `.venv/bin/python -m tests.recordings "
-            "fetch` (./install.sh does) or set VOICED_RECORDINGS to a complete cache"
-        )
-    return Recordings(root)
+    return require_recordings()
 
 
 __all__ = [
@@ -425,6 +466,7 @@ __all__ = [
     "mix_parts",
     "read_wav",
     "recordings",
+    "require_recordings",
     "scale_to",
     "words",
 ]
