@@ -83,7 +83,7 @@ _FD = {name: f"noise/freedesktop/{name}.wav" for name in FREEDESKTOP}
 # kind -> cache files (relative to the root); babble, tv and keyboard are built from them.
 _KIND_FILES: dict[str, list[str]] = {
     "music": [f"noise/music/{track}.wav" for track in MUSIC],
-    # Our construction: four real talkers at once (three long Asterisk prompts and the phone call).
+    # Our construction: four real talk recordings at once (three long prompts and the phone call).
     "babble": [f"speech/asterisk/{p}.wav" for p in TALK_PROMPTS[:3]] + ["speech/phone_call.wav"],
     # Our construction: one real voice talking on (the longest prompt) over music 12 dB below.
     "tv": [f"speech/asterisk/{TALK_PROMPTS[0]}.wav", f"noise/music/{MUSIC[1]}.wav"],
