@@ -32,6 +32,8 @@ API:
 * ``Recordings.bursts(kind)``: every clip of a burst kind once, 1 s apart (deterministic).
 * ``Recordings.noisy(name, kind, snr_db)`` -> (Clip, audio): a prompt inside a bed of noise
   (1 s before, 1.5 s after), the case the hearing tests use.
+* ``Recordings.scene(clips, kind, snr_db)`` -> (audio, spans): several clips said into one
+  continuous bed, each at ``snr_db`` (the speech is scaled, the bed runs on): bench/hearing.py.
 * ``mix(speech, noise, snr_db, offset_s=0.0)`` -> the mixture; ``mix_parts`` gives the two
   scaled parts whose sum it is. SNR definition below.
 * ``active_dbfs(audio)``, ``scale_to(audio, dbfs)``, ``first_word(text)``, ``words(text)``.
@@ -290,6 +292,41 @@ class Recordings:
         audio = mix(clip.audio, bed, snr_db, offset_s=lead_s)
         floor = np.random.default_rng(seed).standard_normal(audio.size) * 10 ** (-60 / 20)
         return clip, (audio + floor).astype(np.float32)
+
+    def scene(
+        self,
+        clips: list[Clip],
+        kind: str,
+        snr_db: float,
+        *,
+        gap_s: float = 2.5,
+        lead_s: float = 1.0,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+        """The clips said one after another into one continuous bed of ``kind``.
+
+        Each clip is scaled so that its SNR against the bed under it is ``snr_db`` (the bed is
+        not touched, so it runs on without jumps); ``gap_s`` of bed between clips, ``lead_s``
+        before the first. A -60 dBFS floor is added and the whole scene is scaled down if it
+        would clip (SNRs unchanged). Returns the audio and (start_s, end_s, text) per clip.
+        """
+        starts, at = [], round(lead_s * RATE)
+        for clip in clips:
+            starts.append(at)
+            at += clip.audio.size + round(gap_s * RATE)
+        bed = self.noise(kind, at / RATE, seed=seed).astype(np.float64)
+        audio = bed.copy()
+        spans = []
+        for clip, start in zip(clips, starts, strict=True):
+            under = bed[start : start + clip.audio.size]
+            gain = np.sqrt(np.mean(under**2) * 10 ** (snr_db / 10) / active_power(clip.audio))
+            audio[start : start + clip.audio.size] += clip.audio * gain
+            spans.append((start / RATE, (start + clip.audio.size) / RATE, clip.text or ""))
+        audio += np.random.default_rng(seed).standard_normal(audio.size) * 10 ** (-60 / 20)
+        peak = float(np.max(np.abs(audio)))
+        if peak > 0.95:
+            audio *= 0.95 / peak
+        return audio.astype(np.float32), spans
 
     def beckett(self) -> Clip:
         return Clip(
