@@ -131,3 +131,25 @@ def test_clean_real_speech_is_transcribed(recordings: rec.Recordings, tmp_path: 
     for name, (clip, bound) in clips.items():
         text = json.loads((tmp_path / "out" / f"{name}.json").read_text())["text"]
         assert wer(clip.text or "", text) <= bound, text
+
+
+def test_an_archive_with_another_checksum_is_refused(tmp_path: Path) -> None:
+    from tests.recordings.fetch import FetchError, _check
+
+    archive = tmp_path / "sound-theme-freedesktop_0.8-2_all.deb"
+    archive.write_bytes(b"not the pinned package")
+    with pytest.raises(FetchError, match=r"sha256 [0-9a-f]{64} does not match the pinned 0{64}"):
+        _check(archive, "0" * 64)
+
+
+def test_a_scene_places_every_clip_in_one_bed(recordings: rec.Recordings) -> None:
+    clips = [recordings.speech(name) for name in rec.SPEECH_NAMES[:3]]
+    audio, spans = recordings.scene(clips, "traffic", 10, gap_s=2.0, lead_s=1.0)
+    assert [text for _, _, text in spans] == [c.text for c in clips]
+    assert spans[0][0] == 1.0
+    for (start, end, _), clip, following in zip(spans, clips, [*spans[1:], None], strict=True):
+        assert end - start == pytest.approx(clip.duration_s)
+        if following is not None:
+            assert following[0] == pytest.approx(end + 2.0)
+    assert audio.size == round((spans[-1][1] + 2.0) * 16000)
+    assert np.max(np.abs(audio)) <= 0.95 + 1e-6
