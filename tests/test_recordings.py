@@ -153,3 +153,12 @@ def test_a_scene_places_every_clip_in_one_bed(recordings: rec.Recordings) -> Non
             assert following[0] == pytest.approx(end + 2.0)
     assert audio.size == round((spans[-1][1] + 2.0) * 16000)
     assert np.max(np.abs(audio)) <= 0.95 + 1e-6
+
+
+def test_a_folder_that_is_not_a_cache_is_never_replaced(tmp_path: Path) -> None:
+    from tests.recordings.fetch import FetchError, fetch
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(FetchError, match="not replacing it"):
+        fetch(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

@@ -499,6 +499,11 @@ def fetch(root: Path | None = None, *, force: bool = False) -> bool:
     if not force and is_complete(root):
         log.info("recordings: %s is complete", root)
         return False
+    if root.is_dir() and read_manifest(root) is None and any(root.iterdir()):
+        raise FetchError(
+            f"{root} exists, is not empty and holds no {MANIFEST}: not replacing it; "
+            "remove it or set VOICED_RECORDINGS to another folder"
+        )
     root.parent.mkdir(parents=True, exist_ok=True)
     partial = root.with_name(root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -516,11 +521,6 @@ def fetch(root: Path | None = None, *, force: bool = False) -> bool:
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         if root.exists():
-            if read_manifest(root) is None and any(root.iterdir()):
-                raise FetchError(
-                    f"{root} exists, is not empty and holds no {MANIFEST}: not replacing it; "
-                    "remove it or set VOICED_RECORDINGS to another folder"
-                )
             shutil.rmtree(root)
         partial.rename(root)
     except BaseException:
