@@ -632,7 +632,7 @@ def test_a_long_request_split_by_the_segmenter_is_transcribed_whole(seed: int) -
     described = [(e.reason, round(e.start_s, 2), round(e.end_s, 2)) for e in ended]
     assert any(e.reason == "max_length" for e in ended), described
     assert len(complete) == 2, described
-    (first, last, joined), (other_first, other_last, other_audio) = complete
+    (first, last, joined, _), (other_first, other_last, other_audio, _) = complete
     boundary = request.size / 16000
     assert first.start_s < 1.0 and boundary - 1.5 < last.end_s < boundary, described
     request_pieces = [e for e in ended if e.start_s < boundary]
