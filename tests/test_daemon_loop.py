@@ -162,6 +162,7 @@ class Loop:
             endpoint_wait_ms=720,
             started_wall=wall_time(start),
             stt_ms=100,
+            speech_prob=0.987654,
         )
         self.daemon.post(Heard(text, start, now, now + 0.1, context))
 
@@ -456,6 +457,7 @@ def test_acknowledgement_opens_a_window_with_zero_follow_up(
     loop.say("What time is it?", duration=0.8)
     loop.wait_for(lambda: len(loop.records()) == 1)
     assert loop.records()[0]["assistant"] == "It is noon."
+    assert loop.records()[0]["speech_prob"] == 0.988  # the speech gate's verdict, rounded
 
 
 def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestServer) -> None:
