@@ -22,6 +22,7 @@ from voiced.audio.segmenter import (
     speech_gate,
 )
 from voiced.audio.speech_gate import (
+    SURE,
     SUSTAIN_WINDOWS,
     WINDOW,
     SpeechGate,
@@ -214,3 +215,15 @@ def test_a_reverberant_voice_in_steady_noise_keeps_its_first_word(gate: SpeechGa
     assert utterance.audio_start_s <= onset  # pre-roll holds the start of the first word
     heard = stt.transcribe(utterance.audio, gate_windows=[(0, utterance.window_probs)]).text
     assert heard.lower().split()[0].strip(",.") == "turn", heard
+
+
+def test_a_live_gate_stops_scoring_once_it_is_sure() -> None:
+    live = speech_gate(VadSettings())
+    assert live is not None and live.stop_when_sure
+    text = "Please send the report to the whole team before lunch, and book a room for Friday."
+    audio = synthesize(text, lead_s=1.0, tail_s=1.5)
+    (utterance,) = [e for e in run(audio, live) if isinstance(e, UtteranceEnded)]
+    assert utterance.speech_prob >= SURE
+    # A few hundred milliseconds were scored, not the whole sentence.
+    assert utterance.window_probs.size < utterance.audio.size // WINDOW / 2
+    live.close()

@@ -449,13 +449,14 @@ def test_long_silences_are_skipped_and_timestamps_stay_on_the_file(tmp_path: Pat
     assert result.returncode == 0, result.stderr
     document = json.loads((tmp_path / "out" / "pauses.json").read_text())
     assert wer(" ".join(SENTENCES), document["text"]) <= 0.1, document["text"]
-    # Every segment lies on its sentence, in the file's time line (whisper's times are loose
-    # by a few hundred milliseconds, nowhere near the 9 s gaps).
+    # Each sentence's segments cover it on the file's time line. Whisper's times are loose:
+    # a chunk's first segment tends to start where the chunk does (pre-roll and padding,
+    # 0.6 s before the voice), nowhere near the 9 s gaps.
     for sentence, (onset, offset) in zip(SENTENCES, places, strict=True):
         mine = [s for s in document["segments"] if onset - 1.0 <= s["start"] < offset]
         assert mine, (sentence, onset, document["segments"])
-        assert abs(mine[0]["start"] - onset) <= 0.6, (mine, onset)
-        assert abs(mine[-1]["end"] - offset) <= 0.8, (mine, offset)
+        assert onset - 1.0 <= mine[0]["start"] <= onset + 0.3, (mine, onset)
+        assert offset - 0.5 <= mine[-1]["end"] <= offset + 1.0, (mine, offset)
         assert wer(sentence, " ".join(s["text"] for s in mine)) <= 0.15
     # The same words as whisper hearing the whole file.
     whole = voiced("transcribe", "--no-vad", str(path))

@@ -528,11 +528,15 @@ def _trailing_silence(frames: list[_Frame]) -> Iterator[_Frame]:
         yield frame
 
 
-def speech_gate(settings: VadSettings) -> SpeechGate | None:
-    """The speech gate ``settings`` ask for (None with ``speech_threshold`` 0)."""
+def speech_gate(settings: VadSettings, *, live: bool = True) -> SpeechGate | None:
+    """The speech gate ``settings`` ask for (None with ``speech_threshold`` 0).
+
+    A ``live`` gate (the microphone) stops scoring an utterance once it is sure it is speech;
+    one for a file scores every window, for the per-segment check in speech-to-text.
+    """
     if settings.speech_threshold <= 0:
         return None
-    return SpeechGate(settings.speech_threshold)
+    return SpeechGate(settings.speech_threshold, stop_when_sure=live)
 
 
 def segment(

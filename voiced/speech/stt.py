@@ -101,7 +101,9 @@ class SpeechMap:
         """The gate's speech probability over ``start``-``end`` s; None where it never ran.
 
         The windows of every gate piece whose middle falls in the span, in order, summarised
-        as an utterance is (see :func:`voiced.audio.speech_gate.summarise`).
+        as an utterance is (see :func:`voiced.audio.speech_gate.summarise`). A span with no
+        scored window is unknown (None): outside a file's speech regions (which the speech
+        map already rules out), or past the point where a live gate stopped, sure of speech.
         """
         if not self.gate:
             return None
@@ -112,7 +114,8 @@ class SpeechMap:
         for first, probs in self.gate:
             middles = first + _GATE_WINDOW / 2 + _GATE_WINDOW * np.arange(len(probs))
             inside.append(np.asarray(probs)[(middles >= lo) & (middles <= hi)])
-        return summarise(np.concatenate(inside)) if inside else 0.0
+        found = np.concatenate(inside) if inside else np.zeros(0)
+        return summarise(found) if found.size else None
 
     @property
     def speech_seconds(self) -> float:
@@ -204,15 +207,14 @@ def find_speech(
     along. ``energy_floor_dbfs`` (``stt.energy_floor_dbfs``) replaces the microphone's
     ``vad.energy_floor_dbfs``: files are often recorded quieter than a microphone is set.
     """
-    from voiced.audio.segmenter import Segmenter, UtteranceEnded
-    from voiced.audio.speech_gate import SpeechGate
+    from voiced.audio.segmenter import Segmenter, UtteranceEnded, speech_gate
 
     if energy_floor_dbfs is not None:
         vad = vad.model_copy(update={"energy_floor_dbfs": energy_floor_dbfs})
     base = everything_map(audio)
     voiced = np.zeros_like(base.voiced)
     pieces: list[tuple[int, np.ndarray]] = []
-    gate = SpeechGate(vad.speech_threshold) if vad.speech_threshold > 0 else None
+    gate = speech_gate(vad, live=False)
     try:
         segmenter = Segmenter(vad, SAMPLE_RATE, gate=gate)
         block = SAMPLE_RATE  # one second at a time keeps the events' audio copies small
