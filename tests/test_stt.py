@@ -164,3 +164,20 @@ def test_noise_alone_is_never_decoded(stt: SpeechToText) -> None:
     for make in (car_horn, beeps, alarm, knocks):
         result = stt.transcribe(make())
         assert result.segments == () and result.speech_seconds == 0.0
+
+
+def test_the_speech_prob_of_a_span_comes_from_the_gate_windows_inside_it() -> None:
+    from voiced.speech.stt import SpeechMap
+
+    # Two gate pieces: one at 0 s (speech for its first second, then doubtful noise), one at
+    # 10 s that stopped early, sure of speech.
+    first = np.concatenate([np.full(31, 0.99), np.full(60, 0.1)])
+    second = np.full(10, 0.95)
+    speech = SpeechMap(
+        np.ones(500, bool), np.zeros(500), 15 * 16000, ((0, first), (160000, second))
+    )
+    assert speech.speech_prob_between(0.0, 1.0) == pytest.approx(0.99)
+    assert speech.speech_prob_between(1.2, 2.9) == pytest.approx(0.1)  # a segment over noise
+    assert speech.speech_prob_between(9.9, 11.0) == pytest.approx(0.95)
+    assert speech.speech_prob_between(12.0, 14.0) is None  # not scored: unknown, kept
+    assert SpeechMap(np.ones(5, bool), np.zeros(5)).speech_prob_between(0, 1) is None

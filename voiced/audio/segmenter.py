@@ -528,15 +528,16 @@ def _trailing_silence(frames: list[_Frame]) -> Iterator[_Frame]:
         yield frame
 
 
-def speech_gate(settings: VadSettings, *, live: bool = True) -> SpeechGate | None:
+def speech_gate(settings: VadSettings) -> SpeechGate | None:
     """The speech gate ``settings`` ask for (None with ``speech_threshold`` 0).
 
-    A ``live`` gate (the microphone) stops scoring an utterance once it is sure it is speech;
-    one for a file scores every window, for the per-segment check in speech-to-text.
+    It stops scoring an utterance once it is sure that it is speech: an utterance in doubt
+    (a verdict between the threshold and :data:`~voiced.audio.speech_gate.SURE`) is scored
+    to its end, one that is clearly speech costs a few hundred milliseconds of scoring.
     """
     if settings.speech_threshold <= 0:
         return None
-    return SpeechGate(settings.speech_threshold, stop_when_sure=live)
+    return SpeechGate(settings.speech_threshold, stop_when_sure=True)
 
 
 def segment(

@@ -103,7 +103,7 @@ class SpeechMap:
         The windows of every gate piece whose middle falls in the span, in order, summarised
         as an utterance is (see :func:`voiced.audio.speech_gate.summarise`). A span with no
         scored window is unknown (None): outside a file's speech regions (which the speech
-        map already rules out), or past the point where a live gate stopped, sure of speech.
+        map already rules out), or past the point where the gate stopped, sure of speech.
         """
         if not self.gate:
             return None
@@ -214,7 +214,7 @@ def find_speech(
     base = everything_map(audio)
     voiced = np.zeros_like(base.voiced)
     pieces: list[tuple[int, np.ndarray]] = []
-    gate = speech_gate(vad, live=False)
+    gate = speech_gate(vad)
     try:
         segmenter = Segmenter(vad, SAMPLE_RATE, gate=gate)
         block = SAMPLE_RATE  # one second at a time keeps the events' audio copies small
