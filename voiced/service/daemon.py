@@ -554,11 +554,8 @@ class Daemon:
             speech_gate,
         )
 
-        segmenter = Segmenter(
-            settings.vad,
-            report_pauses=settings.stt.start_in_pause,
-            gate=speech_gate(settings.vad),
-        )
+        gate = speech_gate(settings.vad)  # back to the pool when the loop ends (restarts)
+        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
         clock = _StreamClock()
         early: EarlyTranscript | None = None
 
@@ -639,6 +636,8 @@ class Daemon:
             log.exception("the capture thread failed")
         finally:
             self._mic_open.clear()
+            if gate is not None:
+                gate.close()
 
     # -- STT thread --------------------------------------------------------------------------
 
