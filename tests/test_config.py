@@ -109,3 +109,22 @@ def test_bad_config_makes_commands_fail_cleanly(voiced_home: Path) -> None:
     assert result.exit_code == 2
     assert "stt.model" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_removed_key_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("vad:\n  min_modulation_db: 3.0\n  silence_ms: 900\n")
+    with caplog.at_level("WARNING"):
+        settings = config.load(old)
+    assert settings.vad.silence_ms == 900
+    assert "vad.min_modulation_db is no longer used" in caplog.text
+    assert "speech_threshold" in caplog.text
+    result = CliRunner().invoke(main, ["config", "check", str(old)])
+    assert result.exit_code == 0 and "ok" in result.output
+    # Only removed keys are forgiven: a typo is still an error.
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("vad:\n  min_modulation_dbb: 3.0\n")
+    with pytest.raises(config.ConfigError, match=r"vad\.min_modulation_dbb: unknown key"):
+        config.load(typo)

@@ -162,6 +162,7 @@ class Loop:
             endpoint_wait_ms=720,
             started_wall=wall_time(start),
             stt_ms=100,
+            speech_prob=0.987654,
         )
         self.daemon.post(Heard(text, start, now, now + 0.1, context))
 
@@ -456,6 +457,7 @@ def test_acknowledgement_opens_a_window_with_zero_follow_up(
     loop.say("What time is it?", duration=0.8)
     loop.wait_for(lambda: len(loop.records()) == 1)
     assert loop.records()[0]["assistant"] == "It is noon."
+    assert loop.records()[0]["speech_prob"] == 0.988  # the speech gate's verdict, rounded
 
 
 def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestServer) -> None:
@@ -632,7 +634,7 @@ def test_a_long_request_split_by_the_segmenter_is_transcribed_whole(seed: int) -
     described = [(e.reason, round(e.start_s, 2), round(e.end_s, 2)) for e in ended]
     assert any(e.reason == "max_length" for e in ended), described
     assert len(complete) == 2, described
-    (first, last, joined), (other_first, other_last, other_audio) = complete
+    (first, last, joined, _), (other_first, other_last, other_audio, _) = complete
     boundary = request.size / 16000
     assert first.start_s < 1.0 and boundary - 1.5 < last.end_s < boundary, described
     request_pieces = [e for e in ended if e.start_s < boundary]

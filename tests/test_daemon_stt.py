@@ -93,6 +93,9 @@ def test_the_text_is_ready_when_the_endpoint_is_decided(stt, monkeypatch) -> Non
     assert wer(question, heard.text) <= 0.15, heard.text
     utterance = heard.context
     assert utterance.early is not None and utterance.early.text == heard.text
+    # The speech gate judged it while it was spoken; its windows went to whisper with it.
+    assert utterance.speech_prob >= Settings().vad.speech_threshold
+    assert utterance.early.gate_windows and utterance.gate_windows
     assert calls == [(utterance.early.audio.size, "done")]  # transcribed once, in the pause
     # It began 300 ms into the silence, while the endpoint (700 ms) was still awaited.
     assert utterance.early.started_at < utterance.endpoint_at

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from tests import pulse as pulse_fixtures
+from tests.noises import alarm, beeps, car_horn, knocks
 from tests.pulse import PulseServer
 from tests.speech import noise, synthesize, wer
+from voiced.config import VadSettings
 from voiced.speech.models import ModelStore
 from voiced.transcripts import Journal
 
@@ -136,6 +138,7 @@ def test_spoken_sentences_are_printed_and_journaled(
     for record, sentence in zip(records, SENTENCES, strict=True):
         assert wer(sentence, record["text"]) <= 0.15, record["text"]
         assert 0 <= record["start_s"] < record["end_s"]
+        assert VadSettings().speech_threshold <= record["speech_prob"] <= 1.0
         start = dt.datetime.fromisoformat(record["start"])
         end = dt.datetime.fromisoformat(record["end"])
         assert start.tzinfo is not None and start < end
@@ -153,6 +156,7 @@ def test_spoken_sentences_are_printed_and_journaled(
     journal = list(Journal(directory).records())
     assert [r["text"] for r in journal] == [r["text"] for r in records]
     assert [r["id"] for r in journal] == [r["id"] for r in records]
+    assert [r["speech_prob"] for r in journal] == [r["speech_prob"] for r in records]
     for entry in journal:
         assert entry["kind"] == "dictation"
         assert entry["timings"]["endpoint_wait_ms"] == 720
@@ -175,6 +179,11 @@ def test_silence_and_noise_give_no_text(
             noise(3.0, dbfs=-30, seed=4),  # a fan switching on
             noise(3.0, dbfs=-20, seed=5),  # a loud one
             hum + noise(3.0, seed=6),  # mains hum
+            noise(2.0, dbfs=-60, seed=7),
+            car_horn(),  # what whisper writes "Beep beep beep ..." for
+            beeps(),
+            alarm(),
+            knocks(),
         ]
     )
     pulse_server.play_into_mic(sounds)

@@ -9,6 +9,7 @@ import pytest
 
 from tests.speech import noise, synthesize, wer
 from voiced.speech.stt import SpeechToText, _looks_wrong, _repeats, clean_text, speech_map
+from voiced.speech.text_filters import is_repetition_loop
 
 
 @dataclass
@@ -25,10 +26,49 @@ class RawSegment:
         ("*laughs* Okay.", "Okay."),
         ("♪ la la la ♪", ""),
         ("It costs 5 dollars.", "It costs 5 dollars."),
+        ("(horn honking)", ""),
+        ("*beep*", ""),
+        ("{applause}", ""),
+        ("- [Music] -", ""),
+        ("Hello [Music] .", "Hello."),
+        ("[ Silence ] Yes, please.", "Yes, please."),
     ],
 )
 def test_non_speech_tags_are_removed(text: str, expected: str) -> None:
     assert clean_text(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Beep beep beep beep beep beep beep beep",
+        "Beep, beep, beep, beep.",
+        "Honk! Honk! Honk! Honk! Honk!",
+        "Thank you. Thank you. Thank you. Thank you.",
+        "Oh no, oh no, oh no, oh no.",
+        "I'm going to go. I'm going to go. I'm going to go.",
+    ],
+)
+def test_a_repetition_loop_is_recognised(text: str) -> None:
+    assert is_repetition_loop(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no, no, no, not that one",
+        "No, no, no, no, not that one.",
+        "Beep beep beep",  # three beeps may be said; the speech gate judges the sound
+        "I said go, go, go, go now.",
+        "Watch out. Watch out. Watch out.",  # a two-word phrase needs four repeats
+        "Yes.",
+        "Very very good.",
+        "what is the weather like what is the weather like",
+        "Turn off the lights in the kitchen and lock the back door.",
+    ],
+)
+def test_a_genuine_repeated_phrase_is_kept(text: str) -> None:
+    assert not is_repetition_loop(text)
 
 
 def test_repetition_detector() -> None:
@@ -95,3 +135,49 @@ def test_short_clip_timestamps_stay_inside_the_clip(stt: SpeechToText) -> None:
     result = stt.transcribe(audio)
     assert result.segments
     assert all(0 <= s.start <= s.end <= result.duration for s in result.segments)
+
+
+def test_find_speech_keeps_the_sentences_and_skips_the_pauses() -> None:
+    from voiced.config import VadSettings
+    from voiced.speech.stt import find_speech
+
+    first = synthesize(SHORT[0], seed=60, lead_s=0.5, tail_s=0.5)
+    second = synthesize(SHORT[1], seed=61, lead_s=0.5, tail_s=0.5)
+    audio = np.concatenate([first, noise(10.0, seed=62), second])
+    speech = find_speech(audio, VadSettings(), -55.0)
+    start_second = (first.size + 160000) / 16000
+    # All of both sentences is speech on the map; the 10 s pause is not.
+    assert speech.speech_between(0.5, first.size / 16000 - 0.6) >= first.size / 16000 - 1.3
+    assert speech.speech_between(first.size / 16000 + 1.0, start_second - 0.5) == 0.0
+    assert speech.speech_between(start_second + 0.5, audio.size / 16000 - 0.6) > 1.0
+    chunks = speech.chunks(12.8)
+    decoded = sum(last - first for first, last in chunks) / 16000
+    assert decoded < audio.size / 16000 - 8.0
+    # The gate's verdict rides along: speech where the sentences are, nothing in the pause.
+    assert speech.speech_prob_between(0.5, first.size / 16000) >= 0.45
+    assert speech.speech_prob_between(first.size / 16000 + 1.0, start_second - 1.0) is None
+
+
+def test_noise_alone_is_never_decoded(stt: SpeechToText) -> None:
+    from tests.noises import alarm, beeps, car_horn, knocks
+
+    for make in (car_horn, beeps, alarm, knocks):
+        result = stt.transcribe(make())
+        assert result.segments == () and result.speech_seconds == 0.0
+
+
+def test_the_speech_prob_of_a_span_comes_from_the_gate_windows_inside_it() -> None:
+    from voiced.speech.stt import SpeechMap
+
+    # Two gate pieces: one at 0 s (speech for its first second, then doubtful noise), one at
+    # 10 s that stopped early, sure of speech.
+    first = np.concatenate([np.full(31, 0.99), np.full(60, 0.1)])
+    second = np.full(10, 0.95)
+    speech = SpeechMap(
+        np.ones(500, bool), np.zeros(500), 15 * 16000, ((0, first), (160000, second))
+    )
+    assert speech.speech_prob_between(0.0, 1.0) == pytest.approx(0.99)
+    assert speech.speech_prob_between(1.2, 2.9) == pytest.approx(0.1)  # a segment over noise
+    assert speech.speech_prob_between(9.9, 11.0) == pytest.approx(0.95)
+    assert speech.speech_prob_between(12.0, 14.0) is None  # not scored: unknown, kept
+    assert SpeechMap(np.ones(5, bool), np.zeros(5)).speech_prob_between(0, 1) is None

@@ -421,3 +421,44 @@ def test_batch_transcription_needs_no_audio_device_library(media: dict[str, Path
     )
     assert result.returncode == 0, result.stderr
     assert wer(SENTENCES[0], result.stdout) <= 0.1
+
+
+def test_horns_beeps_alarms_and_knocks_give_no_text(tmp_path: Path) -> None:
+    from tests.noises import alarm, beeps, car_horn, knocks
+
+    sounds = np.concatenate([car_horn(), beeps(), alarm(), knocks(), car_horn(dbfs=-10.0)])
+    path = write_wav(tmp_path / "street.wav", sounds)
+    result = voiced("transcribe", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_long_silences_are_skipped_and_timestamps_stay_on_the_file(tmp_path: Path) -> None:
+    # Three sentences at known places, 9 s of a quiet room between them.
+    gap = 9.0
+    pieces, places, at = [], [], 0.0
+    for i, sentence in enumerate(SENTENCES):
+        clip = synthesize(sentence, seed=40 + i, lead_s=0.5, tail_s=0.5)
+        clean = synthesize(sentence, seed=40 + i, lead_s=0.5, tail_s=0.5, noise_dbfs=-150.0)
+        loud = np.flatnonzero(np.abs(clean) > 0.01)
+        places.append((at + loud[0] / 16000, at + (loud[-1] + 1) / 16000))
+        pieces += [clip, noise(gap, seed=50 + i)]
+        at += clip.size / 16000 + gap
+    path = write_wav(tmp_path / "pauses.wav", np.concatenate(pieces))
+    result = voiced("transcribe", str(path), "-f", "json", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "out" / "pauses.json").read_text())
+    assert wer(" ".join(SENTENCES), document["text"]) <= 0.1, document["text"]
+    # Each sentence's segments cover it on the file's time line. Whisper's times are loose:
+    # a chunk's first segment tends to start where the chunk does (pre-roll and padding,
+    # 0.6 s before the voice), nowhere near the 9 s gaps.
+    for sentence, (onset, offset) in zip(SENTENCES, places, strict=True):
+        mine = [s for s in document["segments"] if onset - 1.0 <= s["start"] < offset]
+        assert mine, (sentence, onset, document["segments"])
+        assert onset - 1.0 <= mine[0]["start"] <= onset + 0.3, (mine, onset)
+        assert offset - 0.5 <= mine[-1]["end"] <= offset + 1.0, (mine, offset)
+        assert wer(sentence, " ".join(s["text"] for s in mine)) <= 0.15
+    # The same words as whisper hearing the whole file.
+    whole = voiced("transcribe", "--no-vad", str(path))
+    assert whole.returncode == 0, whole.stderr
+    assert wer(whole.stdout, document["text"]) <= 0.1, (whole.stdout, document["text"])

@@ -11,6 +11,7 @@ and what was expected, never as a traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from voiced import paths
+
+log = logging.getLogger(__name__)
 
 
 class _Section(BaseModel):
@@ -53,7 +56,8 @@ class VadSettings(_Section):
     energy_floor_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
     noise_margin_db: float = Field(10.0, ge=0.0, le=60.0)
     noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
-    min_modulation_db: float = Field(2.5, ge=0.0, le=60.0)
+    # Silero VAD's verdict below which a candidate utterance is noise; 0 = no speech gate.
+    speech_threshold: float = Field(0.45, ge=0.0, le=1.0)
 
 
 class SttSettings(_Section):
@@ -64,6 +68,7 @@ class SttSettings(_Section):
     no_speech_threshold: float = Field(0.6, ge=0.0, le=1.0)
     logprob_threshold: float = Field(-1.0, ge=-20.0, le=0.0)
     energy_floor_dbfs: float = Field(-55.0, ge=-120.0, le=0.0)
+    vad_filter: bool = True
     max_segment_chars: int = Field(0, ge=0, le=1000)
     chunk_s: float = Field(12.8, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
@@ -316,7 +321,29 @@ def _is_union_tag(part: object) -> bool:
     return isinstance(part, str) and (part in {"int", "str", "bool", "none"} or "[" in part)
 
 
+# Keys voiced no longer uses: a file that still sets one keeps working, with a warning.
+REMOVED_KEYS: dict[tuple[str, str], str] = {
+    ("vad", "min_modulation_db"): (
+        "the steady-noise rule is gone; the speech gate decides what is noise "
+        "(vad.speech_threshold)"
+    ),
+}
+
+
+def _drop_removed(data: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+    """``data`` without the keys in :data:`REMOVED_KEYS`, each one logged as a warning."""
+    cleaned: dict[str, Any] | None = None
+    for (section, key), why in REMOVED_KEYS.items():
+        block = data.get(section)
+        if isinstance(block, Mapping) and key in block:
+            log.warning("%s: %s.%s is no longer used and is ignored: %s", source, section, key, why)
+            cleaned = dict(data) if cleaned is None else cleaned
+            cleaned[section] = {k: v for k, v in block.items() if k != key}
+    return data if cleaned is None else cleaned
+
+
 def _validate(data: Mapping[str, Any], source: str) -> Settings:
+    data = _drop_removed(data, source)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

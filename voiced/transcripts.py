@@ -18,7 +18,9 @@ A record always has:
 
 and may have ``end``, ``source`` (e.g. the input device) and any JSON-serialisable extras:
 the daemon adds ``user``, ``assistant``, ``tool_calls``, ``error`` and ``timings``
-(milliseconds). Readers must ignore keys they do not know.
+(milliseconds). ``voiced listen`` and the daemon add ``speech_prob``: the speech gate's
+verdict (0-1) on the audio the text came from, or null when no gate ran. Readers must ignore
+keys they do not know.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ webrtcvad lacks:
 * an endpoint rule: it ends after ``vad.silence_ms`` without speech frames; the audio keeps
   ``vad.post_roll_ms`` of that silence.
 * ``vad.min_utterance_ms``: shorter ones (taps, clicks) are cancelled, not emitted.
+* a second opinion: with a :class:`~voiced.audio.speech_gate.SpeechGate` (Silero VAD), each
+  candidate utterance's frames, pre-roll included, are fed to the gate as they arrive (nothing
+  runs while no utterance is in flight), and an utterance whose ``speech_prob`` stays below
+  ``vad.speech_threshold`` is cancelled as ``not_speech``. Nothing else drops an utterance
+  for what it sounds like: webrtcvad and the energy gate only propose.
 * ``vad.max_utterance_s``: longer speech is split at the quietest recent frame into several
   utterances, never dropped. Speech that goes on after a split (at once, or after less than
   ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
@@ -37,18 +42,17 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
+from voiced.audio.speech_gate import WINDOW, SpeechGate, summarise
 from voiced.config import VadSettings
 from voiced.decode import to_int16
 
 SAMPLE_RATE = 16000
 
-# Level changes over this lag measure syllable-rate modulation (speech) vs steady noise.
-_MODULATION_LAG_MS = 90
 # Non-speech frames tolerated inside the voiced run that starts an utterance.
 _ONSET_GAP_MS = 200  # stop closures inside a word ("Wha-t time") last up to ~150 ms
 
 EndReason = Literal["silence", "max_length", "flush"]
-CancelReason = Literal["too_short", "steady_noise"]
+CancelReason = Literal["too_short", "not_speech"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class UtteranceEnded:
     ``end_s`` is the end of the last speech frame; ``endpoint_s`` the stream time of the
     decision; ``endpoint_wait_ms`` the silence waited between the two (0 for a split or a
     flush). ``audio`` runs from ``audio_start_s`` (pre-roll included) to ``audio_end_s``.
+
+    With a speech gate, ``speech_prob`` is the gate's verdict on ``audio`` and
+    ``window_probs`` its probability for each whole 512-sample window of ``audio``, in
+    order; without one they are None.
     """
 
     index: int
@@ -85,6 +93,8 @@ class UtteranceEnded:
     audio_start_s: float
     audio_end_s: float
     sample_rate: int = SAMPLE_RATE
+    speech_prob: float | None = None
+    window_probs: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def duration_s(self) -> float:
@@ -96,15 +106,16 @@ class UtteranceCancelled:
     """A started utterance turned out not to be speech; nothing to transcribe.
 
     ``reason`` is ``too_short`` (below ``vad.min_utterance_ms``: taps, clicks) or
-    ``steady_noise`` (its level hardly moved from one syllable-length step to the next,
-    unlike speech: a fan or hum switching on). ``modulation_db`` is that measure.
+    ``not_speech`` (the speech gate's ``speech_prob`` stayed below ``vad.speech_threshold``:
+    horns, beeps, knocks, music, steady noise). ``speech_prob`` is the gate's verdict when a
+    gate was asked (None for a too-short sound it never had to judge).
     """
 
     index: int
     start_s: float
     end_s: float
     reason: CancelReason = "too_short"
-    modulation_db: float = 0.0
+    speech_prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,8 @@ class SpeechPaused:
 
     If no speech comes back before the endpoint, the :class:`UtteranceEnded` that follows has
     the same ``index``, ``audio_start_s`` and ``audio_end_s``, and exactly this ``audio``.
-    Not reported when that utterance would be cancelled (too short, steady noise).
+    Not reported when that utterance would be cancelled (too short, or not speech to the
+    speech gate). ``speech_prob`` and ``window_probs`` are those the ended utterance will have.
     """
 
     index: int
@@ -121,6 +133,8 @@ class SpeechPaused:
     audio_start_s: float
     audio_end_s: float
     sample_rate: int = SAMPLE_RATE
+    speech_prob: float | None = None
+    window_probs: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,11 +181,15 @@ class Segmenter:
         sample_rate: int = SAMPLE_RATE,
         *,
         report_pauses: bool = False,
+        gate: SpeechGate | None = None,
     ) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz")
+        if gate is not None and sample_rate != 16000:
+            raise ValueError(f"the speech gate needs 16 kHz audio, got {sample_rate} Hz")
         self.settings = settings or VadSettings()
         self.sample_rate = sample_rate
+        self.gate = gate
         s = self.settings
         self.frame_ms = s.frame_ms
         self.report_pauses = report_pauses
@@ -203,6 +221,7 @@ class Segmenter:
         self._continues_before = 0  # an onset before this frame index continues a split
         self._utterance_count = 0
         self._quiet_since = 0  # frame index since which no utterance started
+        self._gate_from = 0  # frame index of the first frame fed to the gate
 
     # -- public ---------------------------------------------------------------------------
 
@@ -243,6 +262,8 @@ class Segmenter:
             tail = np.zeros(self.frame_samples, dtype=np.int16)
             tail[: self._pending.size] = self._pending
             self._utterance.append(_Frame(self._next_index, tail, False, -120.0))
+            if self.gate is not None:
+                self.gate.feed(tail)
             self._next_index += 1
             self._pending = np.zeros(0, dtype=np.int16)
         return [self._end("flush")]
@@ -303,6 +324,7 @@ class Segmenter:
         self._paused = False
         self._continues = onset < self._continues_before
         self._quiet_since = self._next_index
+        self._gate_restart(self._utterance)
         return UtteranceStarted(
             index=self._utterance_count,
             start_s=self._time(onset),
@@ -314,6 +336,8 @@ class Segmenter:
     def _step_speaking(self, frame: _Frame) -> list[Event]:
         assert self._utterance is not None
         self._utterance.append(frame)
+        if self.gate is not None:
+            self.gate.feed(frame.samples)
         events: list[Event] = []
         if frame.speech:
             self._last_speech = frame.index
@@ -342,9 +366,11 @@ class Segmenter:
         frames = self._utterance
         assert frames is not None
         kept, speech_end = self._kept(frames)
-        if self._cancel_reason(kept, speech_end) is not None:
+        verdict = self._verdict(kept)
+        if self._cancel_reason(kept, speech_end, verdict) is not None:
             return []
         self._paused = True
+        prob, window_probs = verdict if verdict is not None else (None, None)
         return [
             SpeechPaused(
                 index=self._utterance_count,
@@ -352,6 +378,8 @@ class Segmenter:
                 audio_start_s=self._time(kept[0].index),
                 audio_end_s=self._time(kept[-1].index + 1),
                 sample_rate=self.sample_rate,
+                speech_prob=prob,
+                window_probs=window_probs,
             )
         ]
 
@@ -361,19 +389,41 @@ class Segmenter:
         keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
         return [f for f in frames if f.index < keep_until], speech_end
 
+    def _gate_restart(self, frames: list[_Frame]) -> None:
+        """Start judging a new candidate utterance: these are its frames so far."""
+        if self.gate is None:
+            return
+        self.gate.reset()
+        self._gate_from = frames[0].index
+        for frame in frames:
+            self.gate.feed(frame.samples)
+
+    def _verdict(self, kept: list[_Frame]) -> tuple[float, np.ndarray] | None:
+        """The gate's (speech_prob, window probabilities) for the kept audio, or None.
+
+        Only whole windows inside the kept audio count, so a pause and the end that follows
+        it without more speech give the same verdict.
+        """
+        if self.gate is None:
+            return None
+        first = (kept[0].index - self._gate_from) * self.frame_samples
+        last = (kept[-1].index + 1 - self._gate_from) * self.frame_samples
+        probs = self.gate.window_probabilities
+        # The kept audio starts where the gate started (first == 0) except after a split.
+        lo = -(-first // WINDOW)
+        window_probs = probs[lo : last // WINDOW]
+        return summarise(window_probs), window_probs
+
     def _cancel_reason(
-        self, kept: list[_Frame], speech_end: int
-    ) -> tuple[CancelReason, float] | None:
-        """Why an utterance with these frames is not speech: (reason, modulation), or None."""
+        self, kept: list[_Frame], speech_end: int, verdict: tuple[float, np.ndarray] | None
+    ) -> CancelReason | None:
+        """Why an utterance with these frames is not speech, or None."""
         if self._continues:
             return None  # the speech before the split vouches for it
         if speech_end - self._utterance_start < self._min_frames:
-            return "too_short", 0.0
-        modulation = _level_modulation(
-            [f for f in kept if self._utterance_start <= f.index < speech_end], self.frame_ms
-        )
-        if modulation < self.settings.min_modulation_db:
-            return "steady_noise", modulation
+            return "too_short"
+        if verdict is not None and verdict[0] < self.settings.speech_threshold:
+            return "not_speech"
         return None
 
     def _end(self, reason: EndReason) -> UtteranceEnded | UtteranceCancelled:
@@ -389,16 +439,17 @@ class Segmenter:
             self._history.append(f)
         index = self._utterance_count
         self._utterance_count += 1
-        cancelled = self._cancel_reason(kept, speech_end)
+        verdict = self._verdict(kept)
+        cancelled = self._cancel_reason(kept, speech_end, verdict)
         self._continues = False
+        prob, window_probs = verdict if verdict is not None else (None, None)
         if cancelled is not None:
-            reason_name, modulation = cancelled
             return UtteranceCancelled(
                 index=index,
                 start_s=self._time(self._utterance_start),
                 end_s=self._time(speech_end),
-                reason=reason_name,
-                modulation_db=modulation,
+                reason=cancelled,
+                speech_prob=prob if cancelled == "not_speech" else None,
             )
         wait_frames = self._next_index - speech_end if reason != "max_length" else 0
         return UtteranceEnded(
@@ -412,6 +463,8 @@ class Segmenter:
             audio_start_s=self._time(kept[0].index),
             audio_end_s=self._time(keep_until),
             sample_rate=self.sample_rate,
+            speech_prob=prob,
+            window_probs=window_probs,
         )
 
     def _split(self) -> list[Event]:
@@ -425,6 +478,8 @@ class Segmenter:
         tail = [f for f in frames if f.index >= cut]
         index = self._utterance_count
         self._utterance_count += 1
+        verdict = self._verdict(head)
+        prob, window_probs = verdict if verdict is not None else (None, None)
         ended = UtteranceEnded(
             index=index,
             start_s=self._time(self._utterance_start),
@@ -436,6 +491,8 @@ class Segmenter:
             audio_start_s=self._time(head[0].index),
             audio_end_s=self._time(cut),
             sample_rate=self.sample_rate,
+            speech_prob=prob,
+            window_probs=window_probs,
         )
         self._quiet_since = self._next_index
         speech_frames = [f.index for f in tail if f.speech]
@@ -453,6 +510,7 @@ class Segmenter:
         self._last_speech = speech_frames[-1]
         self._silent_run = sum(1 for _ in _trailing_silence(tail))
         self._continues = True
+        self._gate_restart(tail)
         started = UtteranceStarted(
             index=self._utterance_count,
             start_s=self._time(cut),
@@ -463,25 +521,23 @@ class Segmenter:
         return [ended, started]
 
 
-def _level_modulation(frames: list[_Frame], frame_ms: int) -> float:
-    """Median change of the frame level over 90 ms, in dB.
-
-    Speech rises and falls with its syllables (measured on Piper speech: 7-13 dB clean,
-    4-6 dB at 10 dB SNR in pink noise); steady noise barely moves (white 0.4 dB, pink 1.6 dB,
-    hum 0.01 dB), even when it steps from one level to another.
-    """
-    lag = max(1, _MODULATION_LAG_MS // frame_ms)
-    levels = np.array([f.dbfs for f in frames])
-    if levels.size <= lag:
-        return 0.0
-    return float(np.median(np.abs(levels[lag:] - levels[:-lag])))
-
-
 def _trailing_silence(frames: list[_Frame]) -> Iterator[_Frame]:
     for frame in reversed(frames):
         if frame.speech:
             return
         yield frame
+
+
+def speech_gate(settings: VadSettings) -> SpeechGate | None:
+    """The speech gate ``settings`` ask for (None with ``speech_threshold`` 0).
+
+    It stops scoring an utterance once it is sure that it is speech: an utterance in doubt
+    (a verdict between the threshold and :data:`~voiced.audio.speech_gate.SURE`) is scored
+    to its end, one that is clearly speech costs a few hundred milliseconds of scoring.
+    """
+    if settings.speech_threshold <= 0:
+        return None
+    return SpeechGate(settings.speech_threshold, stop_when_sure=True)
 
 
 def segment(
@@ -490,9 +546,10 @@ def segment(
     sample_rate: int = SAMPLE_RATE,
     *,
     report_pauses: bool = False,
+    gate: SpeechGate | None = None,
 ) -> Iterator[Event]:
     """Run a :class:`Segmenter` over ``blocks`` and flush at the end."""
-    segmenter = Segmenter(settings, sample_rate, report_pauses=report_pauses)
+    segmenter = Segmenter(settings, sample_rate, report_pauses=report_pauses, gate=gate)
     for block in blocks:
         yield from segmenter.feed(block)
     yield from segmenter.flush()

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 import click
 
 from voiced.audio.capture import AudioBlock, capture_blocks
-from voiced.audio.segmenter import Segmenter, UtteranceCancelled, UtteranceEnded
+from voiced.audio.segmenter import Segmenter, UtteranceCancelled, UtteranceEnded, speech_gate
 from voiced.config import Settings
 from voiced.transcripts import Journal, make_record
 
@@ -82,7 +82,7 @@ class Listener:
         self.out = out or sys.stdout
         self.journal = journal
         self.device_name = ""
-        self._segmenter = Segmenter(settings.vad)
+        self._segmenter = Segmenter(settings.vad, gate=speech_gate(settings.vad))
         self._clock = _Clock()
         self._stop_requested = threading.Event()
         self._stop_capture = threading.Event()
@@ -159,16 +159,21 @@ class Listener:
                     event, self._clock.wall(event.start_s), self._clock.wall(event.end_s)
                 )
                 log.info(
-                    "utterance %d: %.2f-%.2f s (%s)",
+                    "utterance %d: %.2f-%.2f s (%s, speech_prob %s)",
                     event.index,
                     event.start_s,
                     event.end_s,
                     event.reason,
+                    _prob(event.speech_prob),
                 )
                 self._utterances.put(heard)
             elif isinstance(event, UtteranceCancelled):
                 log.info(
-                    "ignored sound at %.2f-%.2f s (%s)", event.start_s, event.end_s, event.reason
+                    "ignored sound at %.2f-%.2f s (%s, speech_prob %s)",
+                    event.start_s,
+                    event.end_s,
+                    event.reason,
+                    _prob(event.speech_prob),
                 )
 
     # -- STT worker -----------------------------------------------------------------------
@@ -190,7 +195,7 @@ class Listener:
     def _transcribe(self, heard: _Heard) -> None:
         utterance = heard.utterance
         started = time.perf_counter()
-        result = self.stt.transcribe(utterance.audio)
+        result = self.stt.transcribe(utterance.audio, gate_windows=gate_windows(utterance))
         stt_ms = round((time.perf_counter() - started) * 1000)
         text = result.text.strip()
         log.info("utterance %d transcribed in %d ms: %r", utterance.index, stt_ms, text)
@@ -198,6 +203,7 @@ class Listener:
             log.info("%.1f s of sound held no recognisable speech", utterance.duration_s)
             return
         timings = {"endpoint_wait_ms": utterance.endpoint_wait_ms, "stt_ms": stt_ms}
+        speech_prob = _rounded(utterance.speech_prob)
         record = make_record(
             "dictation",
             text,
@@ -205,6 +211,7 @@ class Listener:
             end=heard.end,
             source=self.device_name,
             timings=timings,
+            speech_prob=speech_prob,
         )
         if utterance.reason != "silence":
             record["split"] = utterance.reason
@@ -216,6 +223,7 @@ class Listener:
                     "end": record["end"],
                     "start_s": round(utterance.start_s, 3),
                     "end_s": round(utterance.end_s, 3),
+                    "speech_prob": speech_prob,
                     "text": text,
                 },
                 ensure_ascii=False,
@@ -231,6 +239,21 @@ class Listener:
                 log.error("cannot write the transcript journal: %s", exc)
 
 
+def gate_windows(utterance: UtteranceEnded) -> list:
+    """What ``SpeechToText.transcribe`` needs to know of the speech gate's verdict."""
+    if utterance.window_probs is None:
+        return []
+    return [(0, utterance.window_probs)]
+
+
+def _rounded(prob: float | None) -> float | None:
+    return None if prob is None else round(prob, 3)
+
+
+def _prob(prob: float | None) -> str:
+    return "n/a" if prob is None else f"{prob:.2f}"
+
+
 def _device(value: str | None) -> int | str | None:
     if value is None:
         return None
@@ -241,7 +264,7 @@ def _load_stt(settings: Settings) -> Any:
     from voiced.speech.stt import SpeechToText
 
     try:
-        return SpeechToText.from_settings(settings.stt, flash_attention=False)
+        return SpeechToText.from_settings(settings.stt, flash_attention=False, vad=settings.vad)
     except Exception as exc:  # SttError, ModelError, OSError: all end the command
         raise click.ClickException(f"cannot load the speech model: {exc}") from None
 
@@ -272,7 +295,12 @@ def listen(app: Any, fmt: str, input_device: str | None, model: str | None) -> N
     settings = app.settings(**{"audio.input_device": _device(input_device), "stt.model": model})
     stt = _load_stt(settings)
     journal = Journal.from_settings(settings) if settings.transcripts.enabled else None
-    listener = Listener(settings, stt, fmt=fmt, journal=journal)
+    from voiced.audio.speech_gate import SpeechGateError
+
+    try:
+        listener = Listener(settings, stt, fmt=fmt, journal=journal)
+    except SpeechGateError as exc:
+        raise click.ClickException(str(exc)) from None
 
     interrupts = 0
 

@@ -85,6 +85,13 @@ def _plan(files: tuple[Path, ...], fmt: str, output_dir: Path | None) -> _Plan:
     help="Split segments longer than this many characters (0 = off).",
 )
 @click.option(
+    "--vad/--no-vad",
+    "vad",
+    default=None,
+    help="Send only the speech the detector finds to whisper (the default, stt.vad_filter); "
+    "--no-vad: the whole file.",
+)
+@click.option(
     "--progress/--no-progress",
     default=True,
     help="Progress bar on stderr (only shown when stderr is a terminal).",
@@ -100,6 +107,7 @@ def transcribe(
     threads: int | None,
     channel: str,
     max_len: int | None,
+    vad: bool | None,
     progress: bool,
 ) -> None:
     """Transcribe audio FILES (wav, mp3, flac, ogg, m4a, ... anything ffmpeg reads).
@@ -108,6 +116,11 @@ def transcribe(
     One file and no -o: the transcript goes to stdout.
     Several files and no -o: their text goes to stdout, each after a "==> FILE <==" line.
     With -o DIR: DIR/<name>.<format> per file and format, each written atomically.
+
+    Only the speech in a file goes to whisper: the microphone's detector (webrtcvad, then
+    the Silero speech model) finds it, long stretches without speech are skipped, and
+    timestamps stay on the file's time line. Horns, beeps and music give no text.
+    --no-vad sends the whole file.
 
     A file that cannot be read gets one error line on stderr and the others are still
     transcribed. Exit status: 0 all files done, 1 some file failed, 2 usage error
@@ -132,10 +145,11 @@ def transcribe(
             "stt.language": language,
             "stt.threads": threads,
             "stt.max_segment_chars": max_len,
+            "stt.vad_filter": vad,
         }
     )
     try:
-        stt = SpeechToText.from_settings(settings.stt)
+        stt = SpeechToText.from_settings(settings.stt, vad=settings.vad)
     except (ModelError, SttError) as exc:
         click.echo(f"voiced: error: {exc}", err=True)
         sys.exit(1)

@@ -96,6 +96,7 @@ class EarlyTranscript:
     audio_end_s: float
     audio: Any
     abandoned: threading.Event = field(default_factory=threading.Event)
+    gate_windows: list[tuple[int, Any]] = field(default_factory=list)
     text: str | None = None  # set by the STT thread when done
     stt_ms: int = 0
     started_at: float = 0.0  # monotonic
@@ -122,6 +123,9 @@ class Utterance:
     stt_ms: int = 0  # transcription's own time
     stt_ready_ms: int = 0  # from the endpoint decision until the text was ready
     early: EarlyTranscript | None = None
+    # The speech gate's verdict (None without a gate) and its windows, for SpeechToText.
+    speech_prob: float | None = None
+    gate_windows: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
 
 @dataclass
@@ -147,8 +151,9 @@ class SplitJoiner:
     (a short noisy tail), or when the joined audio reaches ``max_s``.
 
     :meth:`feed` takes the segmenter's events and its stream time, and returns
-    ``(first, last, audio)`` for each complete utterance: its first and last ended pieces
-    and the joined audio.
+    ``(first, last, audio, gate_windows)`` for each complete utterance: its first and last
+    ended pieces, the joined audio, and the speech gate's window probabilities of the pieces
+    as ``(first sample in audio, probabilities)``.
     """
 
     def __init__(self, gap_s: float, max_s: float = MAX_JOINED_S) -> None:
@@ -162,7 +167,7 @@ class SplitJoiner:
         """Pieces of a split utterance are waiting for the rest."""
         return bool(self._pieces)
 
-    def feed(self, events: list[Any], now_s: float) -> list[tuple[Any, Any, np.ndarray]]:
+    def feed(self, events: list[Any], now_s: float) -> list[tuple[Any, Any, np.ndarray, list]]:
         from voiced.audio.segmenter import UtteranceCancelled, UtteranceEnded, UtteranceStarted
 
         complete = []
@@ -184,10 +189,15 @@ class SplitJoiner:
             complete.append(self._join())
         return complete
 
-    def _join(self) -> tuple[Any, Any, np.ndarray]:
+    def _join(self) -> tuple[Any, Any, np.ndarray, list]:
         pieces, self._pieces = self._pieces, []
         self._continued = False
-        return pieces[0], pieces[-1], np.concatenate([piece.audio for piece in pieces])
+        windows, offset = [], 0
+        for piece in pieces:
+            if piece.window_probs is not None:
+                windows.append((offset, piece.window_probs))
+            offset += piece.audio.size
+        return pieces[0], pieces[-1], np.concatenate([piece.audio for piece in pieces]), windows
 
 
 class _StreamClock:
@@ -203,6 +213,15 @@ class _StreamClock:
 
     def monotonic(self, stream_s: float) -> float:
         return self._arrived - (self._stream_end - stream_s)
+
+
+def _joined_prob(windows: list[tuple[int, Any]], first: Any) -> float | None:
+    """The speech gate's verdict on a (possibly joined) utterance: the best of its pieces."""
+    from voiced.audio.speech_gate import summarise
+
+    if not windows:
+        return first.speech_prob
+    return max(summarise(probs) for _, probs in windows)
 
 
 def wall_time(monotonic_s: float) -> dt.datetime:
@@ -275,10 +294,26 @@ class Daemon:
 
             ensure_routed()
         self.notifier.status("loading models")
-        self.stt = SpeechToText.from_settings(self.settings.stt, flash_attention=False)
-        self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
+        self.stt = SpeechToText.from_settings(
+            self.settings.stt, flash_attention=False, vad=self.settings.vad
+        )
+        self.stt.warm_up()
+        self._check_speech_gate(
+            self.settings
+        )  # the first utterance then skips whisper's buffer set-up
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
+
+    def _check_speech_gate(self, settings: Settings) -> None:
+        """Load the speech gate's model now, so a broken install fails before listening.
+
+        The model goes back to the process's pool, where the capture thread finds it.
+        """
+        from voiced.audio.segmenter import speech_gate
+
+        gate = speech_gate(settings.vad)
+        if gate is not None:
+            gate.close()
 
     def _load_voice(self, settings: Settings) -> None:
         from voiced.speech.tts import TextToSpeech
@@ -514,9 +549,17 @@ class Daemon:
 
     def _capture_loop(self, settings: Settings, stop: threading.Event) -> None:
         from voiced.audio.capture import capture_blocks
-        from voiced.audio.segmenter import Segmenter, SpeechPaused, SpeechResumed
+        from voiced.audio.segmenter import (
+            Segmenter,
+            SpeechPaused,
+            SpeechResumed,
+            UtteranceCancelled,
+            UtteranceEnded,
+            speech_gate,
+        )
 
-        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause)
+        gate = speech_gate(settings.vad)  # back to the pool when the loop ends (restarts)
+        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
         clock = _StreamClock()
         early: EarlyTranscript | None = None
 
@@ -538,7 +581,11 @@ class Daemon:
             if joiner.holding:  # the text will be that of several pieces joined
                 return None
             job = EarlyTranscript(
-                paused.index, paused.audio_start_s, paused.audio_end_s, paused.audio
+                paused.index,
+                paused.audio_start_s,
+                paused.audio_end_s,
+                paused.audio,
+                gate_windows=[] if paused.window_probs is None else [(0, paused.window_probs)],
             )
             try:
                 self._utterances.put_nowait(job)
@@ -550,12 +597,21 @@ class Daemon:
             nonlocal early
             decided = time.monotonic()
             for event in events:
+                if isinstance(event, UtteranceEnded | UtteranceCancelled):
+                    log.debug(
+                        "%s %d at %.2f-%.2f s: speech_prob %s",
+                        "utterance" if isinstance(event, UtteranceEnded) else "ignored sound",
+                        event.index,
+                        event.start_s,
+                        event.end_s,
+                        "n/a" if event.speech_prob is None else f"{event.speech_prob:.2f}",
+                    )
                 if isinstance(event, SpeechPaused | SpeechResumed) and early is not None:
                     early.abandoned.set()
                     early = None
                 if isinstance(event, SpeechPaused):
                     early = start_early(event)
-            for first, last, audio in joiner.feed(events, segmenter.stream_time_s):
+            for first, last, audio, windows in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
                 matched = (
                     early if early is not None and first is last and early.is_for(last) else None
@@ -571,6 +627,8 @@ class Daemon:
                     endpoint_wait_ms=last.endpoint_wait_ms,
                     started_wall=wall_time(start),
                     early=matched,
+                    speech_prob=_joined_prob(windows, first),
+                    gate_windows=windows,
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -587,6 +645,8 @@ class Daemon:
             log.exception("the capture thread failed")
         finally:
             self._mic_open.clear()
+            if gate is not None:
+                gate.close()
 
     # -- STT thread --------------------------------------------------------------------------
 
@@ -607,7 +667,9 @@ class Daemon:
             else:
                 try:
                     began = time.perf_counter()
-                    text = self.stt.transcribe(utterance.audio).text.strip()
+                    text = self.stt.transcribe(
+                        utterance.audio, gate_windows=utterance.gate_windows
+                    ).text.strip()
                     stt_ms = round((time.perf_counter() - began) * 1000)
                 except Exception:
                     log.exception("speech recognition failed on one utterance")
@@ -636,7 +698,9 @@ class Daemon:
         began = time.perf_counter()
         job.started_at = time.monotonic()
         try:
-            text = self.stt.transcribe(job.audio, abort=job.abandoned.is_set).text.strip()
+            text = self.stt.transcribe(
+                job.audio, abort=job.abandoned.is_set, gate_windows=job.gate_windows
+            ).text.strip()
         except TranscriptionAborted:
             log.debug("speech went on; dropped the transcription started in the pause")
             return
@@ -783,6 +847,11 @@ class Daemon:
             error=error,
             interrupted=interrupted,
             timings=timings,
+            speech_prob=(
+                round(utterance.speech_prob, 3)
+                if utterance is not None and utterance.speech_prob is not None
+                else None
+            ),
         )
         try:
             self.journal.append(record)
@@ -868,8 +937,14 @@ class Daemon:
         if "stt" in changed:
             from voiced.speech.stt import SpeechToText
 
-            self.stt = SpeechToText.from_settings(settings.stt, flash_attention=False)
+            self.stt = SpeechToText.from_settings(
+                settings.stt, flash_attention=False, vad=settings.vad
+            )
             self.stt.warm_up()
+        elif "vad" in changed and self.stt is not None:
+            self.stt.vad = settings.vad
+        if "vad" in changed:
+            self._check_speech_gate(settings)
         if "tts" in changed or "audio" in changed:
             self._load_voice(settings)
         if {"llm", "tools"} & set(changed):

@@ -1,13 +1,19 @@
 """Speech-to-text with whisper.cpp (pywhispercpp), guarded against invented text.
 
-Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]", loops).
-Every transcription therefore passes three gates:
+Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]",
+"Beep beep beep beep ..."). Every transcription therefore passes these gates:
 
-1. a speech map of the audio (webrtcvad on 30 ms frames plus an energy floor): audio with
-   no speech in it is never decoded at all;
+1. a speech map of the audio, made by the same detector as the microphone's
+   (:class:`voiced.audio.segmenter.Segmenter`: webrtcvad and an energy gate propose, the
+   Silero speech gate decides): only the speech regions of a file, padded and packed into
+   chunks, are decoded, and segment times are put back on the file's time line. An utterance
+   that a live segmenter already judged comes with its verdict and is not searched again.
+   ``stt.vad_filter: false`` (``voiced transcribe --no-vad``) decodes everything instead;
 2. whisper.cpp's own no-speech and log-probability thresholds;
-3. per segment: bracketed non-speech tags are removed, and a segment whose time span holds
-   no speech on the map is dropped.
+3. per segment (:mod:`voiced.speech.text_filters`): non-speech tags ("[Music]",
+   "(horn honking)", "*beep*") are removed, a segment that is one word or short phrase
+   repeated many times is dropped, and so is a segment whose time span holds no speech on
+   the map or whose audio the speech gate scores below ``vad.speech_threshold``.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from voiced.config import SttSettings
+from voiced.config import SttSettings, VadSettings
 from voiced.decode import SAMPLE_RATE
+from voiced.speech.text_filters import clean_text, is_repetition_loop
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,8 @@ _CHUNK_PAD_S = 0.3
 _FULL_CHUNK_S = 28.0
 # Speech rarely passes ~4 words (~6 tokens) a second; beyond twice that a decoder is looping.
 _MAX_WORDS_PER_S = 8.0
-_NON_SPEECH_TAG = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+[^♪]*♪*|♫+")
+# The speech gate's windows, in samples.
+_GATE_WINDOW = 512
 
 
 class SttError(Exception):
@@ -78,11 +86,36 @@ class Transcription:
 
 @dataclass(frozen=True)
 class SpeechMap:
-    """Which 30 ms frames of a clip hold speech, and how loud each frame is (dBFS)."""
+    """Which 30 ms frames of a clip hold speech, and how loud each frame is (dBFS).
+
+    ``gate`` holds the speech gate's window probabilities where it judged the clip, as
+    ``(first sample, probabilities)`` pieces (512-sample windows); empty when no gate ran.
+    """
 
     voiced: np.ndarray = field(repr=False)
     levels: np.ndarray = field(repr=False)
     samples: int = 0
+    gate: tuple[tuple[int, np.ndarray], ...] = field(default=(), repr=False)
+
+    def speech_prob_between(self, start: float, end: float) -> float | None:
+        """The gate's speech probability over ``start``-``end`` s; None where it never ran.
+
+        The windows of every gate piece whose middle falls in the span, in order, summarised
+        as an utterance is (see :func:`voiced.audio.speech_gate.summarise`). A span with no
+        scored window is unknown (None): outside a file's speech regions (which the speech
+        map already rules out), or past the point where the gate stopped, sure of speech.
+        """
+        if not self.gate:
+            return None
+        from voiced.audio.speech_gate import summarise
+
+        lo, hi = start * SAMPLE_RATE, end * SAMPLE_RATE
+        inside = []
+        for first, probs in self.gate:
+            middles = first + _GATE_WINDOW / 2 + _GATE_WINDOW * np.arange(len(probs))
+            inside.append(np.asarray(probs)[(middles >= lo) & (middles <= hi)])
+        found = np.concatenate(inside) if inside else np.zeros(0)
+        return summarise(found) if found.size else None
 
     @property
     def speech_seconds(self) -> float:
@@ -154,9 +187,53 @@ def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int 
     return SpeechMap(voiced, levels, audio.size)
 
 
-def clean_text(text: str) -> str:
-    """Drop non-speech tags such as ``[BLANK_AUDIO]``, ``(music)``, ``*laughs*``, ``♪``."""
-    return re.sub(r"\s+", " ", _NON_SPEECH_TAG.sub(" ", text)).strip()
+def everything_map(audio: np.ndarray) -> SpeechMap:
+    """A speech map that calls every frame speech: whisper hears the whole clip."""
+    n_frames = audio.size // _FRAME
+    frames = audio[: n_frames * _FRAME].reshape(n_frames, _FRAME)
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    levels = 20 * np.log10(np.maximum(rms, 1e-10))
+    return SpeechMap(np.ones(n_frames, dtype=bool), levels, audio.size)
+
+
+def find_speech(
+    audio: np.ndarray, vad: VadSettings, energy_floor_dbfs: float | None = None
+) -> SpeechMap:
+    """Where a clip holds speech, found as the microphone finds it.
+
+    The clip goes through a :class:`~voiced.audio.segmenter.Segmenter` with a speech gate
+    (unless ``vad.speech_threshold`` is 0): the frames of each utterance it keeps, pre- and
+    post-roll included, are speech on the map, and the gate's window probabilities come
+    along. ``energy_floor_dbfs`` (``stt.energy_floor_dbfs``) replaces the microphone's
+    ``vad.energy_floor_dbfs``: files are often recorded quieter than a microphone is set.
+    """
+    from voiced.audio.segmenter import Segmenter, UtteranceEnded, speech_gate
+
+    if energy_floor_dbfs is not None:
+        vad = vad.model_copy(update={"energy_floor_dbfs": energy_floor_dbfs})
+    base = everything_map(audio)
+    voiced = np.zeros_like(base.voiced)
+    pieces: list[tuple[int, np.ndarray]] = []
+    gate = speech_gate(vad)
+    try:
+        segmenter = Segmenter(vad, SAMPLE_RATE, gate=gate)
+        block = SAMPLE_RATE  # one second at a time keeps the events' audio copies small
+        events = []
+        for offset in range(0, audio.size, block):
+            events += segmenter.feed(audio[offset : offset + block])
+        events += segmenter.flush()
+    finally:
+        if gate is not None:
+            gate.close()
+    for event in events:
+        if not isinstance(event, UtteranceEnded):
+            continue
+        first = round(event.audio_start_s * SAMPLE_RATE)
+        last = round(event.audio_end_s * SAMPLE_RATE)
+        voiced[first // _FRAME : math.ceil(last / _FRAME)] = True
+        if event.window_probs is not None:
+            pieces.append((first, event.window_probs))
+    return SpeechMap(voiced, base.levels, audio.size, tuple(pieces))
 
 
 def _max_tokens(duration: float) -> int:
@@ -210,6 +287,8 @@ class SpeechToText:
         chunk_s: float = 12.8,
         window_margin: int = 128,
         flash_attention: bool = True,
+        vad_filter: bool = True,
+        vad: VadSettings | None = None,
     ) -> None:
         from voiced.speech.models import inspect_ggml
 
@@ -233,6 +312,8 @@ class SpeechToText:
         self.chunk_s = chunk_s
         self.window_margin = window_margin
         self.flash_attention = flash_attention
+        self.vad_filter = vad_filter
+        self.vad = vad or VadSettings()
         self._lock = threading.Lock()
         self._model = self._load()
 
@@ -243,8 +324,12 @@ class SpeechToText:
         store: object | None = None,
         *,
         flash_attention: bool = True,
+        vad: VadSettings | None = None,
     ) -> SpeechToText:
         """Resolve ``settings.model`` through the model store and load it.
+
+        ``vad`` (the ``vad`` section) sets how speech is found in files and the speech
+        gate's threshold; without it the defaults apply.
 
         Listeners pass ``flash_attention=False``: their utterances (2.6-7.6 s with pre- and
         post-roll) would mostly be rounded up to 512-frame windows, which measured slower than
@@ -268,6 +353,8 @@ class SpeechToText:
             chunk_s=settings.chunk_s,
             window_margin=settings.window_margin,
             flash_attention=flash_attention,
+            vad_filter=settings.vad_filter,
+            vad=vad,
         )
 
     def _load(self):
@@ -297,16 +384,29 @@ class SpeechToText:
         *,
         on_progress: Callable[[float], None] | None = None,
         abort: Callable[[], bool] | None = None,
+        gate_windows: list[tuple[int, np.ndarray]] | None = None,
     ) -> Transcription:
         """Transcribe mono float32 16 kHz audio.
 
         ``on_progress`` is called with the seconds of audio done so far. ``abort`` is polled
         while whisper works (between encoder and decoder steps); once it returns True the
         work stops and :class:`TranscriptionAborted` is raised.
+
+        ``gate_windows`` is for audio a live segmenter already judged (an utterance): the
+        speech gate's window probabilities as ``(first sample, probabilities)`` pieces
+        (empty when it ran without a gate). Such audio is not searched for speech again;
+        without it, the audio is searched as a file is (see :func:`find_speech`), or not at
+        all with ``vad_filter`` off.
         """
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.size / SAMPLE_RATE
-        speech = speech_map(audio, self.energy_floor_dbfs)
+        if gate_windows is not None:
+            speech = speech_map(audio, self.energy_floor_dbfs)
+            speech = SpeechMap(speech.voiced, speech.levels, speech.samples, tuple(gate_windows))
+        elif self.vad_filter:
+            speech = find_speech(audio, self.vad, self.energy_floor_dbfs)
+        else:
+            speech = everything_map(audio)
         if speech.speech_seconds < _MIN_SPEECH_S:
             log.debug("no speech in %.1f s of audio; not decoding", duration)
             if on_progress:
@@ -332,6 +432,13 @@ class SpeechToText:
             heard = speech.speech_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
             if heard < _MIN_SPEECH_S:
                 log.debug("dropping %r at %.2f-%.2f s: no speech there", text, start, end)
+                continue
+            if is_repetition_loop(text):
+                log.debug("dropping %r at %.2f-%.2f s: a repetition loop", text, start, end)
+                continue
+            prob = speech.speech_prob_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
+            if prob is not None and prob < self.vad.speech_threshold:
+                log.debug("dropping %r at %.2f-%.2f s: speech_prob %.2f", text, start, end, prob)
                 continue
             segments.append(Segment(start, max(start, end), text, logprob))
         if on_progress:
