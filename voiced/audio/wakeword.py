@@ -30,8 +30,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-# pymicro-features consumes 10 ms of audio per call and emits a feature frame per 10 ms.
+# pymicro-features emits a feature frame per 10 ms of audio, over a 30 ms window: frame k
+# (from 1) covers the audio up to (k + 2) * 10 ms.
 _FEATURE_STEP_S = 0.010
+_FEATURE_WINDOW_S = 0.030
 DEFAULT_REFRACTORY_S = 2.0
 
 
@@ -187,7 +189,7 @@ class WakeWordDetector:
         detections = []
         for features in self._features.process_streaming(pcm.tobytes()):
             self._frames += 1
-            now_s = self._frames * _FEATURE_STEP_S
+            now_s = self._frames * _FEATURE_STEP_S + _FEATURE_WINDOW_S - _FEATURE_STEP_S
             for model in self._models:
                 probability = model.engine.process_streaming_prob(features)
                 if probability is None:  # the model was closed
