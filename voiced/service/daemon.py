@@ -543,11 +543,12 @@ class Daemon:
         early: EarlyTranscript | None = None
         detector = open_detector(settings)
         wake_model = settings.wake.model
-        # Stream times of the wake model's recent detections (the stop model's do not count).
-        wake_times: collections.deque[float] = collections.deque(maxlen=32)
+        # The wake model's recent detections (the stop model's do not count): stream time and
+        # the monotonic time posted with them.
+        wake_times: collections.deque[tuple[float, float]] = collections.deque(maxlen=32)
 
-        def detection_in(audio_start_s: float, audio_end_s: float) -> float | None:
-            return next((t for t in wake_times if audio_start_s <= t <= audio_end_s), None)
+        def detection_in(audio_start_s: float, audio_end_s: float) -> tuple[float, float] | None:
+            return next((t for t in wake_times if audio_start_s <= t[0] <= audio_end_s), None)
 
         def cut(audio: np.ndarray, audio_start_s: float, wake_s: float) -> np.ndarray:
             """The audio from just before the detection: the request without the phrase."""
@@ -571,7 +572,8 @@ class Daemon:
                 return None
             audio, wake_s = paused.audio, None
             if detector is not None:
-                wake_s = detection_in(paused.audio_start_s, paused.audio_end_s)
+                found = detection_in(paused.audio_start_s, paused.audio_end_s)
+                wake_s = found[0] if found is not None else None
                 if wake_s is not None:
                     audio = cut(audio, paused.audio_start_s, wake_s)
                 elif not ears_open(paused.audio_start_s):
@@ -596,9 +598,10 @@ class Daemon:
                     early = start_early(event)
             for first, last, audio in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
-                wake_s = None
+                wake_s = wake_at = None
                 if detector is not None:
-                    wake_s = detection_in(first.audio_start_s, last.audio_end_s)
+                    found = detection_in(first.audio_start_s, last.audio_end_s)
+                    wake_s, wake_at = found if found is not None else (None, None)
                     if wake_s is None and not ears_open(first.audio_start_s):
                         log.info(
                             "no wake word: %.1f s of speech not transcribed",
@@ -630,7 +633,7 @@ class Daemon:
                     started_wall=wall_time(start),
                     early=matched,
                     wake=wake_model if wake_s is not None else None,
-                    wake_at=clock.monotonic(wake_s) if wake_s is not None else None,
+                    wake_at=wake_at,
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -646,14 +649,11 @@ class Daemon:
                     offset = block.start_s - detector.stream_time_s
                     for detection in detector.feed(block.samples):
                         wake_s = detection.time_s + offset
+                        at = clock.monotonic(wake_s)
                         log.info("wake word %s (p=%.2f)", detection.model, detection.probability)
                         if detection.model == wake_model:
-                            wake_times.append(wake_s)
-                        self.post(
-                            WakeWordDetected(
-                                detection.model, clock.monotonic(wake_s), detection.probability
-                            )
-                        )
+                            wake_times.append((wake_s, at))
+                        self.post(WakeWordDetected(detection.model, at, detection.probability))
                 handle(segmenter.feed(block.samples))
         except Exception:
             log.exception("the capture thread failed")
