@@ -541,7 +541,11 @@ class Daemon:
         segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause)
         clock = _StreamClock()
         early: EarlyTranscript | None = None
-        detector = open_detector(settings)
+        try:
+            detector = open_detector(settings)
+        except Exception:  # checked at start-up and on reload: something broke since
+            log.exception("cannot load the wake-word model; the microphone stays closed")
+            return
         wake_model = settings.wake.model
         # The wake model's recent detections (the stop model's do not count): stream time and
         # the monotonic time posted with them.
