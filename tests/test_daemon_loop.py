@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import socket
 import threading
 import time
@@ -597,6 +598,26 @@ def test_reload_with_a_broken_file_keeps_the_old_settings(
     assert loop.daemon.machine.matcher.phrases == ["computer", "hey computer"]
     loop.say("Computer.", duration=0.5)
     loop.wait_for(lambda: loop.speaker.said == ["Yes?"])
+
+
+def test_reload_to_the_wake_word_model_and_to_one_that_does_not_exist(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    loop = loop_factory()
+    daemon = loop.daemon
+    daemon.config_path.write_text("wake:\n  engine: model\n  model: hey_computer\n")
+    daemon.request_reload()
+    time.sleep(0.5)
+    assert daemon.settings.wake.engine == "text"  # the old wake settings stay
+    assert not daemon.machine.uses_model
+    daemon.config_path.write_text("wake:\n  engine: model\n  model: alexa\n")
+    daemon.request_reload()
+    loop.wait_for(lambda: daemon.machine.uses_model)
+    assert daemon.settings.wake.model == "alexa"
+    loop.wait_for(lambda: daemon._ears_until == -math.inf)  # Whisper hears nothing unasked
+    loop.say("Computer, what time is it?")  # a transcript without a detection
+    time.sleep(0.5)
+    assert loop.records() == [] and daemon.machine.active_turn is None
 
 
 def test_reload_waits_for_the_turn_in_progress(
