@@ -5,7 +5,7 @@ test_daemon_e2e.py; one daemon serves the module and the tests run in order agai
 is checked: the request reaches the model without the wake phrase; speech without the wake
 word is never transcribed (the log says so, and whisper's "heard" line never comes); the wake
 word said while a reply plays stops it before any transcription, and the history keeps only
-what was heard.
+what was heard; the wake word alone is acknowledged and opens the ears for the request.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ UTTERANCES = [
     "Hey Jarvis, tell me a story.",
     "Hey Jarvis.",
     "Hey Jarvis, how far away is the moon?",
+    "How much memory is free?",
 ]
 _SPEECH: dict[str, np.ndarray] = {}
 
@@ -183,3 +184,19 @@ def test_the_wake_word_stops_the_reply_and_the_history_keeps_what_was_heard(
     assert {"role": "assistant", "content": heard} in history  # clipped to what was heard
     assert all("rope" not in m["content"] for m in history)
     assert "jarvis" not in history[-1]["content"].lower()
+
+
+def test_the_wake_word_alone_is_acknowledged_and_the_request_needs_none(
+    daemon: DaemonHandle, pulse_server
+) -> None:
+    time.sleep(FOLLOW_UP_S + 1.0)  # the last reply's window is over
+    daemon.ollama.script(Reply(content=["Six gigabytes are free."]))
+    count = len(daemon.records())
+    mark = len(daemon.log())
+    say_into_mic(pulse_server, "Hey Jarvis.")
+    daemon.wait_for_log("acknowledging", after=mark)
+    time.sleep(1.5)  # "Yes?" and its echo tail: speech over it only counts with the wake word
+    say_into_mic(pulse_server, "How much memory is free?")
+    record = daemon.wait_for_records(count + 1)[-1]
+    assert wer("how much memory is free", record["user"]) <= 0.25, record
+    assert record["assistant"] == "Six gigabytes are free."
