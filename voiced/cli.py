@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("voiced.commands.run", "run", "Run the hands-free assistant."),
     "models": ("voiced.commands.models", "models", "List, install and check models."),
     "devices": ("voiced.commands.devices", "devices", "List audio input and output devices."),
+    "audio": ("voiced.commands.audio", "audio", "Set up the sound server (echo cancellation)."),
     "llm": ("voiced.commands.llm", "llm", "Inspect and set up the Ollama model."),
     "tools": ("voiced.commands.tools", "tools", "List and call the assistant's tools."),
     "transcripts": ("voiced.commands.transcripts", "transcripts", "Read recorded turns."),

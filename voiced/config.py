@@ -37,6 +37,7 @@ class AudioSettings(_Section):
     block_ms: Literal[10, 20, 30] = 30
     blocks_per_callback: int = Field(2, ge=1, le=10)
     queue_blocks: int = Field(200, ge=10, le=10_000)
+    echo_cancel: bool = False
 
 
 class VadSettings(_Section):

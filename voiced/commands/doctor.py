@@ -2,7 +2,8 @@
 
 Checks, in order: the configuration, the speech model (loads and runs), the wake word (the
 wake-word models load and run, with ``wake.engine: model``), the voice (loads and speaks),
-the input and output devices (open, deliver / take audio), the Ollama server
+the input and output devices (open, deliver / take audio), echo cancellation (a warning
+when voiced does not listen on an echo-cancelled source), the Ollama server
 (reachable), the model (pulled, tool-capable), and the transcript folder (writable). The
 exit status is 1 when any check fails.
 """
@@ -28,7 +29,18 @@ _UNEXPECTED_HINT = (
     "an unexpected error: run `voiced -vv doctor` for details, and report it if it persists"
 )
 
-CHECKS = ("config", "stt", "wake", "tts", "input", "output", "ollama", "model", "transcripts")
+CHECKS = (
+    "config",
+    "stt",
+    "wake",
+    "tts",
+    "input",
+    "output",
+    "echo",
+    "ollama",
+    "model",
+    "transcripts",
+)
 
 
 @dataclass
@@ -36,6 +48,7 @@ class Outcome:
     ok: bool
     detail: str
     hint: str = ""
+    warning: bool = False
 
 
 class _Failed(Exception):
@@ -45,6 +58,10 @@ class _Failed(Exception):
         super().__init__(detail)
         self.detail = detail
         self.hint = hint
+
+
+class _Warning(_Failed):
+    """Works, but not as well as it could: reported with a hint, not counted as a failure."""
 
 
 def _check_stt(settings: Any, context: dict[str, Any]) -> str:
@@ -157,6 +174,38 @@ def _check_output(settings: Any, context: dict[str, Any]) -> str:
     return f"{device} plays audio"
 
 
+_ECHO_HINT = (
+    "on speakers, run `voiced audio echo-cancel on` (or set audio.echo_cancel: true) so that "
+    "voiced hears you over its own voice; with headphones nothing is needed"
+)
+
+
+def _check_echo(settings: Any, context: dict[str, Any]) -> str:
+    from voiced.audio import echo_cancel as ec
+    from voiced.commands.audio import describe_route, route_of
+
+    try:
+        state = ec.status()
+    except ec.SoundServerError as exc:
+        raise _Warning(
+            f"cannot tell whether voiced hears an echo-cancelled source: {exc}", _ECHO_HINT
+        ) from None
+    route = route_of(settings, state)
+    if state.echo_cancel is None:
+        if settings.audio.echo_cancel and route.cancelled:
+            return "not loaded yet; `voiced run` loads it at start (audio.echo_cancel: true)"
+        raise _Warning(f"no echo canceller: voiced {describe_route(route)}", _ECHO_HINT)
+    if not route.cancelled:
+        raise _Warning(
+            f"the echo canceller is loaded, but voiced {describe_route(route)}",
+            "run `voiced audio echo-cancel on` to make the pair the defaults (with "
+            "audio.input_device and audio.output_device at null), or set audio.echo_cancel: "
+            "true",
+        )
+    module = state.echo_cancel
+    return f"voiced {describe_route(route)} (over {module.source_master} and {module.sink_master})"
+
+
 def _check_ollama(settings: Any, context: dict[str, Any]) -> str:
     from voiced.brain.assistant import make_client, resolve_host
 
@@ -240,6 +289,7 @@ _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "tts": ("voice", _check_tts),
     "input": ("input device", _check_input),
     "output": ("output device", _check_output),
+    "echo": ("echo cancel", _check_echo),
     "ollama": ("Ollama", _check_ollama),
     "model": ("LLM model", _check_model),
     "transcripts": ("transcripts", _check_transcripts),
@@ -247,9 +297,9 @@ _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
 
 
 def _report(label: str, outcome: Outcome) -> None:
-    mark = "ok  " if outcome.ok else "FAIL"
+    mark = "warn" if outcome.warning else "ok  " if outcome.ok else "FAIL"
     click.echo(f"{mark} {label}: {outcome.detail}")
-    if not outcome.ok and outcome.hint:
+    if (outcome.warning or not outcome.ok) and outcome.hint:
         click.echo(f"     fix: {outcome.hint}")
 
 
@@ -282,6 +332,8 @@ def doctor(app: Any, skip: tuple[str, ...]) -> None:
             continue
         try:
             outcome = Outcome(True, runner(settings, context))
+        except _Warning as warned:
+            outcome = Outcome(True, warned.detail, warned.hint, warning=True)
         except _Failed as failed:
             outcome = Outcome(False, failed.detail, failed.hint)
         except Exception as exc:  # a check must never crash the doctor

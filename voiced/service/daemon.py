@@ -290,6 +290,10 @@ class Daemon:
         """Load the speech models and the assistant (before the microphone opens)."""
         from voiced.speech.stt import SpeechToText
 
+        if self.settings.audio.echo_cancel:
+            from voiced.audio.echo_cancel import ensure_routed
+
+            ensure_routed()
         self.notifier.status("loading models")
         close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
         self.stt = SpeechToText.from_settings(self.settings.stt, flash_attention=False)
@@ -568,6 +572,11 @@ class Daemon:
                 self._mic_open.set()
             else:
                 self._mic_open.clear()
+                if settings.audio.echo_cancel:
+                    # A restarted sound server forgets loaded modules: load the pair again.
+                    from voiced.audio.echo_cancel import ensure_routed
+
+                    ensure_routed()
 
         joiner = SplitJoiner(gap_s=settings.vad.silence_ms / 1000)
 

@@ -1,0 +1,175 @@
+"""``voiced run`` with ``audio.echo_cancel: true`` on the real PulseAudio canceller, with the
+speaker looped back into the microphone (``module-loopback``): its own reply never starts a
+turn, and the wake phrase said over the reply is heard and interrupts it (barge-in).
+
+Today with the text wake-phrase engine ("computer"); see tests/test_echo_cancel.py for a
+wake-word model on the cancelled source.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import pulse as pulse_fixtures
+from tests.ollama_server import OllamaTestServer, Reply
+from tests.speech import synthesize
+from tests.store import seed_models
+from tests.test_daemon_e2e import DaemonHandle, _collect
+from voiced.audio import echo_cancel as ec
+
+pytestmark = pytest.mark.pulse
+pulse_server = pulse_fixtures.pulse_server
+
+FOLLOW_UP_S = 2.0
+SAID = ["Computer, how far away is the moon?", "Computer, tell me a story.", "Computer, stop."]
+_SPEECH: dict[str, np.ndarray] = {}
+
+
+def say(pulse_server, text: str) -> None:
+    pulse_server.play_into_mic(_SPEECH[text])
+
+
+@pytest.fixture(scope="module")
+def daemon(pulse_server, whisper_store: Path, tmp_path_factory) -> Iterator[DaemonHandle]:
+    for index, text in enumerate(SAID):
+        _SPEECH[text] = synthesize(text, seed=10 + index)
+    ollama = OllamaTestServer().start()
+    home = tmp_path_factory.mktemp("aec_daemon_home")
+    seed_models(home, whisper_store)
+    (home / "config.yaml").write_text(
+        "audio:\n  echo_cancel: true\n"
+        f"llm:\n  host: {ollama.url}\n"
+        # The text engine ("Computer"); the default is now the wake-word model.
+        f"wake:\n  engine: text\n  follow_up_s: {FOLLOW_UP_S}\n"
+        "tools:\n  enabled: [time]\n"
+        "stt:\n  threads: 1\n"
+    )
+    sock_path = home / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
+    for name in ("VOICED_CONFIG", "OLLAMA_HOST", "PULSE_SOURCE", "PULSE_SINK"):
+        env.pop(name, None)
+    log_path = home / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voiced", "-vv", "run"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    handle = DaemonHandle(proc, home, log_path, ollama)
+    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
+    # The echo path: monitors can start at 33 %, so full volume makes the echo loud.
+    for source in (f"{pulse_fixtures.SPEAKER_SINK}.monitor", pulse_fixtures.MIC_SOURCE):
+        pulse_server.pactl("set-source-volume", source, "100%")
+    loopback = pulse_server.load_module(
+        "module-loopback",
+        f"source={pulse_fixtures.SPEAKER_SINK}.monitor",
+        f"sink={pulse_fixtures.MIC_SINK}",
+        "latency_msec=30",
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not handle.messages("READY=1"):
+            assert proc.poll() is None, handle.log()
+            assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
+            time.sleep(0.05)
+        yield handle
+    finally:
+        pulse_fixtures.end_process(proc, grace_s=10)
+        sock.close()
+        ollama.stop()
+        pulse_server.unload_module(loopback)
+        ec.disable()
+
+
+def wait_until_idle(daemon: DaemonHandle, seen: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        statuses = [m for m in daemon.messages("STATUS=")[seen:]]
+        if "STATUS=speaking" in statuses and statuses[-1] == "STATUS=idle":
+            return
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.05)
+
+
+def test_the_daemon_loads_the_canceller_and_talks_through_it(daemon, pulse_server) -> None:
+    modules = pulse_server.pactl("list", "short", "modules")
+    assert modules.count(f"source_name={ec.SOURCE_NAME}") == 1
+    # The desktop's defaults are left alone: only voiced's own streams are routed.
+    info = pulse_server.pactl("info")
+    assert f"Default Source: {pulse_fixtures.MIC_SOURCE}" in info
+    assert f"Default Sink: {pulse_fixtures.SPEAKER_SINK}" in info
+    assert "echo cancellation on" in daemon.log()
+    sources = [
+        line.split("\t") for line in pulse_server.pactl("list", "short", "sources").splitlines()
+    ]
+    (index,) = [fields[0] for fields in sources if fields[1] == ec.SOURCE_NAME]
+    outputs = [
+        line.split("\t")
+        for line in pulse_server.pactl("list", "short", "source-outputs").splitlines()
+    ]
+    # voiced's microphone stream (a client, not a module) records from the cancelled source.
+    assert any(f[1] == index and f[3] == "protocol-native.c" for f in outputs), outputs
+
+
+def test_its_own_reply_never_starts_a_turn(daemon, pulse_server) -> None:
+    # "Computer" inside the reply: heard back without cancellation, it would be a barge-in.
+    reply = (
+        "The moon is about three hundred eighty thousand kilometres away. "
+        "Computer models say it drifts away by about four centimetres a year."
+    )
+    daemon.ollama.script(Reply(content=[reply]))
+    before = len(daemon.conversation_requests())
+    count = len(daemon.records())
+    seen = len(daemon.messages("STATUS="))
+    say(pulse_server, "Computer, how far away is the moon?")
+    (record,) = daemon.wait_for_records(count + 1)[count:]
+    wait_until_idle(daemon, seen)
+    time.sleep(FOLLOW_UP_S + 1.5)
+    assert len(daemon.conversation_requests()) == before + 1
+    assert len(daemon.records()) == count + 1
+    assert record["assistant"] == reply and not record.get("interrupted")
+
+
+@pytest.mark.xfail(
+    reason="open: in the daemon run the canceller left much of the reply (Piper at 22.05 kHz "
+    "through ALSA's pulse plugin, with underruns on the loaded 2-core machine), and whisper "
+    "heard 'My computer style.' for 'Computer, stop.'; see the aec branch report",
+    strict=False,
+)
+def test_the_wake_phrase_over_the_reply_interrupts_it(daemon, pulse_server) -> None:
+    story = [
+        "Once upon a time, a lighthouse keeper lived alone on a rock in the sea. ",
+        "Every night he climbed one hundred and twenty steps to light the lamp. ",
+        "One stormy night, a small boat appeared between the waves. ",
+        "He ran down the steps with a lantern in his hand. ",
+        "The waves were higher than the roof of his little house. ",
+        "In the morning he gave them bread and tea, and tied their boat with a rope. ",
+    ]
+    daemon.ollama.script(Reply(content=story), Reply(content=["Okay."]))
+    count = len(daemon.records())
+    seen = len(daemon.notifications)
+    say(pulse_server, "Computer, tell me a story.")
+    deadline = time.monotonic() + 60
+    while "STATUS=speaking" not in [m for _, m in daemon.notifications[seen:]]:
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.02)
+    time.sleep(3.0)  # well inside the reply (the canceller has adapted), looped back into the mic
+    say(pulse_server, "Computer, stop.")
+    records = daemon.wait_for_records(count + 2)
+    interrupted, stop = records[-2], records[-1]
+    assert interrupted["interrupted"] is True, interrupted
+    assert "rope" not in interrupted["assistant"]
+    assert stop["user"].lower().startswith("stop") and stop["assistant"] == "Okay."
