@@ -80,14 +80,23 @@ def _drain(sock: socket.socket) -> None:
 
 @contextmanager
 def voiced_run(
-    pulse: PulseServer, ollama: OllamaTestServer, folder: Path, name: str, config: str = ""
+    pulse: PulseServer,
+    ollama: OllamaTestServer,
+    folder: Path,
+    name: str,
+    config: str = "",
+    wake_engine: str = "text",
 ) -> Iterator[Daemon]:
-    """Start `voiced run` with the given extra YAML config; yields once it reports READY."""
+    """Start `voiced run` with the given extra YAML config; yields once it reports READY.
+
+    ``wake_engine`` is wake.engine: "text" (the wake phrase "Computer" found by Whisper,
+    which the scripted turns say) or "model" (the hey_jarvis wake-word model).
+    """
     home = folder / name
     home.mkdir()
     ModelStore(home / "models").ensure_default()  # converted before timing starts
     (home / "config.yaml").write_text(
-        f"llm:\n  host: {ollama.url}\nwake:\n  follow_up_s: 0.0\n"
+        f"llm:\n  host: {ollama.url}\nwake:\n  engine: {wake_engine}\n  follow_up_s: 0.0\n"
         f"tools:\n  enabled: [time]\n{config}"
     )
     notify_path = folder / f"{name}.notify"

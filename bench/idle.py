@@ -1,11 +1,14 @@
-"""What `voiced run` costs while nobody talks: CPU (% of one core) and memory (RSS).
+"""What `voiced run` costs while nobody talks to it: CPU (% of one core) and memory (RSS).
 
-The daemon listens for 30 s to silence and then for 30 s to room noise (-60 dBFS white noise
-with a few louder bumps) played into the private PulseAudio server's virtual microphone. The
+For each wake engine (``text``: Whisper transcribes every utterance and looks for the wake
+phrase; ``model``: the hey_jarvis wake-word model hears every block and Whisper only runs
+after a detection) the daemon listens for 30 s to silence, 30 s to room noise (-60 dBFS white
+noise with a few louder bumps) and 30 s of talk with no wake word in it (Piper sentences with
+short pauses, like a TV), played into the private PulseAudio server's virtual microphone. The
 peer is the cheapest possible listener, `parec` recording the same microphone, measured over
 the same windows in the same run.
 
-    python -m bench.idle [--seconds 30]
+    python -m bench.idle [--seconds 30] [--engine text|model ...]
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ import numpy as np
 import psutil
 
 from bench.harness import audio_and_llm, voiced_run
-from tests.speech import noise
+from tests.speech import noise, synthesize
+
+# Talk that is not for the assistant (no wake word, no "computer").
+TALK = [
+    "And now the weather for the weekend.",
+    "Clouds will move in from the west on Saturday afternoon.",
+    "Expect light rain in the evening and a cool breeze near the coast.",
+    "On Sunday the sun returns, with highs around twenty degrees.",
+    "Next, a look at the traffic on the main roads.",
+    "The bridge is open again after last week's repairs.",
+]
 
 
 def room(seconds: float) -> np.ndarray:
@@ -30,15 +43,42 @@ def room(seconds: float) -> np.ndarray:
     return audio
 
 
+def talk(seconds: float) -> np.ndarray:
+    pieces, total = [], 0
+    while total < seconds * 16000:
+        for index, text in enumerate(TALK):
+            piece = synthesize(text, seed=index, lead_s=0.3, tail_s=0.9)
+            pieces.append(piece)
+            total += piece.size
+    return np.concatenate(pieces)[: int(seconds * 16000)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--engine", action="append", choices=["text", "model"], help="default: both"
+    )
     args = parser.parse_args()
     rows = []
-    with (
-        audio_and_llm() as (pulse, ollama, folder),
-        voiced_run(pulse, ollama, folder, "idle") as daemon,
-    ):
+    with audio_and_llm() as (pulse, ollama, folder):
+        for engine in args.engine or ["text", "model"]:
+            rows += measure(pulse, ollama, folder, engine, args.seconds)
+    print(f"`voiced run` idling, {args.seconds:.0f} s per condition (tiny.en + joe voice loaded)")
+    columns = ("voiced CPU %", "parec CPU %", "ratio", "voiced RSS MiB", "transcribed")
+    print(f"\n{'engine':<7} {'condition':<12}" + "".join(f" {c:>14}" for c in columns))
+    for engine, label, ours, theirs, rss, heard in rows:
+        ratio = ours / theirs if theirs > 0 else float("inf")
+        print(
+            f"{engine:<7} {label:<12} {ours:14.2f} {theirs:14.2f} {ratio:14.1f} {rss:14.0f}"
+            f" {heard:14d}"
+        )
+    print("\ntargets: <= 2 % of one core, RSS <= 450 MiB")
+
+
+def measure(pulse, ollama, folder, engine: str, seconds: float) -> list[tuple]:
+    rows = []
+    with voiced_run(pulse, ollama, folder, f"idle-{engine}", wake_engine=engine) as daemon:
         voiced = psutil.Process(daemon.proc.pid)
         parec = subprocess.Popen(
             ["parec", "--device=vmic", "--rate=16000", "--channels=1", "--format=s16le"],
@@ -46,23 +86,23 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         peer = psutil.Process(parec.pid)
+        log_path = daemon.home.parent / f"idle-{engine}.log"
+        conditions = [("silence", None), ("room noise", room(seconds)), ("talk", talk(seconds))]
         try:
             time.sleep(5)  # start-up work (warm-up, first allocations) is not idling
-            for label, audio in [("silence", None), ("room noise", room(args.seconds))]:
+            for label, audio in conditions:
+                heard_before = log_path.read_text().count(" heard ")
                 playback = pulse.play_into_mic(audio, wait=False) if audio is not None else None
-                ours, theirs = cpu_percent_pair(voiced, peer, args.seconds)
+                ours, theirs = cpu_percent_pair(voiced, peer, seconds)
                 if playback is not None:
                     playback.stop()
-                rows.append((label, ours, theirs, voiced.memory_info().rss / 2**20))
+                time.sleep(1.0)  # the last utterance's endpoint and transcription
+                heard = log_path.read_text().count(" heard ") - heard_before
+                rss = voiced.memory_info().rss / 2**20
+                rows.append((engine, label, ours, theirs, rss, heard))
         finally:
             parec.terminate()
-    print(f"`voiced run` idling, {args.seconds:.0f} s per condition (tiny.en + joe voice loaded)")
-    columns = ("voiced CPU %", "parec CPU %", "ratio", "voiced RSS MiB")
-    print(f"\n{'condition':<12}" + "".join(f" {c:>14}" for c in columns))
-    for label, ours, theirs, rss in rows:
-        ratio = ours / theirs if theirs > 0 else float("inf")
-        print(f"{label:<12} {ours:14.2f} {theirs:14.2f} {ratio:14.1f} {rss:14.0f}")
-    print("\ntargets: <= 2 % of one core, RSS <= 450 MiB")
+    return rows
 
 
 def cpu_percent_pair(a: psutil.Process, b: psutil.Process, seconds: float) -> tuple[float, float]:

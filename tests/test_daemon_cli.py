@@ -181,6 +181,7 @@ def test_doctor_passes_when_everything_works(
     assert [line.split(":")[0] for line in lines] == [
         "ok   config",
         "ok   speech model",
+        "ok   wake word",
         "ok   voice",
         "ok   input device",
         "ok   output device",
@@ -233,6 +234,39 @@ def test_doctor_unwritable_transcripts(
     assert result.exit_code == 1
     assert f"FAIL transcripts: {paths.transcripts_dir()} is not writable" in result.stdout
     assert "ok   LLM model" in result.stdout
+
+
+ONLY_WAKE = (
+    *SKIP_HEAVY,
+    *("--skip", "echo", "--skip", "ollama", "--skip", "model", "--skip", "transcripts"),
+)
+
+
+def test_doctor_checks_the_wake_word_model(tmp_path: Path) -> None:
+    config = _config(tmp_path, "wake:\n  engine: model\n  model: hey_jarvis\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_WAKE)
+    assert result.exit_code == 0, result.output
+    assert 'ok   wake word: hey_jarvis ("Hey Jarvis") loads and runs' in result.stdout
+    assert "also the stop word" in result.stdout
+
+    config = _config(tmp_path, "wake:\n  model: hey_jarvis\n  stop_model: alexa\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_WAKE)
+    assert result.exit_code == 0 and 'stop word alexa ("Alexa")' in result.stdout
+
+    config = _config(tmp_path, "wake:\n  model: hey_computer\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_WAKE)
+    assert result.exit_code == 1
+    assert "FAIL wake word: unknown wake-word model 'hey_computer'" in result.stdout
+    assert "fix: set wake.model (and wake.stop_model) to one of: alexa, hey_jarvis" in (
+        result.stdout
+    )
+
+    config = _config(tmp_path, "wake:\n  engine: text\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_WAKE)
+    assert result.exit_code == 0
+    assert "ok   wake word: text engine: Whisper looks for the wake phrase (computer" in (
+        result.stdout
+    )
 
 
 def test_doctor_invalid_config(tmp_path: Path) -> None:

@@ -113,7 +113,8 @@ def daemon(
     seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
         f"llm:\n  host: {ollama.url}\n"
-        f"wake:\n  follow_up_s: {FOLLOW_UP_S}\n"
+        # The text engine: "Computer" is the wake phrase (test_daemon_wake_e2e.py: the model).
+        f"wake:\n  engine: text\n  follow_up_s: {FOLLOW_UP_S}\n"
         "tools:\n  enabled: [time]\n"
         # One whisper thread: on a busy shared CPU, spinning threads slow each other down.
         "stt:\n  threads: 1\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import socket
 import threading
 import time
@@ -181,9 +182,16 @@ class Loop:
         assert not self.thread.is_alive()
 
 
+TEXT_ENGINE = "wake:\n  engine: text\n"
+
+
 def make_settings(url: str, **wake) -> Settings:
     return Settings.model_validate(
-        {"llm": {"host": url}, "wake": {"follow_up_s": 5.0, "confirm_timeout_s": 3.0, **wake}}
+        {
+            "llm": {"host": url},
+            # The text engine: these tests post transcripts, with the wake phrase in the text.
+            "wake": {"engine": "text", "follow_up_s": 5.0, "confirm_timeout_s": 3.0, **wake},
+        }
     )
 
 
@@ -193,7 +201,7 @@ def loop_factory(ollama_server: OllamaTestServer, tmp_path: Path) -> Iterator[Ca
 
     def make(registry: ToolRegistry | None = None, **wake) -> Loop:
         config = tmp_path / "config.yaml"
-        config.write_text(f"llm:\n  host: {ollama_server.url}\n")
+        config.write_text(f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}")
         loop = Loop(make_settings(ollama_server.url, **wake), registry, config)
         loops.append(loop)
         return loop
@@ -505,7 +513,7 @@ def test_sighup_reload_applies_new_wake_settings(
     loop = loop_factory()
     config = loop.daemon.config_path
     config.write_text(
-        f"llm:\n  host: {ollama_server.url}\nwake:\n  phrases: [jarvis]\n"
+        f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}  phrases: [jarvis]\n"
         "  acknowledgement: Listening.\n"
     )
     loop.daemon.request_reload()
@@ -520,13 +528,18 @@ def test_reload_keeps_the_run_options(ollama_server: OllamaTestServer, tmp_path:
     """`voiced run --no-wake --model M --host H` still applies after a SIGHUP reload."""
     config = tmp_path / "config.yaml"
     config.write_text("llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n")
-    overrides = {"wake.phrases": [], "llm.host": ollama_server.url, "llm.model": "gpt-oss:20b"}
+    overrides = {
+        "wake.engine": "text",
+        "wake.phrases": [],
+        "llm.host": ollama_server.url,
+        "llm.model": "gpt-oss:20b",
+    }
     settings = config_mod.load(config, overrides)
     loop = Loop(settings, None, config, overrides)
     try:
         config.write_text(
             "llm:\n  host: http://127.0.0.1:9\n  model: gpt-oss:120b\n"
-            "wake:\n  acknowledgement: Listening.\n"
+            f"{TEXT_ENGINE}  acknowledgement: Listening.\n"
         )
         loop.daemon.request_reload()
         loop.wait_for(lambda: loop.daemon.settings.wake.acknowledgement == "Listening.")
@@ -546,7 +559,7 @@ def test_watchdog_goes_on_while_a_reload_loads_models(
     sock.bind(str(sock_path))
     sock.settimeout(0.1)
     config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  host: {ollama_server.url}\n")
+    config.write_text(f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}")
     loop = Loop(make_settings(ollama_server.url), None, config)
     loop.daemon.notifier = Notifier(
         environ={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
@@ -559,7 +572,9 @@ def test_watchdog_goes_on_while_a_reload_loads_models(
 
     monkeypatch.setattr(loop.daemon, "_load_voice", slow_voice)
     try:
-        config.write_text(f"llm:\n  host: {ollama_server.url}\ntts:\n  sentence_silence_s: 0.33\n")
+        config.write_text(
+            f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}tts:\n  sentence_silence_s: 0.33\n"
+        )
         loop.daemon.request_reload()
         loop.wait_for(loading.is_set)
         pings = []
@@ -579,12 +594,32 @@ def test_reload_with_a_broken_file_keeps_the_old_settings(
     loop_factory, ollama_server: OllamaTestServer
 ) -> None:
     loop = loop_factory()
-    loop.daemon.config_path.write_text("wake:\n  phrases: 7\n")
+    loop.daemon.config_path.write_text(f"{TEXT_ENGINE}  phrases: 7\n")
     loop.daemon.request_reload()
     time.sleep(0.5)
     assert loop.daemon.machine.matcher.phrases == ["computer", "hey computer"]
     loop.say("Computer.", duration=0.5)
     loop.wait_for(lambda: loop.speaker.said == ["Yes?"])
+
+
+def test_reload_to_the_wake_word_model_and_to_one_that_does_not_exist(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    loop = loop_factory()
+    daemon = loop.daemon
+    daemon.config_path.write_text("wake:\n  engine: model\n  model: hey_computer\n")
+    daemon.request_reload()
+    time.sleep(0.5)
+    assert daemon.settings.wake.engine == "text"  # the old wake settings stay
+    assert not daemon.machine.uses_model
+    daemon.config_path.write_text("wake:\n  engine: model\n  model: alexa\n")
+    daemon.request_reload()
+    loop.wait_for(lambda: daemon.machine.uses_model)
+    assert daemon.settings.wake.model == "alexa"
+    loop.wait_for(lambda: daemon._ears_until == -math.inf)  # Whisper hears nothing unasked
+    loop.say("Computer, what time is it?")  # a transcript without a detection
+    time.sleep(0.5)
+    assert loop.records() == [] and daemon.machine.active_turn is None
 
 
 def test_reload_waits_for_the_turn_in_progress(
@@ -595,7 +630,7 @@ def test_reload_waits_for_the_turn_in_progress(
     loop.say("Computer, count to three.")
     loop.wait_for(lambda: loop.daemon.machine.active_turn is not None)
     loop.daemon.config_path.write_text(
-        f"llm:\n  host: {ollama_server.url}\nwake:\n  phrases: [jarvis]\n"
+        f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}  phrases: [jarvis]\n"
     )
     loop.daemon.request_reload()
     time.sleep(0.3)

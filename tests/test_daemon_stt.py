@@ -45,7 +45,11 @@ class WatchedStt:
 def heard_from(stream: np.ndarray, stt: object, monkeypatch, *, start_in_pause: bool = True):
     """Run capture + STT over ``stream`` in real time; return the Heard events and the calls."""
     settings = Settings.model_validate(
-        {"stt": {"start_in_pause": start_in_pause}, "transcripts": {"enabled": False}}
+        {
+            "stt": {"start_in_pause": start_in_pause},
+            "wake": {"engine": "text"},  # whisper hears everything (see test_daemon_wake.py)
+            "transcripts": {"enabled": False},
+        }
     )
     daemon = Daemon(settings, notifier=Notifier(environ={}))
     watched = WatchedStt(stt)

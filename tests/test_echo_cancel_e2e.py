@@ -48,7 +48,8 @@ def daemon(pulse_server, whisper_store: Path, tmp_path_factory) -> Iterator[Daem
     (home / "config.yaml").write_text(
         "audio:\n  echo_cancel: true\n"
         f"llm:\n  host: {ollama.url}\n"
-        f"wake:\n  follow_up_s: {FOLLOW_UP_S}\n"
+        # The text engine ("Computer"); the default is now the wake-word model.
+        f"wake:\n  engine: text\n  follow_up_s: {FOLLOW_UP_S}\n"
         "tools:\n  enabled: [time]\n"
         "stt:\n  threads: 1\n"
     )

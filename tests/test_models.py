@@ -227,3 +227,13 @@ def test_name_is_rejected_for_a_converted_model(voiced_home: Path) -> None:
     result = CliRunner().invoke(main, ["models", "install", "tiny.en", "--name", "mine"])
     assert result.exit_code == 2
     assert "--name is for files; tiny.en keeps its own name" in result.output
+
+
+def test_list_shows_the_bundled_wake_word_models() -> None:
+    result = CliRunner().invoke(main, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[1:]}
+    for name, phrase in [("hey_jarvis", "Hey Jarvis"), ("okay_nabu", "Okay Nabu")]:
+        assert name in rows, result.output
+        assert rows[name].split()[1:3] == ["wake", "bundled"]
+        assert f'"{phrase}"' in rows[name] and rows[name].rstrip().endswith(f"{name}.tflite")

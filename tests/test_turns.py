@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from voiced.config import WakeSettings
 from voiced.service.turns import (
     ACKNOWLEDGED_WINDOW_S,
@@ -19,6 +21,7 @@ from voiced.service.turns import (
     Tick,
     TurnFinished,
     TurnMachine,
+    WakeWordDetected,
 )
 
 FOLLOW_UP = 8.0
@@ -26,7 +29,12 @@ TAIL = 0.5
 
 
 def machine(**overrides) -> TurnMachine:
-    settings = {"follow_up_s": FOLLOW_UP, "echo_tail_s": TAIL, "confirm_timeout_s": 5.0}
+    settings = {
+        "engine": "text",
+        "follow_up_s": FOLLOW_UP,
+        "echo_tail_s": TAIL,
+        "confirm_timeout_s": 5.0,
+    }
     settings.update(overrides)
     return TurnMachine(WakeSettings(**settings))
 
@@ -391,3 +399,146 @@ def test_zero_follow_up_still_opens_a_window_after_the_acknowledgement() -> None
     m2.handle(PlaybackFinished(12.8))
     m2.handle(Tick(12.8 + ACKNOWLEDGED_WINDOW_S + 0.1))
     assert m2.state is State.IDLE
+
+
+# ------------------------------------------------------------------------- wake-word model
+
+
+def model_machine(**overrides) -> TurnMachine:
+    return machine(engine="model", model="hey_jarvis", **overrides)
+
+
+def woken(text: str, start: float, detected: float, model: str = "hey_jarvis", **kw) -> Heard:
+    """An utterance with a detection at ``detected`` (its text: what followed the phrase)."""
+    base = heard(text, start, **kw)
+    return Heard(base.text, base.start, base.end, base.at, wake=model, wake_at=detected)
+
+
+def model_turn(m: TurnMachine, at: float, text: str = "What time is it?") -> StartTurn:
+    assert m.handle(WakeWordDetected("hey_jarvis", at + 0.8, 0.99)) == []
+    (action,) = m.handle(woken(text, at, at + 0.8))
+    assert isinstance(action, StartTurn), action
+    return action
+
+
+def test_model_engine_keeps_its_ears_shut_without_a_detection() -> None:
+    m = model_machine()
+    assert m.ears_open_until() == -math.inf
+    (action,) = m.handle(heard("Hey computer, what time is it?", 10.0))
+    assert isinstance(action, Ignore) and action.reason == "no_wake_phrase"
+    assert m.state is State.IDLE and m.ears_open_until() == -math.inf
+    # The text engine transcribes everything: its ears never close.
+    assert machine().ears_open_until() == math.inf
+    assert machine().handle(WakeWordDetected("hey_jarvis", 10.0)) == []
+
+
+def test_detection_opens_the_ears_and_the_request_in_the_same_utterance_starts_a_turn() -> None:
+    m = model_machine()
+    assert m.handle(WakeWordDetected("hey_jarvis", 10.8, 0.99)) == []
+    assert m.state is State.LISTENING
+    assert m.ears_open_until() >= 10.8 + ACKNOWLEDGED_WINDOW_S
+    (action,) = m.handle(woken("What time is it?", 10.0, 10.8))
+    assert isinstance(action, StartTurn) and action.text == "What time is it?"
+    assert m.state is State.THINKING and m.ears_open_until() == -math.inf
+
+
+def test_what_is_left_of_the_phrase_in_the_text_is_stripped() -> None:
+    m = model_machine()
+    m.handle(WakeWordDetected("hey_jarvis", 10.8))
+    (action,) = m.handle(woken("Hey Jarvis, what time is it?", 10.0, 10.8))
+    assert isinstance(action, StartTurn) and action.text == "What time is it?"
+
+
+def test_detection_alone_is_acknowledged_and_the_next_utterance_needs_no_wake_word() -> None:
+    m = model_machine()
+    m.handle(WakeWordDetected("hey_jarvis", 10.7))
+    (ack,) = m.handle(woken("", 10.0, 10.7, duration=0.8))
+    assert isinstance(ack, Acknowledge) and m.state is State.LISTENING
+    m.handle(PlaybackStarted(12.0, "Yes?"))
+    assert m.ears_open_until() == math.inf  # the acknowledgement is playing
+    m.handle(PlaybackFinished(12.4))
+    assert m.ears_open_until() >= 12.4 + ACKNOWLEDGED_WINDOW_S - 0.5
+    (action,) = m.handle(heard("What is the weather?", 13.0))
+    assert isinstance(action, StartTurn) and action.text == "What is the weather?"
+
+
+def test_follow_up_window_opens_the_ears_after_a_reply_and_then_closes_them() -> None:
+    m = model_machine()
+    turn = model_turn(m, 10.0)
+    speak_reply(m, turn, 13.0, 15.0)
+    assert m.state is State.LISTENING and m.ears_open_until() == 15.01 + FOLLOW_UP
+    (action,) = m.handle(heard("And tomorrow?", 16.0))
+    assert isinstance(action, StartTurn)
+    speak_reply(m, action, 19.0, 20.0)
+    m.handle(Tick(20.0 + FOLLOW_UP + 0.1))
+    assert m.state is State.IDLE and m.ears_open_until() == 20.01 + FOLLOW_UP
+
+
+def test_the_wake_word_while_speaking_stops_at_once_without_a_transcript() -> None:
+    m = model_machine()
+    turn = model_turn(m, 10.0)
+    m.handle(PlaybackStarted(13.0, "Once upon a time, a lighthouse keeper lived alone."))
+    assert m.state is State.SPEAKING
+    detection = WakeWordDetected("hey_jarvis", 14.5, 0.98)
+    (stop,) = m.handle(detection)
+    assert stop == Interrupt(turn.turn_id, None, detection)
+    assert m.active_turn is None and m.state is State.LISTENING
+    m.handle(PlaybackFinished(14.55))
+    m.handle(TurnFinished(turn.turn_id, 14.6))  # the cancelled turn ends: nothing changes
+    assert m.state is State.LISTENING
+    # The utterance that carried the stop word: said alone, it is not acknowledged.
+    (action,) = m.handle(woken("", 13.9, 14.5, duration=0.8))
+    assert isinstance(action, Ignore) and action.reason == "stopped"
+
+
+def test_the_wake_word_with_a_request_while_speaking_stops_and_starts_over() -> None:
+    m = model_machine()
+    turn = model_turn(m, 10.0)
+    m.handle(PlaybackStarted(13.0, "It is a long story."))
+    kinds_ = kinds(m.handle(WakeWordDetected("hey_jarvis", 14.5)))
+    assert kinds_ == ["Interrupt"]
+    (action,) = m.handle(woken("What about Paris?", 13.9, 14.5))
+    assert isinstance(action, StartTurn) and action.text == "What about Paris?"
+    assert action.turn_id != turn.turn_id
+
+
+def test_the_stop_model_stops_a_reply_but_wakes_nothing() -> None:
+    m = model_machine(stop_model="alexa")
+    assert m.handle(WakeWordDetected("alexa", 5.0)) == []  # idle: not a wake word
+    assert m.state is State.IDLE and m.ears_open_until() == -math.inf
+    turn = model_turn(m, 10.0)
+    m.handle(PlaybackStarted(13.0, "A reply that goes on."))
+    (stop,) = m.handle(WakeWordDetected("alexa", 14.0))
+    assert isinstance(stop, Interrupt) and stop.turn_id == turn.turn_id
+    # A model that is not configured is nobody's word.
+    turn = model_turn(m, 20.0)
+    m.handle(PlaybackStarted(23.0, "Another reply."))
+    assert m.handle(WakeWordDetected("okay_nabu", 24.0)) == []
+    assert m.state is State.SPEAKING
+
+
+def test_the_stop_word_while_thinking_cancels_the_turn() -> None:
+    m = model_machine()
+    turn = model_turn(m, 10.0)
+    (stop,) = m.handle(WakeWordDetected("hey_jarvis", 12.0))
+    assert isinstance(stop, Interrupt) and stop.turn_id == turn.turn_id
+
+
+def test_the_stop_word_while_confirming_declines_and_stops() -> None:
+    m = model_machine()
+    turn = model_turn(m, 10.0)
+    m.handle(ConfirmationRequested(7, "Delete notes.txt? Say yes or no.", 13.0))
+    assert m.ears_open_until() == math.inf  # the answer needs no wake word
+    m.handle(PlaybackStarted(13.3, "Delete notes.txt? Say yes or no."))
+    actions = m.handle(WakeWordDetected("hey_jarvis", 14.0))
+    assert actions[0] == Answer(7, False, "stopped")
+    assert isinstance(actions[1], Interrupt) and actions[1].turn_id == turn.turn_id
+    assert m.state is not State.CONFIRMING
+
+
+def test_a_confirmation_is_answered_without_the_wake_word() -> None:
+    m = model_machine()
+    model_turn(m, 10.0, "Delete notes.txt.")
+    ask(m, 13.0)
+    (answer,) = m.handle(heard("Yes.", 15.5, duration=0.6))
+    assert answer == Answer(7, True, "yes")

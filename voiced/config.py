@@ -104,6 +104,11 @@ class LlmSettings(_Section):
 
 
 class WakeSettings(_Section):
+    engine: Literal["text", "model"] = "model"
+    model: str = Field("hey_jarvis", pattern=r"^[A-Za-z0-9_.-]+$")
+    stop_model: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    refractory_s: float = Field(2.0, ge=0.0, le=30.0)
     phrases: list[str] = Field(default_factory=lambda: ["computer", "hey computer"])
     follow_up_s: float = Field(8.0, ge=0.0, le=300.0)
     acknowledgement: str = "Yes?"

@@ -1,7 +1,8 @@
 """``voiced doctor``: check everything ``voiced run`` needs, each with a hint to fix it.
 
-Checks, in order: the configuration, the speech model (loads and runs), the voice (loads and
-speaks), the input and output devices (open, deliver / take audio), echo cancellation (a warning
+Checks, in order: the configuration, the speech model (loads and runs), the wake word (the
+wake-word models load and run, with ``wake.engine: model``), the voice (loads and speaks),
+the input and output devices (open, deliver / take audio), echo cancellation (a warning
 when voiced does not listen on an echo-cancelled source), the Ollama server
 (reachable), the model (pulled, tool-capable), and the transcript folder (writable). The
 exit status is 1 when any check fails.
@@ -28,7 +29,18 @@ _UNEXPECTED_HINT = (
     "an unexpected error: run `voiced -vv doctor` for details, and report it if it persists"
 )
 
-CHECKS = ("config", "stt", "tts", "input", "output", "echo", "ollama", "model", "transcripts")
+CHECKS = (
+    "config",
+    "stt",
+    "wake",
+    "tts",
+    "input",
+    "output",
+    "echo",
+    "ollama",
+    "model",
+    "transcripts",
+)
 
 
 @dataclass
@@ -67,6 +79,42 @@ def _check_stt(settings: Any, context: dict[str, Any]) -> str:
             "`voiced models check` repairs the default model",
         ) from None
     return f"{settings.stt.model} loads and runs ({stt.model_path})"
+
+
+def _check_wake(settings: Any, context: dict[str, Any]) -> str:
+    import numpy as np
+
+    from voiced.audio.wakeword import WakeWordDetector, list_models
+
+    wake = settings.wake
+    if wake.engine == "text":
+        phrases = ", ".join(wake.phrases) or "none: every utterance is for the assistant"
+        return f"text engine: Whisper looks for the wake phrase ({phrases})"
+    models = [wake.model] + ([wake.stop_model] if wake.stop_model else [])
+    thresholds = {wake.model: wake.threshold} if wake.threshold is not None else None
+    try:
+        with WakeWordDetector(models, thresholds=thresholds) as detector:
+            detector.feed(np.zeros(16000, dtype=np.int16))
+            infos = detector.models
+            threshold = detector.threshold(infos[0].name)
+    except Exception as exc:
+        try:
+            names = ", ".join(info.name for info in list_models())
+        except Exception:  # the package itself is broken
+            names = "none (reinstall voiced: pip install pymicro-wakeword)"
+        raise _Failed(
+            str(exc),
+            f"set wake.model (and wake.stop_model) to one of: {names} "
+            "(`voiced models list` shows them), or use wake.engine: text",
+        ) from None
+    wake_info = infos[0]
+    detail = (
+        f'{wake_info.name} ("{wake_info.phrase}") loads and runs '
+        f"(threshold {threshold:.2f}, {wake_info.source})"
+    )
+    if len(infos) > 1:
+        return f'{detail}; stop word {infos[1].name} ("{infos[1].phrase}")'
+    return f"{detail}; it is also the stop word"
 
 
 def _check_tts(settings: Any, context: dict[str, Any]) -> str:
@@ -237,6 +285,7 @@ def _check_transcripts(settings: Any, context: dict[str, Any]) -> str:
 
 _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "stt": ("speech model", _check_stt),
+    "wake": ("wake word", _check_wake),
     "tts": ("voice", _check_tts),
     "input": ("input device", _check_input),
     "output": ("output device", _check_output),

@@ -32,9 +32,14 @@ def models() -> None:
 @models.command("list")
 @click.option("--installed", is_flag=True, help="Only models present on this machine.")
 def list_models(installed: bool) -> None:
-    """Show installed and known models: name, size (~ for one not installed), path, source."""
+    """Show installed and known models: name, size (~ for one not installed), path, source.
+
+    Speech models (whisper), voices (piper) and wake-word models (wake: what to say; set
+    wake.model to its name).
+    """
     rows = [_model_rows(row) for row in ModelStore().list() if row.installed or not installed]
     rows += _voices()
+    rows += _wake_models()
     width = max(len(row[0]) for row in rows) if rows else 10
     click.echo(f"{'NAME':<{width}}  {'KIND':<7}  {'STATUS':<9}  {'SIZE':>8}  PATH / SOURCE")
     for name, kind, status, size, where in rows:
@@ -48,6 +53,17 @@ def _voices() -> list[tuple[str, str, str, str, str]]:
     for voice in tts.list_voices():
         size = voice.model_path.stat().st_size
         rows.append((voice.name, "piper", voice.source, _size(size), str(voice.model_path)))
+    return rows
+
+
+def _wake_models() -> list[tuple[str, str, str, str, str]]:
+    from voiced.audio.wakeword import list_models as list_wake_models
+
+    rows = []
+    for info in list_wake_models():
+        size = info.path.with_suffix(".tflite").stat().st_size
+        where = f'"{info.phrase}" ({info.source}) {info.path.with_suffix(".tflite")}'
+        rows.append((info.name, "wake", "bundled", f"{size / 1024:.0f} KiB", where))
     return rows
 
 

@@ -44,8 +44,9 @@ def run(
 ) -> None:
     """Run the hands-free assistant until stopped (SIGTERM or Ctrl-C; SIGHUP reloads config).
 
-    Say a wake phrase (wake.phrases, e.g. "computer") and then your request; after a reply
-    you can go on without the phrase for wake.follow_up_s seconds. Each turn is recorded in
+    Say the wake word (wake.model, "Hey Jarvis" by default; or with wake.engine: text, a
+    phrase from wake.phrases such as "computer") and then your request; after a reply you
+    can go on without it for wake.follow_up_s seconds. Each turn is recorded in
     the transcript journal (`voiced transcripts`).
     """
     from voiced.service.daemon import Daemon
@@ -58,6 +59,7 @@ def run(
         "llm.model": model,
     }
     if no_wake:
+        overrides["wake.engine"] = "text"  # no wake-word model: every transcript counts
         overrides["wake.phrases"] = []
     settings = app.settings(**overrides)
     root = logging.getLogger()

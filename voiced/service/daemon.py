@@ -7,6 +7,13 @@ Threads, so that heavy work never blocks capture::
     turn     -- turn queue -> Assistant.ask (streamed) -> sentences -> Speaker (TTS + playback)
     main     -- event queue -> TurnMachine -> actions; speaker state polling; watchdog; signals
 
+With ``wake.engine: model`` the capture thread also runs the wake-word model on every block
+and posts each detection at once (the stop word acts on it without waiting for Whisper); it
+hands the STT thread only utterances that hold a detection (cut just before the detection,
+so the wake phrase is not in the text) or that the turn machine's ears admit (the listening
+window, a pending confirmation). Everything else is dropped unheard: a talking TV costs no
+Whisper.
+
 All decisions about who is talking to whom live in :class:`voiced.service.turns.TurnMachine`; this
 module only measures, moves data between threads and carries out the machine's actions. Each
 turn becomes one transcript record (``kind: turn``) with timings in milliseconds from the
@@ -21,6 +28,7 @@ SIGHUP reloads the configuration and restarts what changed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -57,6 +65,7 @@ from voiced.service.turns import (
     Tick,
     TurnFinished,
     TurnMachine,
+    WakeWordDetected,
 )
 from voiced.speech.sentences import SentenceSplitter
 from voiced.transcripts import Journal, make_record
@@ -79,6 +88,11 @@ RELOAD_WATCHDOG_LIMIT_S = 600.0
 STOP_REPORT_WAIT_S = 2.0
 # Split pieces of one utterance are joined up to this length for transcription.
 MAX_JOINED_S = 60.0
+# An utterance with a wake-word detection is transcribed from this long before the detection.
+# The detection comes 0.05-0.15 s after the phrase ends; cutting right at it clipped the first
+# word of a request said without a pause ("Hey Jarvis what time" -> "time is it"), 0.15 s
+# before it kept every request whole and left nothing of the phrase (Piper speech, 4 models).
+WAKE_CUT_BACK_S = 0.15
 
 
 @dataclass
@@ -97,6 +111,7 @@ class EarlyTranscript:
     audio: Any
     abandoned: threading.Event = field(default_factory=threading.Event)
     gate_windows: list[tuple[int, Any]] = field(default_factory=list)
+    wake_s: float | None = None  # stream time of the wake-word detection it was cut at
     text: str | None = None  # set by the STT thread when done
     stt_ms: int = 0
     started_at: float = 0.0  # monotonic
@@ -126,6 +141,8 @@ class Utterance:
     # The speech gate's verdict (None without a gate) and its windows, for SpeechToText.
     speech_prob: float | None = None
     gate_windows: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    wake: str | None = None  # the wake-word model that fired in it (audio cut after it)
+    wake_at: float | None = None  # monotonic time of that detection
 
 
 @dataclass
@@ -229,6 +246,11 @@ def wall_time(monotonic_s: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(time.time() - (time.monotonic() - monotonic_s)).astimezone()
 
 
+def _shifted(windows: list[tuple[int, Any]], samples: int) -> list[tuple[int, Any]]:
+    """Speech gate windows placed on audio that lost ``samples`` from its start."""
+    return [(first - samples, probs) for first, probs in windows] if samples else windows
+
+
 def _ms(later: float | None, earlier: float) -> int | None:
     return None if later is None else max(0, round((later - earlier) * 1000))
 
@@ -254,6 +276,9 @@ class Daemon:
         if journal is None and settings.transcripts.enabled:
             self.journal = Journal.from_settings(settings)
         self.machine = TurnMachine(settings.wake)
+        # Utterances starting before this (monotonic) are transcribed without a wake word;
+        # the main thread publishes the machine's answer, the capture thread reads it.
+        self._ears_until = self.machine.ears_open_until()
         self.stt: Any = None
         self.tts: Any = None
         self.player: Any = None
@@ -294,13 +319,12 @@ class Daemon:
 
             ensure_routed()
         self.notifier.status("loading models")
+        close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
         self.stt = SpeechToText.from_settings(
             self.settings.stt, flash_attention=False, vad=self.settings.vad
         )
-        self.stt.warm_up()
-        self._check_speech_gate(
-            self.settings
-        )  # the first utterance then skips whisper's buffer set-up
+        self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
+        self._check_speech_gate(self.settings)
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
 
@@ -431,7 +455,11 @@ class Daemon:
             if not self._ready and self._mic_open.is_set():
                 self._ready = True
                 self.notifier.ready(self._status_text())
-                log.info("ready: say one of %s", self.settings.wake.phrases or "anything")
+                wake = self.settings.wake
+                if wake.engine == "model":
+                    log.info("ready: say %r (wake-word model %s)", _phrase(wake.model), wake.model)
+                else:
+                    log.info("ready: say one of %s", wake.phrases or "anything")
             self._update_status()
             if self.notifier.watchdog_due():
                 self.notifier.watchdog()
@@ -473,6 +501,7 @@ class Daemon:
                 self._act(action)
             except Exception:
                 log.exception("carrying out %s failed", type(action).__name__)
+        self._ears_until = self.machine.ears_open_until()
 
     def _act(self, action: Action) -> None:
         if isinstance(action, StartTurn):
@@ -496,7 +525,7 @@ class Daemon:
             log.info("wake phrase alone: acknowledging")
             self.speaker.say(action.text)
         elif isinstance(action, Interrupt):
-            self._interrupt(action.turn_id)
+            self._interrupt(action.turn_id, "stop word" if action.heard is None else "barge-in")
         elif isinstance(action, Ask):
             self.speaker.say(action.question)
         elif isinstance(action, Answer):
@@ -521,7 +550,7 @@ class Daemon:
         except Exception as exc:
             log.debug("could not clear the speaker's report: %s", exc)
 
-    def _interrupt(self, turn_id: int) -> None:
+    def _interrupt(self, turn_id: int, cause: str = "barge-in") -> None:
         with self._current_lock:
             job = self._jobs.get(turn_id)  # running, or still waiting in the queue
         with self._speak_lock:
@@ -532,7 +561,7 @@ class Daemon:
             if job is self._current:
                 job.heard.append(report.text)
             job.stop_reported.set()
-        log.info("barge-in: stopped speaking after %d characters", len(report.text))
+        log.info("%s: stopped speaking after %d characters", cause, len(report.text))
 
     def _status_text(self) -> str:
         if not self._mic_open.is_set():
@@ -562,6 +591,28 @@ class Daemon:
         segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
         clock = _StreamClock()
         early: EarlyTranscript | None = None
+        try:
+            detector = open_detector(settings)
+        except Exception:  # checked at start-up and on reload: something broke since
+            log.exception("cannot load the wake-word model; the microphone stays closed")
+            return
+        wake_model = settings.wake.model
+        # The wake model's recent detections (the stop model's do not count): stream time and
+        # the monotonic time posted with them.
+        wake_times: collections.deque[tuple[float, float]] = collections.deque(maxlen=32)
+
+        def detection_in(audio_start_s: float, audio_end_s: float) -> tuple[float, float] | None:
+            return next((t for t in wake_times if audio_start_s <= t[0] <= audio_end_s), None)
+
+        def cut(audio: np.ndarray, audio_start_s: float, wake_s: float) -> tuple[np.ndarray, int]:
+            """The audio from just before the detection (the request without the phrase), and
+            how many samples were cut off its start."""
+            index = round((wake_s - WAKE_CUT_BACK_S - audio_start_s) * segmenter.sample_rate)
+            index = min(max(0, index), audio.size)
+            return audio[index:], index
+
+        def ears_open(audio_start_s: float) -> bool:
+            return clock.monotonic(audio_start_s) <= self._ears_until
 
         def on_state(state: str, message: str) -> None:
             if state == "open":
@@ -580,12 +631,22 @@ class Daemon:
         def start_early(paused: SpeechPaused) -> EarlyTranscript | None:
             if joiner.holding:  # the text will be that of several pieces joined
                 return None
+            audio, wake_s, shift = paused.audio, None, 0
+            windows = [] if paused.window_probs is None else [(0, paused.window_probs)]
+            if detector is not None:
+                found = detection_in(paused.audio_start_s, paused.audio_end_s)
+                wake_s = found[0] if found is not None else None
+                if wake_s is not None:
+                    audio, shift = cut(audio, paused.audio_start_s, wake_s)
+                elif not ears_open(paused.audio_start_s):
+                    return None  # not for the assistant, unless a wake word comes after
             job = EarlyTranscript(
                 paused.index,
                 paused.audio_start_s,
                 paused.audio_end_s,
-                paused.audio,
-                gate_windows=[] if paused.window_probs is None else [(0, paused.window_probs)],
+                audio,
+                gate_windows=_shifted(windows, shift),
+                wake_s=wake_s,
             )
             try:
                 self._utterances.put_nowait(job)
@@ -613,8 +674,29 @@ class Daemon:
                     early = start_early(event)
             for first, last, audio, windows in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
+                wake_s = wake_at = None
+                if detector is not None:
+                    found = detection_in(first.audio_start_s, last.audio_end_s)
+                    wake_s, wake_at = found if found is not None else (None, None)
+                    if wake_s is None and not ears_open(first.audio_start_s):
+                        log.info(
+                            "no wake word: %.1f s of speech not transcribed",
+                            last.end_s - first.start_s,
+                        )
+                        if early is not None:
+                            early.abandoned.set()
+                            early = None
+                        continue
+                    if wake_s is not None and wake_s <= first.audio_end_s:
+                        audio, shift = cut(audio, first.audio_start_s, wake_s)
+                        windows = _shifted(windows, shift)
                 matched = (
-                    early if early is not None and first is last and early.is_for(last) else None
+                    early
+                    if early is not None
+                    and first is last
+                    and early.is_for(last)
+                    and early.wake_s == wake_s
+                    else None
                 )
                 if early is not None and matched is None:
                     early.abandoned.set()
@@ -629,6 +711,8 @@ class Daemon:
                     early=matched,
                     speech_prob=_joined_prob(windows, first),
                     gate_windows=windows,
+                    wake=wake_model if wake_s is not None else None,
+                    wake_at=wake_at,
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -640,6 +724,15 @@ class Daemon:
                 if block.discontinuity and segmenter.in_utterance:
                     handle(segmenter.flush())
                 clock.update(block)
+                if detector is not None:
+                    offset = block.start_s - detector.stream_time_s
+                    for detection in detector.feed(block.samples):
+                        wake_s = detection.time_s + offset
+                        at = clock.monotonic(wake_s)
+                        log.info("wake word %s (p=%.2f)", detection.model, detection.probability)
+                        if detection.model == wake_model:
+                            wake_times.append((wake_s, at))
+                        self.post(WakeWordDetected(detection.model, at, detection.probability))
                 handle(segmenter.feed(block.samples))
         except Exception:
             log.exception("the capture thread failed")
@@ -647,6 +740,7 @@ class Daemon:
             self._mic_open.clear()
             if gate is not None:
                 gate.close()
+            close_detector(detector)
 
     # -- STT thread --------------------------------------------------------------------------
 
@@ -675,11 +769,12 @@ class Daemon:
                     log.exception("speech recognition failed on one utterance")
                     continue
                 ready = time.monotonic()
-            if not text:
+            if not text and utterance.wake is None:
                 log.debug("no words in %.1f s of sound", utterance.end - utterance.start)
                 continue
             log.info(
-                "heard %d words (%d ms to transcribe%s)",
+                "heard %s%d words (%d ms to transcribe%s)",
+                "the wake word and " if utterance.wake else "",
                 len(text.split()),
                 stt_ms,
                 ", in the pause" if early is not None else "",
@@ -688,7 +783,17 @@ class Daemon:
             context = dataclasses.replace(
                 utterance, stt_ms=stt_ms, stt_ready_ms=_ms(ready, utterance.endpoint_at) or 0
             )
-            self.post(Heard(text, utterance.start, utterance.end, time.monotonic(), context))
+            self.post(
+                Heard(
+                    text,
+                    utterance.start,
+                    utterance.end,
+                    time.monotonic(),
+                    context,
+                    wake=utterance.wake,
+                    wake_at=utterance.wake_at,
+                )
+            )
 
     def _transcribe_early(self, job: EarlyTranscript) -> None:
         from voiced.speech.stt import TranscriptionAborted
@@ -932,8 +1037,19 @@ class Daemon:
 
     def _apply_settings(self, settings: Settings, changed: list[str]) -> None:
         """Restart the parts whose settings ``changed`` (section names)."""
+        restart_capture = False
         if "wake" in changed:
-            self.machine.reconfigure(settings.wake)
+            old = self.machine.settings
+            try:
+                close_detector(open_detector(settings))
+            except Exception as exc:
+                log.error("keeping the old wake settings: %s", exc)
+                settings = settings.model_copy(update={"wake": old})
+                self.settings = settings
+            else:
+                self.machine.reconfigure(settings.wake)
+                self._ears_until = self.machine.ears_open_until()
+                restart_capture = _detector_settings(old) != _detector_settings(settings.wake)
         if "stt" in changed:
             from voiced.speech.stt import SpeechToText
 
@@ -951,7 +1067,7 @@ class Daemon:
             self._load_assistant(settings)
         if "transcripts" in changed:
             self.journal = Journal.from_settings(settings) if settings.transcripts.enabled else None
-        if {"audio", "vad"} & set(changed):
+        if {"audio", "vad"} & set(changed) or restart_capture:
             self._stop_capture.set()
             if self._capture_thread is not None:
                 self._capture_thread.join(2.0)
@@ -985,3 +1101,33 @@ class Daemon:
         if self.player is not None:
             self.player.close()
         self.notifier.close()
+
+
+def _phrase(model: str) -> str:
+    from voiced.service.turns import wake_model_phrase
+
+    return wake_model_phrase(model).title()
+
+
+def _detector_settings(wake: Any) -> tuple:
+    return (wake.engine, wake.model, wake.stop_model, wake.threshold, wake.refractory_s)
+
+
+def open_detector(settings: Settings) -> Any:
+    """The wake-word detector ``settings.wake`` asks for (None with the text engine).
+
+    Raises :class:`voiced.audio.wakeword.WakeWordError` for a model that cannot be loaded.
+    """
+    wake = settings.wake
+    if wake.engine != "model":
+        return None
+    from voiced.audio.wakeword import WakeWordDetector
+
+    models = [wake.model] + ([wake.stop_model] if wake.stop_model else [])
+    thresholds = {wake.model: wake.threshold} if wake.threshold is not None else None
+    return WakeWordDetector(models, thresholds=thresholds, refractory_s=wake.refractory_s)
+
+
+def close_detector(detector: Any) -> None:
+    if detector is not None:
+        detector.close()

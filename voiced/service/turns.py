@@ -8,7 +8,8 @@ drive it with made-up clocks.
 
 States:
 
-``idle``        only utterances that start with a wake phrase are for the assistant;
+``idle``        only utterances that start with a wake phrase (``wake.engine: text``) or hold
+                a wake-word detection (``wake.engine: model``) are for the assistant;
 ``listening``   addressed without a wake phrase: after a wake phrase alone (acknowledged, for
                 at least ``ACKNOWLEDGED_WINDOW_S``) and for ``wake.follow_up_s`` after a
                 reply (the follow-up window);
@@ -22,18 +23,28 @@ which interrupts the reply); and an utterance of three words or more that mostly
 the assistant said recently is dropped whatever its timing. Shorter ones ("Yes.", "No.") are
 too likely to be the user's own answer: they count as echo only by their timing. While a
 confirmation waits, a yes or no is checked against the question only.
+
+With ``wake.engine: model`` a wake-word model hears every frame and the daemon posts
+:class:`WakeWordDetected` at once; Whisper only runs on utterances the machine's
+:meth:`TurnMachine.ears_open_until` admits or that hold a detection (``Heard.wake``, whose
+audio was cut after the phrase). A detection opens the listening window (the request may be
+in the same utterance or the next); while a turn runs or a confirmation waits, a detection of
+the wake or stop model (``wake.stop_model``) stops it at once, before any transcription:
+the stop word. The utterance that carried it still starts a turn if it holds a request
+("Hey Jarvis, what about Paris?"); the phrase alone is not acknowledged after a stop.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from voiced.config import WakeSettings
-from voiced.service.wake_phrase import WakeMatcher, is_echo, parse_yes_no, words
+from voiced.service.wake_phrase import WakeMatch, WakeMatcher, is_echo, parse_yes_no, words
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +73,28 @@ class State(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Heard:
-    """An utterance was transcribed: speech from ``start`` to ``end``; ``at`` = now."""
+    """An utterance was transcribed: speech from ``start`` to ``end``; ``at`` = now.
+
+    ``wake`` names the wake-word model that fired inside it (``wake.engine: model``), at
+    ``wake_at``; its text is then what followed the phrase (the audio was cut there).
+    """
 
     text: str
     start: float
     end: float
     at: float
     context: Any = field(default=None, compare=False, repr=False)  # the daemon's bookkeeping
+    wake: str | None = None
+    wake_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WakeWordDetected:
+    """The wake-word model ``model`` heard its phrase, ending at ``at``."""
+
+    model: str
+    at: float
+    probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +134,15 @@ class Tick:
     at: float
 
 
-Event = Heard | PlaybackStarted | PlaybackFinished | TurnFinished | ConfirmationRequested | Tick
+Event = (
+    Heard
+    | WakeWordDetected
+    | PlaybackStarted
+    | PlaybackFinished
+    | TurnFinished
+    | ConfirmationRequested
+    | Tick
+)
 
 
 # --------------------------------------------------------------------------- actions
@@ -133,10 +167,14 @@ class Acknowledge:
 
 @dataclass(frozen=True)
 class Interrupt:
-    """Barge-in: stop playback now, cancel turn ``turn_id``, keep only what was spoken."""
+    """Barge-in: stop playback now, cancel turn ``turn_id``, keep only what was spoken.
+
+    Caused by ``heard`` (a wake phrase in a transcript) or by ``detection`` (the stop word).
+    """
 
     turn_id: int
-    heard: Heard
+    heard: Heard | None
+    detection: WakeWordDetected | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +221,7 @@ class TurnMachine:
 
     def __init__(self, settings: WakeSettings | None = None) -> None:
         self.settings = settings or WakeSettings()
-        self.matcher = WakeMatcher(self.settings.phrases, self.settings.fuzziness)
+        self.matcher = _matcher(self.settings)
         self.state = State.IDLE
         self.active_turn: int | None = None
         self._next_turn = 1
@@ -194,11 +232,17 @@ class TurnMachine:
         self._window = False  # a listening window was opened and no turn started since
         self._window_s = self.settings.follow_up_s  # how long it stays open after the last sound
         self._confirmation: _Confirmation | None = None
+        self._stopped_by: float | None = None  # the detection that last stopped a turn
 
     def reconfigure(self, settings: WakeSettings) -> None:
         """New wake settings (after a reload); the state and timers carry over."""
         self.settings = settings
-        self.matcher = WakeMatcher(settings.phrases, settings.fuzziness)
+        self.matcher = _matcher(settings)
+
+    @property
+    def uses_model(self) -> bool:
+        """Wake-word model engine: detections, not transcripts, say who is addressed."""
+        return self.settings.engine == "model"
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -222,12 +266,30 @@ class TurnMachine:
     def recently_spoken(self) -> list[str]:
         return [text for _, text in self._spoken]
 
+    def ears_open_until(self) -> float:
+        """Utterances that start before this time are transcribed without a wake word.
+
+        Always (``inf``) with the text engine, which looks for the phrase in every
+        transcript. With the model engine: while a confirmation waits, in the listening
+        window (after a detection, an acknowledgement or a reply) and never otherwise
+        (``-inf``): an utterance with no detection in it then costs no Whisper at all.
+        """
+        if not self.uses_model or self.matcher.always_addressed:
+            return math.inf
+        if self._confirmation is not None:
+            return math.inf
+        if self._window:
+            return math.inf if self._playing else self.listening_until()
+        return -math.inf
+
     # -- events ----------------------------------------------------------------------------
 
     def handle(self, event: Event) -> list[Action]:
         """Apply one event; return the actions the daemon must carry out, in order."""
         if isinstance(event, Heard):
             actions = self._heard(event)
+        elif isinstance(event, WakeWordDetected):
+            actions = self._wake_word(event)
         elif isinstance(event, PlaybackStarted):
             actions = self._playback_started(event)
         elif isinstance(event, PlaybackFinished):
@@ -333,11 +395,44 @@ class TurnMachine:
         timed_out = self._tick(heard.at)
         return timed_out + self._classify(heard)
 
+    def _wake_word(self, event: WakeWordDetected) -> list[Action]:
+        actions = self._tick(event.at)
+        settings = self.settings
+        if not self.uses_model or event.model not in (settings.model, settings.stop_model):
+            return actions
+        if self.active_turn is not None or self._confirmation is not None:
+            # The stop word: no transcription in the loop, playback stops now.
+            if self._confirmation is not None:
+                actions.append(Answer(self._confirmation.request_id, False, "stopped"))
+                self._confirmation = None
+            if self.active_turn is not None:
+                actions.append(Interrupt(self.active_turn, None, event))
+                self.active_turn = None
+            self._stopped_by = event.at
+            self._open_window(event.at)
+        elif event.model == settings.model:
+            self._open_ears(event.at)  # the request may come in this utterance or the next
+        return actions
+
+    def _wake_of(self, heard: Heard, text: str) -> WakeMatch | None:
+        """The wake phrase of ``heard``: in its text (text engine) or its detection (model)."""
+        if not self.uses_model:
+            return self.matcher.match(text)
+        if heard.wake is None:
+            return None
+        # The audio was cut after the phrase; strip what may be left of it in the text.
+        match = self.matcher.match(text)
+        rest = match.rest if match is not None else text
+        return WakeMatch(phrase=heard.wake, heard="", rest=rest, distance=0)
+
     def _classify(self, heard: Heard) -> list[Action]:
         text = heard.text.strip()
-        if not words(text):
+        wake = self._wake_of(heard, text)
+        if not words(text) and wake is None:
             return [Ignore(heard, "empty")]
-        wake = self.matcher.match(text)
+        stopped = heard.wake_at is not None and heard.wake_at == self._stopped_by
+        if wake is not None and wake.alone and stopped:
+            return [Ignore(heard, "stopped")]  # the stop word, said alone
         overlaps = self.overlaps_playback(heard.start, heard.end)
         if wake is None and overlaps:
             return [Ignore(heard, "during_playback")]
@@ -401,11 +496,15 @@ class TurnMachine:
         return actions
 
     def _acknowledge(self, heard: Heard) -> list[Action]:
-        self._opened_at = heard.at
+        self._open_ears(heard.at)
+        return [Acknowledge(self.settings.acknowledgement, heard)]
+
+    def _open_ears(self, at: float) -> None:
+        """Listen without a wake phrase from ``at`` on (an acknowledged window)."""
+        self._opened_at = at
         self._window_s = max(self.settings.follow_up_s, ACKNOWLEDGED_WINDOW_S)
         self._window = True
         self._set(State.LISTENING)
-        return [Acknowledge(self.settings.acknowledgement, heard)]
 
     def _start(self, text: str, heard: Heard) -> StartTurn:
         turn_id = self._next_turn
@@ -414,3 +513,15 @@ class TurnMachine:
         self._window = False
         self._set(State.THINKING)
         return StartTurn(turn_id, text, heard)
+
+
+def wake_model_phrase(model: str) -> str:
+    """The phrase of a bundled wake-word model, from its name ("hey_jarvis" -> "hey jarvis")."""
+    return model.replace("_", " ").replace("-", " ")
+
+
+def _matcher(settings: WakeSettings) -> WakeMatcher:
+    if settings.engine == "model":
+        # Only to strip what is left of the phrase after the audio was cut at the detection.
+        return WakeMatcher([wake_model_phrase(settings.model)], settings.fuzziness)
+    return WakeMatcher(settings.phrases, settings.fuzziness)
