@@ -7,10 +7,10 @@ alarms, beeps, knocks and keyboard typing alone. Each case goes through ``voiced
 (tests/recordings/listen.py: the Listener fed the audio instead of a device), and once each
 through PulseAudio into ``voiced listen`` and ``voiced run``.
 
-The cases marked xfail(strict) fail on main as measured when this file was written: main's
-segmenter cancels real speech in traffic as ``steady_noise`` (even at 20 dB), and whisper
-writes "ee ee", "Hahaha...", "... ... ..." or a made-up sentence for horns, beeps, knocks,
-alarms and typing. They must pass once the speech gate lands (then remove the marks).
+Before the speech gate (5e23c2b) the segmenter cancelled real speech in traffic as
+``steady_noise`` (even at 20 dB), and whisper wrote "ee ee", "Hahaha...", "... ... ..." or a
+made-up sentence for horns, beeps, knocks, alarms and typing; all of these pass now. The
+cases still marked xfail(strict) are the live path at 5 dB SNR (see LISTEN_LOSES_SPEECH).
 """
 
 from __future__ import annotations
@@ -38,23 +38,20 @@ from voiced.speech.models import ModelStore
 recordings = rec.recordings
 pulse_server = pulse_fixtures.pulse_server
 
-GATE = "issue 13: needs the speech gate (branch gate)"
+GATE = "live onset at 5 dB SNR comes a word late (energy margin); see LISTEN_LOSES_SPEECH"
 # Prompts whose first word main's listener loses in some noise (measured), each at its own seed.
 PROMPTS = ("please-try-call-later", "tt-somethingwrong", "dir-nomatch", "tt-monkeysintro")
 NOISES = ("music", "babble", "traffic")
 SNRS = (20, 10, 5)
 BURST_KINDS = ("horn", "alarm", "beep", "knock", "keyboard")
 
-# Where main fails today (measured on main at 5e23c2b).
-LISTEN_LOSES_SPEECH = {
-    ("music", 5),
-    ("babble", 5),
-    ("traffic", 20),
-    ("traffic", 10),
-    ("traffic", 5),
-}
-TRANSCRIBE_MAKES_TEXT = {"horn", "alarm", "beep", "knock"}  # keyboard: '' on main
-LISTEN_MAKES_TEXT = {"horn", "beep", "knock", "keyboard"}  # alarm: nothing on main
+# What still fails with the speech gate: at 5 dB SNR the live segmenter's energy margin
+# (vad.noise_margin_db, 10 dB over the noise floor) opens the utterance a word late. Files
+# use a 6 dB margin (voiced.speech.stt.FILE_NOISE_MARGIN_DB) and keep it; live, a lower margin
+# keeps loud noise from ever reaching an endpoint. Measured at the merge of the gate.
+LISTEN_LOSES_SPEECH = {("music", 5), ("babble", 5), ("traffic", 5)}
+TRANSCRIBE_MAKES_TEXT: set[str] = set()
+LISTEN_MAKES_TEXT: set[str] = set()
 
 
 def _speech_cases(fails: set[tuple[str, int]]) -> list:
@@ -194,7 +191,6 @@ def _room_scene(recordings: rec.Recordings) -> tuple[str, np.ndarray]:
 
 
 @pytest.mark.pulse
-@pytest.mark.xfail(strict=True, reason=GATE)
 def test_listen_over_pulseaudio_hears_real_speech_and_not_real_noise(
     recordings: rec.Recordings, pulse_server: pulse_fixtures.PulseServer, whisper_store: Path
 ) -> None:
@@ -224,7 +220,6 @@ def ollama() -> Iterator[OllamaTestServer]:
 
 
 @pytest.mark.pulse
-@pytest.mark.xfail(strict=True, reason=GATE)
 def test_run_over_pulseaudio_hears_real_speech_and_not_real_noise(
     recordings: rec.Recordings,
     pulse_server: pulse_fixtures.PulseServer,
@@ -238,7 +233,7 @@ def test_run_over_pulseaudio_hears_real_speech_and_not_real_noise(
     home.mkdir()
     seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
-        f"llm:\n  host: {ollama.url}\nwake:\n  phrases: []\n  follow_up_s: 0.0\n"
+        f"llm:\n  host: {ollama.url}\nwake:\n  engine: text\n  phrases: []\n  follow_up_s: 0.0\n"
         "tools:\n  enabled: []\nstt:\n  threads: 1\n"
     )
     log_path = tmp_path / "run.log"
