@@ -33,7 +33,7 @@ from tests.recordings.listen import listen_to, load_listen_stt
 from tests.speech import write_wav
 from tests.store import seed_models
 from voiced.config import Settings
-from voiced.speech.models import ModelStore
+from voiced.speech.models import DEFAULT_STT_MODEL, ModelStore
 
 recordings = rec.recordings
 pulse_server = pulse_fixtures.pulse_server
@@ -197,7 +197,9 @@ def test_listen_over_pulseaudio_hears_real_speech_and_not_real_noise(
     from tests.test_listen_pulse import Listen
 
     text, audio = _room_scene(recordings)
-    model = ModelStore(whisper_store).resolve_whisper("tiny.en")
+    # The default model, already in the shared store (another name would be converted into
+    # it, and every later test would find it installed).
+    model = ModelStore(whisper_store).resolve_whisper(DEFAULT_STT_MODEL)
     listen = Listen("-m", str(model))
     try:
         listen.wait_for_stderr("listening on")
