@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from tests.noises import pink_noise
 from tests.speech import noise, synthesize
 from voiced.audio.segmenter import (
     Segmenter,
@@ -76,18 +77,6 @@ def audible_onset(text: str, lead_s: float, tail_s: float, floor_dbfs: float) ->
     frames = clean[: clean.size // frame * frame].reshape(-1, frame)
     level = 20 * np.log10(np.maximum(np.sqrt(np.mean(frames**2, axis=1)), 1e-10))
     return float(np.flatnonzero(level > floor_dbfs)[0]) * FRAME_S
-
-
-def pink_noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    white = rng.standard_normal(int(seconds * RATE))
-    spectrum = np.fft.rfft(white)
-    freqs = np.fft.rfftfreq(white.size, 1 / RATE)
-    spectrum[1:] /= np.sqrt(freqs[1:])
-    spectrum[0] = 0
-    pink = np.fft.irfft(spectrum, white.size)
-    pink *= 10 ** (dbfs / 20) / np.sqrt(np.mean(pink**2))
-    return pink.astype(np.float32)
 
 
 def mains_hum(seconds: float, dbfs: float) -> np.ndarray:
