@@ -188,7 +188,7 @@ def test_retries_back_off_doubling_up_to_the_cap(
     monkeypatch.setattr(capture_module, "find_device", no_device)
     caplog.set_level(logging.ERROR, logger="voiced.audio.capture")
     stop = StopAfter(waits=8)
-    assert list(capture_blocks(AudioSettings(), stop=stop)) == []
+    assert list(capture_blocks(AudioSettings(), stop=stop, in_process=True)) == []
     expected = [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
     assert (expected[0], expected[-1]) == (BACKOFF_START_S, BACKOFF_MAX_S)
     assert stop.waited == expected

@@ -38,12 +38,6 @@ def _wait(condition, what: str, log: Path, timeout: float = 90.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: in full fresh-clone CI runs of the issue-13 merge (2 of 2) the daemon never "
-    "noticed the lost server while PortAudio's ALSA thread flooded stderr; it passes alone "
-    "(5 of 5); see the session 4 closing note",
-)
 def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
     if _missing_tools():
         _unavailable(f"{', '.join(_missing_tools())} not found")  # fails under CI
@@ -77,7 +71,7 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
                 lambda: "STATUS=waiting for the microphone" in messages[ready_at:],
                 "status after the loss",
                 log,
-                timeout=30.0,  # the stall check fires after 3 s; a hang floods the log
+                timeout=30.0,  # the stall check fires after 3 s
             )
             assert proc.poll() is None
             assert "retrying in" in _tail(log, 1_000_000)
@@ -85,6 +79,9 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
             server.start()  # ... and comes back
             _wait(lambda: "STATUS=idle" in messages[lost_at:], "status after the return", log)
             assert "audio input is back" in _tail(log, 1_000_000)
+            # PortAudio 19.6 may loop printing one error line without end once the server is
+            # gone; that loop lives in the capture process, which is killed: no flood here.
+            assert log.stat().st_size < 1_000_000
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0
         finally:

@@ -315,6 +315,9 @@ class Capture:
             except Exception as exc:  # a dead device may fail in any way
                 log.debug("closing the input stream failed: %s", exc)
 
+    def describe(self) -> str:
+        return self.device.describe() if self.device else "the input device"
+
     def __enter__(self) -> Capture:
         return self.open()
 
@@ -399,25 +402,32 @@ def capture_blocks(
     stop: threading.Event | None = None,
     rescan: bool = False,
     on_state: Callable[[str, str], None] | None = None,
+    in_process: bool = False,
 ) -> Iterator[AudioBlock]:
     """Yield blocks until ``stop`` is set, reopening the device with backoff when it fails.
 
-    ``rescan`` re-initialises PortAudio before each retry so that a restarted sound server
-    or a re-plugged device is found again; only use it when no other stream is open in the
-    process. ``on_state(state, message)`` is told ``"open"`` and ``"lost"`` transitions.
+    The stream runs in a child process (:mod:`voiced.audio.capture_process`), which a
+    wedged audio library cannot take down with it; each retry starts a fresh one, so a
+    restarted sound server or a re-plugged device is found again. ``in_process`` keeps the
+    stream in this process instead; then ``rescan`` re-initialises PortAudio before each
+    retry (only when no other stream is open in the process).
+    ``on_state(state, message)`` is told ``"open"`` and ``"lost"`` transitions.
     """
+    from voiced.audio.capture_process import CaptureProcess
+
     stop = stop or threading.Event()
     backoff = BACKOFF_START_S
     offset = 0.0
     failures = 0
     while not stop.is_set():
-        capture = Capture(settings, device, stream_offset_s=offset)
+        opener = Capture if in_process else CaptureProcess
+        capture = opener(settings, device, stream_offset_s=offset)
         try:
             with capture:
                 if on_state:
-                    on_state("open", capture.device.describe() if capture.device else "")
+                    on_state("open", capture.describe())
                 if failures:
-                    log.warning("audio input is back: %s", capture.device.describe())
+                    log.warning("audio input is back: %s", capture.describe())
                 while not stop.is_set():
                     block = capture.read(timeout=0.2)
                     if block is not None:
@@ -432,7 +442,7 @@ def capture_blocks(
             if stop.wait(backoff):
                 return
             backoff = min(backoff * 2, BACKOFF_MAX_S)
-            if rescan:
+            if rescan and in_process:
                 try:
                     rescan_devices()
                 except Exception as scan_error:  # keep retrying regardless

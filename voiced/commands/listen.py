@@ -129,7 +129,6 @@ class Listener:
                 self.settings.audio,
                 self.device,
                 stop=self._stop_capture,
-                rescan=True,
                 on_state=self._on_device_state,
             )
             for block in blocks:
