@@ -9,8 +9,9 @@ through PulseAudio into ``voiced listen`` and ``voiced run``.
 
 Before the speech gate (5e23c2b) the segmenter cancelled real speech in traffic as
 ``steady_noise`` (even at 20 dB), and whisper wrote "ee ee", "Hahaha...", "... ... ..." or a
-made-up sentence for horns, beeps, knocks, alarms and typing; all of these pass now. The
-cases still marked xfail(strict) are the live path at 5 dB SNR (see LISTEN_LOSES_SPEECH).
+made-up sentence for horns, beeps, knocks, alarms and typing; all of these pass now. Until the
+segmenter reached back (voiced.audio.segmenter.REACH_BACK_MS), the live path lost the first
+word at 5 dB SNR in music, babble and traffic: its energy gate opened a word late.
 """
 
 from __future__ import annotations
@@ -38,18 +39,15 @@ from voiced.speech.models import DEFAULT_STT_MODEL, ModelStore
 recordings = rec.recordings
 pulse_server = pulse_fixtures.pulse_server
 
-GATE = "live onset at 5 dB SNR comes a word late (energy margin); see LISTEN_LOSES_SPEECH"
+GATE = "known to lose the first word; see LISTEN_LOSES_SPEECH"
 # Prompts whose first word main's listener loses in some noise (measured), each at its own seed.
 PROMPTS = ("please-try-call-later", "tt-somethingwrong", "dir-nomatch", "tt-monkeysintro")
 NOISES = ("music", "babble", "traffic")
 SNRS = (20, 10, 5)
 BURST_KINDS = ("horn", "alarm", "beep", "knock", "keyboard")
 
-# What still fails with the speech gate: at 5 dB SNR the live segmenter's energy margin
-# (vad.noise_margin_db, 10 dB over the noise floor) opens the utterance a word late. Files
-# use a 6 dB margin (voiced.speech.stt.FILE_NOISE_MARGIN_DB) and keep it; live, a lower margin
-# keeps loud noise from ever reaching an endpoint. Measured at the merge of the gate.
-LISTEN_LOSES_SPEECH = {("music", 5), ("babble", 5), ("traffic", 5)}
+# Cases known to fail, as xfail(strict): none since the reach-back.
+LISTEN_LOSES_SPEECH: set[tuple[str, int]] = set()
 TRANSCRIBE_MAKES_TEXT: set[str] = set()
 LISTEN_MAKES_TEXT: set[str] = set()
 
@@ -79,6 +77,55 @@ def _burst_cases(fails: set[str]) -> list:
 def _keeps_first_word(reference: str, heard: str) -> bool:
     """The reference's first word is among the first three words heard."""
     return rec.first_word(reference) in rec.words(heard)[:3]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("tt-somethingwrong", "music"),
+        ("please-try-call-later", "traffic"),
+        ("dir-nomatch", "traffic"),
+    ],
+)
+def test_the_segmenter_reaches_back_for_the_word_the_energy_gate_missed(
+    recordings: rec.Recordings, monkeypatch: pytest.MonkeyPatch, name: str, kind: str
+) -> None:
+    """At 5 dB SNR the energy gate opens the utterance a word or more after the voice starts
+    (1.0 s into the mix); the gate's reach-back starts the audio where the voice starts."""
+    from voiced.audio import segmenter as segmenter_module
+    from voiced.audio.segmenter import Segmenter, UtteranceEnded, speech_gate
+    from voiced.config import VadSettings
+
+    _, audio = recordings.noisy(name, kind, 5)
+    speech_at = 1.0  # Recordings.noisy's lead_s
+
+    def first_utterance() -> UtteranceEnded:
+        settings = VadSettings()
+        with speech_gate(settings) as gate:
+            segmenter = Segmenter(settings, gate=gate)
+            events = [*segmenter.feed(audio), *segmenter.feed(np.zeros(32000, np.float32))]
+        return next(e for e in events if isinstance(e, UtteranceEnded))
+
+    reached = first_utterance()
+    monkeypatch.setattr(segmenter_module, "REACH_BACK_MS", 0)
+    pre_roll_only = first_utterance()
+    assert pre_roll_only.audio_start_s > speech_at + 0.3  # the word that would be lost
+    assert speech_at - 0.4 <= reached.audio_start_s <= speech_at + 0.1
+    assert reached.start_s == pre_roll_only.start_s  # the onset itself is the energy gate's
+
+
+def test_in_a_quiet_room_the_utterance_keeps_only_its_pre_roll(recordings: rec.Recordings) -> None:
+    from voiced.audio.segmenter import Segmenter, UtteranceEnded, speech_gate
+    from voiced.config import VadSettings
+
+    clip = recordings.speech("tt-somethingwrong")
+    quiet = np.random.default_rng(3).standard_normal(16000 * 3).astype(np.float32) * 1e-3
+    audio = np.concatenate([quiet, clip.audio.astype(np.float32), quiet])
+    settings = VadSettings()
+    with speech_gate(settings) as gate:
+        events = Segmenter(settings, gate=gate).feed(audio)
+    ended = next(e for e in events if isinstance(e, UtteranceEnded))
+    assert ended.audio_start_s == pytest.approx(ended.start_s - settings.pre_roll_ms / 1000)
 
 
 def _bursts(recordings: rec.Recordings, kind: str) -> np.ndarray:
