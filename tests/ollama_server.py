@@ -476,8 +476,7 @@ _OPTION_TYPES: dict[str, str] = {
     ),
     **dict.fromkeys(
         (
-            "temperature top_p min_p typical_p repeat_penalty presence_penalty "
-            "frequency_penalty"
+            "temperature top_p min_p typical_p repeat_penalty presence_penalty frequency_penalty"
         ).split(),
         "float32",
     ),
