@@ -103,6 +103,20 @@ OLLAMA_OPTION_TYPES: dict[str, str] = {
 }
 
 
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: str | int) -> float:
+    """How long Ollama keeps a model after a request, in seconds (inf for a negative value)."""
+    if isinstance(value, str):
+        sign = -1.0 if value.startswith("-") else 1.0
+        pairs = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", value)
+        seconds = sign * sum(float(number) * _GO_UNITS[unit] for number, unit in pairs)
+    else:
+        seconds = float(value)
+    return float("inf") if seconds < 0 else seconds
+
+
 def _option_ok(kind: str, value: Any) -> bool:
     if kind == "true or false":
         return isinstance(value, bool)
