@@ -849,3 +849,43 @@ def test_a_rejected_think_level_falls_back_to_true_not_to_none() -> None:
         result = make(server, model="qwen3:8b", think="low").ask("hi")
         assert result.ok and result.text == "Hi."
         assert [r.get("think") for r in server.chat_requests] == ["low", True]
+
+
+def test_the_question_survives_a_prompt_over_num_ctx(ollama_server: OllamaTestServer) -> None:
+    # Ollama keeps the system prompt and the last message and silently drops the oldest of the
+    # rest; five rounds of 4000-character tool outputs with thinking would take the question.
+    def system_log(lines: int = 100) -> str:
+        """Read the newest lines of the system log.
+
+        Args:
+            lines: How many lines.
+        """
+        return "\n".join(
+            f"Dec 02 23:{i % 60:02d}:00 host kernel: usb 1-{i}: device descriptor read/64, "
+            "error -71"
+            for i in range(lines)
+        )[:4000]
+
+    registry = ToolRegistry([Tool.from_function(system_log, group="test")])
+    thinking = ["The log is long; I should read more of it to find the cause. " * 8]
+    ollama_server.script(
+        Reply(content=["An earlier answer that went on for a while. " * 20]),
+        Reply(content=["Another earlier answer, just as long as the first. " * 20]),
+        *[
+            Reply(thinking=thinking, tool_calls=[ToolCall("system_log", {"lines": 100})])
+            for _ in range(5)
+        ],
+        Reply(content=["The USB hub keeps failing."]),
+    )
+    assistant = make(ollama_server, registry, options={"num_ctx": 4096})
+    assistant.ask("An earlier question about something else entirely. " * 10)
+    assistant.ask("Another earlier question, also long. " * 10)
+    question = "Why does my USB keyboard keep disconnecting?"
+    result = assistant.ask(question)
+    assert result.ok and result.tool_rounds == 5
+    assert result.text == "The USB hub keeps failing."
+    for seen in ollama_server.seen_messages[2:]:
+        assert seen[0]["role"] == "system"
+        assert {"role": "user", "content": question} in seen
+    newest = ollama_server.seen_messages[-1][-1]
+    assert newest["role"] == "tool" and "cut to fit" not in newest["content"]

@@ -167,6 +167,76 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 4
 
 
+# The context budget errs on the large side: JSON, paths and numbers in tool outputs run
+# nearer three characters a token than four.
+BUDGET_CHARS_PER_TOKEN = 3.0
+BUDGET_MESSAGE_TOKENS = 8  # role and harmony markers around each message
+BUDGET_TEMPLATE_TOKENS = 120  # gpt-oss's system header and the tool preamble
+# Ollama's num_ctx when none is given (recent versions may pick more; this is the safe side).
+OLLAMA_DEFAULT_NUM_CTX = 4096
+# What a tool output is cut down to, step by step, when the prompt does not fit.
+TOOL_OUTPUT_STEPS = (1000, 300, 80)
+CUT_NOTE = " [...cut to fit the model's context window]"
+
+
+def budget_tokens(value: Any) -> int:
+    """A conservative token count of a message (or tool list) as the model will see it."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return int(len(text) / BUDGET_CHARS_PER_TOKEN) + BUDGET_MESSAGE_TOKENS
+
+
+def fit_context(
+    system: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    turn: Sequence[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    num_ctx: int,
+) -> list[dict[str, Any]]:
+    """The request's messages, cut to fit ``num_ctx`` with room for the reply.
+
+    Ollama does not refuse a prompt that is too long: it silently drops the oldest messages
+    but the system ones, keeping only the last, so the question itself can go while tool
+    outputs stay. So voiced cuts first, in this order: old turns of the history (oldest
+    first), then this turn's tool outputs (each down to a few lines before the next, newest
+    last), then the thinking of earlier tool rounds. The system prompt and the question
+    (``turn[0]``) stay.
+    """
+    reserve = min(1024, num_ctx // 8)  # thinking and the spoken answer
+    budget = num_ctx - reserve - BUDGET_TEMPLATE_TOKENS
+    if tools:
+        budget -= budget_tokens(tools)
+    history = list(history)
+    turn = [dict(message) for message in turn]
+
+    def size() -> int:
+        return sum(budget_tokens(m) for m in [system, *history, *turn])
+
+    if size() <= budget:
+        return [system, *history, *turn]
+    while history and size() > budget:
+        history.pop(0)
+    for index in [i for i, m in enumerate(turn) if m.get("role") == "tool"]:
+        for limit in TOOL_OUTPUT_STEPS:  # the newest output, the one in question, goes last
+            content = turn[index].get("content", "")
+            if size() <= budget:
+                break
+            if len(content) > limit + len(CUT_NOTE):
+                turn[index]["content"] = content[:limit] + CUT_NOTE
+    rounds = [i for i, m in enumerate(turn) if m.get("role") == "assistant" and m.get("thinking")]
+    for index in rounds[:-1]:
+        if size() <= budget:
+            break
+        turn[index].pop("thinking", None)
+    if size() > budget:
+        log.warning(
+            "the request is about %d tokens, over llm.options.num_ctx %d; Ollama may drop "
+            "parts of it",
+            size() + reserve + BUDGET_TEMPLATE_TOKENS,
+            num_ctx,
+        )
+    return [system, *history, *turn]
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -446,6 +516,9 @@ class Assistant:
         self._warm_ups = 0
         self._loaded_until: float | None = None
         self._keep_alive_s = keep_alive_seconds(settings.keep_alive)
+        num_ctx = settings.options.get("num_ctx")
+        self._num_ctx = int(num_ctx) if isinstance(num_ctx, (int, float)) else None
+        self._num_ctx = self._num_ctx or OLLAMA_DEFAULT_NUM_CTX
 
     @classmethod
     def from_settings(
@@ -663,8 +736,9 @@ class Assistant:
             for round_index in range(max_rounds + 1):
                 with_tools = bool(self.registry) and round_index < max_rounds
                 tools = self.registry.schemas() if with_tools and self.registry else None
+                messages = fit_context(prior[0], prior[1:], turn_messages, tools, self._num_ctx)
                 round_ = self._request(
-                    prior + turn_messages, tools, emit, cancel, started, result, notice_loading
+                    messages, tools, emit, cancel, started, result, notice_loading
                 )
                 result.thinking += round_.thinking
                 result.done_reason = round_.done_reason
