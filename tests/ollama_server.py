@@ -77,6 +77,8 @@ TEMPLATE_TOKENS = 60
 DEFAULT_NUM_CTX = 4096
 # How often a request waiting for a model load checks whether its client is still there.
 LOAD_POLL_S = 0.02
+# Progress lines per layer when the server "pulls" a model.
+PULL_STEPS = 200
 
 _GPT_OSS_TEMPLATE = (
     "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
@@ -145,6 +147,14 @@ def gpt_oss_show() -> dict[str, Any]:
         capabilities=["completion", "tools", "thinking"],
     )
     return response.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _gpt_oss_120b() -> dict[str, Any]:
+    show = gpt_oss_show()
+    show["details"]["parameter_size"] = "116.8B"
+    show["model_info"]["gptoss.block_count"] = 36
+    show["model_info"]["gptoss.expert_count"] = 128
+    return show
 
 
 def plain_model_show(family: str = "gemma3", parameter_size: str = "999.89M") -> dict[str, Any]:
@@ -907,9 +917,17 @@ class _Handler(BaseHTTPRequestHandler):
         error: tuple[int, str] | None = None
         base_name = request.get("from")
         base = owner.model(base_name) if base_name else None
+        pullable = owner.registry.get(_normalise(base_name)) if base_name else None
+        if base_name and base is None and pullable is not None:
+            # Ollama's parseFromModel pulls a base model that is not here, reporting the
+            # download as PullModel does: many progress lines a second per layer.
+            statuses.extend(_pull_progress(base_name, pullable))
+            owner.add_model(base_name, pullable)
+            base = pullable
         if not base_name and not request.get("files"):
             error = (400, "neither 'from' or 'files' was specified")
         elif base_name and base is None:
+            # The registry has no such name (what `ollama pull` would say too).
             error = (500, "pull model manifest: file does not exist")
         elif not base_name:
             error = (400, "supplied file was not in GGUF format")
@@ -950,6 +968,25 @@ class _Handler(BaseHTTPRequestHandler):
         if error is not None:
             self._stream_line({"error": error[1]})
         self._end_stream()
+
+
+def _pull_progress(name: str, show: dict[str, Any]) -> list[dict[str, Any]]:
+    size = 13_793_441_244 if show["details"].get("family") == "gptoss" else 815_319_791
+    layers = [(_digest(name + "model"), size), (_digest(name + "license"), 11_357)]
+    statuses: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+    for digest, total in layers:
+        for step in range(PULL_STEPS + 1):
+            statuses.append(
+                {
+                    "status": f"pulling {digest[7:19]}",
+                    "digest": digest,
+                    "total": total,
+                    "completed": total * step // PULL_STEPS,
+                }
+            )
+    statuses += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
+    statuses.append({"status": "success"})
+    return statuses
 
 
 def _now() -> str:
@@ -1018,6 +1055,8 @@ class OllamaTestServer:
             models if models is not None else {DEFAULT_MODEL: gpt_oss_show()}
         ).items():
             self.add_model(name, show)
+        # What Ollama's registry offers for pulling (by `ollama create` FROM a model not here).
+        self.registry: dict[str, dict[str, Any]] = {_normalise("gpt-oss:120b"): _gpt_oss_120b()}
         self._replies: list[Reply] = []
         self.default_reply: Reply | Responder | None = None
         self.requests: list[RecordedRequest] = []
