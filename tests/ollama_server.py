@@ -9,21 +9,39 @@ What it does like the real server:
 
 - ``POST /api/chat``: streamed NDJSON (one ``ChatResponse`` per line, ``application/x-ndjson``,
   chunked) or a single JSON object with ``"stream": false``; the last chunk has ``done: true``,
-  ``done_reason`` and the counters. Errors after the stream started arrive as an
-  ``{"error": ...}`` line (HTTP 200); an error before any chunk is HTTP 500 with a JSON
-  ``{"error": ...}`` body, as Ollama's ``streamResponse`` does.
+  ``done_reason`` and the counters. gpt-oss's tool call comes in that ``done`` chunk, one per
+  response (``Reply.tool_calls_in``). Headers go out with the first line, not before.
+- Model loads: no model is loaded at the start; the first request for a model loads it for
+  ``load_s`` seconds (:attr:`OllamaTestServer.load_s`) while the server sends nothing at all.
+  Requests arriving meanwhile wait for the same load; when the client that started the load
+  hangs up, the load is abandoned, as Ollama's ``llm/server.go`` does ("client connection
+  closed before server finished loading, aborting load"). :attr:`OllamaTestServer.loads`
+  records each load and how it ended; :meth:`OllamaTestServer.unload` plays keep_alive
+  running out.
+- Errors by version (``version=``): after the stream started, an ``{"error": ...}`` line (HTTP
+  200); before any chunk, up to 0.12.5 the same line in an HTTP 200 stream, from 0.12.6 HTTP 500
+  with a JSON ``{"error": ...}`` body; up to 0.11.4 a tool call that did not parse came as
+  ``{"error parsing tool call": ...}``, which the client cannot read (ollama#11781).
+- The context window: messages that do not fit ``options.num_ctx`` are dropped oldest first,
+  keeping system messages and the last one, as Ollama's ``chatPrompt`` does; what the model
+  saw is in :attr:`OllamaTestServer.seen_messages` (tokens counted at
+  :data:`CHARS_PER_TOKEN`).
 - ``POST /api/show``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/create`` (streamed
-  ``ProgressResponse`` lines ending with ``success``), ``GET /`` ("Ollama is running").
+  ``ProgressResponse`` lines ending with ``success``; a base model that is not here but in
+  :attr:`OllamaTestServer.registry` is pulled first, with many progress lines), ``GET /``
+  ("Ollama is running").
 - Rejections: empty body -> 400 ``missing request body``; malformed JSON or a field of the wrong
   type -> 400 with Go's ``json:`` wording; no model -> 400 ``model is required``; unknown model
   -> 404 (``model "x" not found, try pulling it first`` for chat, ``model 'x' not found`` for
   show); tools for a model without the ``tools`` capability, ``think`` for a model that cannot
-  think or a ``think`` level for a non-harmony model -> 400; a bad ``keep_alive`` duration or
-  ``think`` value -> 400; unknown paths -> 404 ``404 page not found``.
+  think or a ``think`` level for a non-harmony model -> 400; a bad ``keep_alive`` duration
+  (Go's ``time.ParseDuration``: ``"-1"`` lacks a unit) or ``think`` value -> 400; an option of
+  the wrong type (``num_ctx: "8192"``) -> 500; unknown paths -> 404 ``404 page not found``.
 
 What a test scripts (:class:`Reply`): content and thinking pieces, tool calls, a delay between
-chunks, an HTTP error before the stream, an ``{"error"}`` line mid-stream (gpt-oss's
-``error parsing tool call``), a connection dropped mid-stream, a stall (the server holds the
+chunks, an HTTP error before the stream, a runner error (``Reply.stream_error``) or gpt-oss's
+``error parsing tool call`` (``Reply.tool_call_error``) before or after some chunks, a
+connection dropped mid-stream, a stall (the server holds the
 connection and sends nothing), and, for deliberately unfaithful cases, raw lines.
 Every request is recorded (:attr:`OllamaTestServer.requests`).
 """

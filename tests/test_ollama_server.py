@@ -374,6 +374,25 @@ def test_create_streams_progress_and_adds_the_model(ollama_server: OllamaTestSer
     assert c.create("voiced2", from_=DEFAULT_MODEL, stream=False).status == "success"
 
 
+def test_create_takes_typical_p_and_adapters_as_ollama_does(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # Ollama rejects neither (the server used to invent both rejections; it does not check
+    # adapter blobs).
+    response = _post(
+        ollama_server,
+        "/api/create",
+        json={
+            "model": "x",
+            "from": DEFAULT_MODEL,
+            "parameters": {"typical_p": 0.9},
+            "adapters": {"lora.gguf": "sha256:" + "0" * 64},
+            "stream": False,
+        },
+    )
+    assert response.status_code == 200 and response.json()["status"] == "success"
+
+
 def test_create_from_a_missing_model_fails_like_ollama(ollama_server: OllamaTestServer) -> None:
     with pytest.raises(ollama.ResponseError) as info:
         list(client(ollama_server).create("x", from_="nothere:1b", stream=True))
