@@ -215,6 +215,8 @@ def fit_context(
         return [system, *history, *turn]
     while history and size() > budget:
         history.pop(0)
+        while history and history[0].get("role") != "user":
+            history.pop(0)  # a whole turn: no answer without its question
     for index in [i for i, m in enumerate(turn) if m.get("role") == "tool"]:
         for limit in TOOL_OUTPUT_STEPS:  # the newest output, the one in question, goes last
             content = turn[index].get("content", "")
@@ -516,9 +518,8 @@ class Assistant:
         self._warm_ups = 0
         self._loaded_until: float | None = None
         self._keep_alive_s = keep_alive_seconds(settings.keep_alive)
-        num_ctx = settings.options.get("num_ctx")
-        self._num_ctx = int(num_ctx) if isinstance(num_ctx, (int, float)) else None
-        self._num_ctx = self._num_ctx or OLLAMA_DEFAULT_NUM_CTX
+        # A whole number: the config checks llm.options' types.
+        self._num_ctx = int(settings.options.get("num_ctx") or OLLAMA_DEFAULT_NUM_CTX)
 
     @classmethod
     def from_settings(
