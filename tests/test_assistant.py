@@ -889,3 +889,16 @@ def test_the_question_survives_a_prompt_over_num_ctx(ollama_server: OllamaTestSe
         assert {"role": "user", "content": question} in seen
     newest = ollama_server.seen_messages[-1][-1]
     assert newest["role"] == "tool" and "cut to fit" not in newest["content"]
+
+
+def test_several_calls_in_a_chunk_of_their_own_work_too(ollama_server: OllamaTestServer) -> None:
+    # gpt-oss's calls come one per response in the done chunk (the server's default); other
+    # models' parsers send several in a chunk before it.
+    thermometer = Thermometer()
+    calls = [ToolCall("room_temperature", {"room": room}) for room in ("den", "hall")]
+    ollama_server.script(
+        Reply(tool_calls=calls, tool_calls_in="separate"), Reply(content=["Both are warm."])
+    )
+    result = make(ollama_server, thermometer.registry()).ask("den and hall?")
+    assert result.ok and result.text == "Both are warm."
+    assert thermometer.readings == ["den", "hall"]
