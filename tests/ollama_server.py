@@ -9,21 +9,39 @@ What it does like the real server:
 
 - ``POST /api/chat``: streamed NDJSON (one ``ChatResponse`` per line, ``application/x-ndjson``,
   chunked) or a single JSON object with ``"stream": false``; the last chunk has ``done: true``,
-  ``done_reason`` and the counters. Errors after the stream started arrive as an
-  ``{"error": ...}`` line (HTTP 200); an error before any chunk is HTTP 500 with a JSON
-  ``{"error": ...}`` body, as Ollama's ``streamResponse`` does.
+  ``done_reason`` and the counters. gpt-oss's tool call comes in that ``done`` chunk, one per
+  response (``Reply.tool_calls_in``). Headers go out with the first line, not before.
+- Model loads: no model is loaded at the start; the first request for a model loads it for
+  ``load_s`` seconds (:attr:`OllamaTestServer.load_s`) while the server sends nothing at all.
+  Requests arriving meanwhile wait for the same load; when the client that started the load
+  hangs up, the load is abandoned, as Ollama's ``llm/server.go`` does ("client connection
+  closed before server finished loading, aborting load"). :attr:`OllamaTestServer.loads`
+  records each load and how it ended; :meth:`OllamaTestServer.unload` plays keep_alive
+  running out.
+- Errors by version (``version=``): after the stream started, an ``{"error": ...}`` line (HTTP
+  200); before any chunk, up to 0.12.5 the same line in an HTTP 200 stream, from 0.12.6 HTTP 500
+  with a JSON ``{"error": ...}`` body; up to 0.11.4 a tool call that did not parse came as
+  ``{"error parsing tool call": ...}``, which the client cannot read (ollama#11781).
+- The context window: messages that do not fit ``options.num_ctx`` are dropped oldest first,
+  keeping system messages and the last one, as Ollama's ``chatPrompt`` does; what the model
+  saw is in :attr:`OllamaTestServer.seen_messages` (tokens counted at
+  :data:`CHARS_PER_TOKEN`).
 - ``POST /api/show``, ``GET /api/tags``, ``GET /api/version``, ``POST /api/create`` (streamed
-  ``ProgressResponse`` lines ending with ``success``), ``GET /`` ("Ollama is running").
+  ``ProgressResponse`` lines ending with ``success``; a base model that is not here but in
+  :attr:`OllamaTestServer.registry` is pulled first, with many progress lines), ``GET /``
+  ("Ollama is running").
 - Rejections: empty body -> 400 ``missing request body``; malformed JSON or a field of the wrong
   type -> 400 with Go's ``json:`` wording; no model -> 400 ``model is required``; unknown model
   -> 404 (``model "x" not found, try pulling it first`` for chat, ``model 'x' not found`` for
   show); tools for a model without the ``tools`` capability, ``think`` for a model that cannot
-  think or a ``think`` level for a non-harmony model -> 400; a bad ``keep_alive`` duration or
-  ``think`` value -> 400; unknown paths -> 404 ``404 page not found``.
+  think or a ``think`` level for a non-harmony model -> 400; a bad ``keep_alive`` duration
+  (Go's ``time.ParseDuration``: ``"-1"`` lacks a unit) or ``think`` value -> 400; an option of
+  the wrong type (``num_ctx: "8192"``) -> 500; unknown paths -> 404 ``404 page not found``.
 
 What a test scripts (:class:`Reply`): content and thinking pieces, tool calls, a delay between
-chunks, an HTTP error before the stream, an ``{"error"}`` line mid-stream (gpt-oss's
-``error parsing tool call``), a connection dropped mid-stream, a stall (the server holds the
+chunks, an HTTP error before the stream, a runner error (``Reply.stream_error``) or gpt-oss's
+``error parsing tool call`` (``Reply.tool_call_error``) before or after some chunks, a
+connection dropped mid-stream, a stall (the server holds the
 connection and sends nothing), and, for deliberately unfaithful cases, raw lines.
 Every request is recorded (:attr:`OllamaTestServer.requests`).
 """
@@ -34,6 +52,7 @@ import contextlib
 import hashlib
 import json
 import re
+import select
 import socket
 import sys
 import threading
@@ -42,7 +61,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from ollama._types import (
     ChatResponse,
@@ -56,11 +75,28 @@ from ollama._types import (
 DEFAULT_MODEL = "gpt-oss:20b"
 SERVER_VERSION = "0.12.3"
 
+TOOL_CALL_ERROR_PREFIX = "error parsing tool call: "
 # What gpt-oss sends mid-stream when its harmony output is not a valid call (ollama#11781).
 ERROR_PARSING_TOOL_CALL = (
-    'error parsing tool call: raw=\'{"timezone": "Europe/Berlin"\', '
+    TOOL_CALL_ERROR_PREFIX + 'raw=\'{"timezone": "Europe/Berlin"\', '
     "err=unexpected end of JSON input"
 )
+# From this version on, an error before the first chunk is an HTTP status (500 unless the
+# runner gave one) with a JSON body; before it, HTTP 200 and an {"error"} line.
+STATUS_FOR_EARLY_ERRORS = (0, 12, 6)
+# Up to this version a tool call that did not parse came as {"error parsing tool call": ...}:
+# no "error" key, so the client does not see an error but fails to read a ChatResponse
+# (ollama#11781, fixed by #11861).
+TOOL_CALL_ERROR_UNDER_ITS_OWN_KEY = (0, 11, 4)
+# The test server's stand-in for gpt-oss's tokenizer, characters per token.
+CHARS_PER_TOKEN = 3.5
+# Tokens of the template around the messages (harmony's system header and tool preamble).
+TEMPLATE_TOKENS = 60
+DEFAULT_NUM_CTX = 4096
+# How often a request waiting for a model load checks whether its client is still there.
+LOAD_POLL_S = 0.02
+# Progress lines per layer when the server "pulls" a model.
+PULL_STEPS = 200
 
 _GPT_OSS_TEMPLATE = (
     "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"
@@ -131,6 +167,14 @@ def gpt_oss_show() -> dict[str, Any]:
     return response.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _gpt_oss_120b() -> dict[str, Any]:
+    show = gpt_oss_show()
+    show["details"]["parameter_size"] = "116.8B"
+    show["model_info"]["gptoss.block_count"] = 36
+    show["model_info"]["gptoss.expert_count"] = 128
+    return show
+
+
 def plain_model_show(family: str = "gemma3", parameter_size: str = "999.89M") -> dict[str, Any]:
     """A small model with no tools and no thinking, for capability rejections."""
     response = ShowResponse(
@@ -174,14 +218,18 @@ class ToolCall:
 class Reply:
     """One scripted answer to one ``/api/chat`` request.
 
-    Chunks go out in the order gpt-oss produces them: thinking pieces, content pieces, one
-    chunk with the tool calls, then the ``done`` chunk. ``error``/``drop_after``/
+    Chunks go out in the order gpt-oss produces them: thinking pieces, content pieces, then
+    the ``done`` chunk, which carries the tool call: Ollama's harmony parser hands over at most
+    one call per response, when the model's output ends (``tool_calls_in="final"``). The
+    shape other models' parsers produce, the calls in a chunk of their own before ``done``
+    (several allowed), is ``tool_calls_in="separate"``. ``error``/``drop_after``/
     ``stall_after`` cut that sequence after the given number of chunks.
     """
 
     content: Sequence[str] = ()
     thinking: Sequence[str] = ()
     tool_calls: Sequence[ToolCall] = ()
+    tool_calls_in: Literal["final", "separate"] = "final"
     done_reason: str = "stop"
     chunk_delay_s: float = 0.0
     # An HTTP status other than 200 answers with {"error": error} before any chunk.
@@ -199,12 +247,29 @@ class Reply:
     gate: threading.Event | None = None
     gate_after: int = 1
 
+    def __post_init__(self) -> None:
+        if self.tool_calls_in == "final" and len(self.tool_calls) > 1:
+            raise ValueError(
+                "gpt-oss returns at most one tool call per response; script several with "
+                'tool_calls_in="separate" (the shape of other models)'
+            )
+
     @classmethod
     def http_error(cls, status: int, message: str) -> Reply:
         return cls(status=status, error=message)
 
     @classmethod
     def stream_error(cls, message: str, *, after: int = 0, **kwargs: Any) -> Reply:
+        """An error from the runner after ``after`` chunks; with 0, how it reaches the client
+        depends on the server's version (see :meth:`OllamaTestServer.stream_error_line`)."""
+        return cls(error=message, error_after=after, **kwargs)
+
+    @classmethod
+    def tool_call_error(
+        cls, raw: str = '{"timezone": "Europe/Berlin"', *, after: int = 0, **kwargs: Any
+    ) -> Reply:
+        """gpt-oss wrote a call Ollama cannot parse (ollama#11781, #11800)."""
+        message = f"{TOOL_CALL_ERROR_PREFIX}raw='{raw}', err=unexpected end of JSON input"
         return cls(error=message, error_after=after, **kwargs)
 
 
@@ -219,6 +284,17 @@ class RecordedRequest:
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     status: int | None = None
+    # /api/chat: the messages the model saw after Ollama's context-window truncation.
+    seen: list[dict[str, Any]] | None = None
+
+
+@dataclass
+class ModelLoad:
+    """One model load the server started; ``outcome``: loading, loaded or abandoned."""
+
+    model: str
+    started: float
+    outcome: str = "loading"
 
 
 # --------------------------------------------------------------------------- validation
@@ -269,8 +345,11 @@ def _check_keep_alive(value: Any) -> None:
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
         return
     if isinstance(value, str):
-        if value in ("0", "-1") or _DURATION.match(value.lstrip("-")):
+        # Go's time.ParseDuration: a unit is required, except for "0" ("-1" is an error).
+        if value == "0" or _DURATION.match(value.lstrip("-+")):
             return
+        if re.fullmatch(r"[-+]?[0-9.]+", value):
+            raise _Rejected(400, f'time: missing unit in duration "{value}"')
         raise _Rejected(400, f'time: invalid duration "{value}"')
     raise _Rejected(400, f"json: cannot unmarshal {_go_kind(value)} into Go value of type string")
 
@@ -403,6 +482,79 @@ def _approx_tokens(value: Any) -> int:
     return max(1, len(json.dumps(value)) // 4)
 
 
+def _load_response(name: str, done_reason: str) -> dict[str, Any]:
+    response = ChatResponse(
+        model=name,
+        created_at=_now(),
+        message=Message(role="assistant", content=""),
+        done=True,
+        done_reason=done_reason,
+    )
+    return response.model_dump(mode="json", exclude_none=True)
+
+
+# Types of Ollama's api.Options fields (api/types.go), as its FromMap checks them.
+_OPTION_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "num_keep seed num_predict top_k repeat_last_n num_ctx num_batch num_gpu "
+            "main_gpu num_thread"
+        ).split(),
+        "integer",
+    ),
+    **dict.fromkeys(
+        (
+            "temperature top_p min_p typical_p repeat_penalty presence_penalty frequency_penalty"
+        ).split(),
+        "float32",
+    ),
+    **dict.fromkeys("numa use_mmap penalize_newline".split(), "boolean"),
+    "stop": "array",
+}
+
+
+def _check_options(options: Any) -> None:
+    """Ollama's ``Options.FromMap``: a value of the wrong type fails the request with a 500
+    (scheduleRunner -> handleScheduleError); unknown keys are only logged there."""
+    for key, value in (options or {}).items():
+        kind = _OPTION_TYPES.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = {
+            None: True,
+            "integer": number,
+            "float32": number,
+            "boolean": isinstance(value, bool),
+            "array": isinstance(value, list),
+        }[kind]
+        if not ok:
+            raise _Rejected(500, f"option {key!r} must be of type {kind}".replace("'", '"'))
+
+
+def count_tokens(value: Any) -> int:
+    """The test server's token count for a message list or tools: a stand-in tokenizer."""
+    return int(len(json.dumps(value, ensure_ascii=False)) / CHARS_PER_TOKEN) + 1
+
+
+def _fit_context(
+    messages: list[dict[str, Any]], tools: Any, request: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The messages the model sees: Ollama's ``chatPrompt`` (server/prompt.go).
+
+    The last message always stays, and so do system messages; from the newest backwards,
+    older messages are kept while the rendered prompt fits ``num_ctx``, and the rest are
+    dropped without a word to the client.
+    """
+    num_ctx = int((request.get("options") or {}).get("num_ctx") or DEFAULT_NUM_CTX)
+    fixed = TEMPLATE_TOKENS + (count_tokens(tools) if tools else 0)
+    first = len(messages) - 1
+    for index in range(len(messages) - 2, -1, -1):
+        system = [m for m in messages[:index] if m.get("role") == "system"]
+        if fixed + count_tokens(system + messages[index:]) > num_ctx:
+            break
+        first = index
+    return [m for m in messages[:first] if m.get("role") == "system"] + messages[first:]
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -410,6 +562,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
     _recorded: RecordedRequest | None = None
+    _streaming = False
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: pytest shows failures
         pass
@@ -444,14 +597,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         self._record_status(200)
+        self._streaming = True
 
     def _stream_line(self, payload: Any) -> None:
+        if not self._streaming:
+            self._start_stream()
         line = (payload if isinstance(payload, str) else json.dumps(payload)) + "\n"
         data = line.encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
     def _end_stream(self) -> None:
+        if not self._streaming:
+            self._start_stream()
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
@@ -499,7 +657,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
+    def _client_gone(self, timeout: float) -> bool:
+        """Whether the client hung up (what Ollama's request context notices)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], timeout)
+            return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+        except (OSError, ValueError):
+            return True
+
     def _dispatch(self, method: str) -> None:
+        self._streaming = False
         body = self._read_body()
         path = self.path.split("?", 1)[0]
         self._recorded = RecordedRequest(method, path, body, headers=dict(self.headers.items()))
@@ -583,20 +750,23 @@ class _Handler(BaseHTTPRequestHandler):
         if request.get("tools") and "tools" not in capabilities:
             raise _Rejected(400, f"{_normalise(name)} does not support tools")
         messages = request.get("messages") or []
-        if not messages:
-            done_reason = "unload" if request.get("keep_alive") in (0, "0", "0s") else "load"
-            response = ChatResponse(
-                model=name,
-                created_at=_now(),
-                message=Message(role="assistant", content=""),
-                done=True,
-                done_reason=done_reason,
-            )
-            self._send_json(200, response.model_dump(mode="json", exclude_none=True))
+        unload = request.get("keep_alive") in (0, "0", "0s")
+        if not messages and unload:
+            owner.unload(name)
+            self._send_json(200, _load_response(name, "unload"))
             return
         is_harmony = show.get("details", {}).get("family") == "gptoss"
         if isinstance(think, str) and not is_harmony:
             raise _Rejected(400, f'think value "{think}" is not supported for this model')
+        _check_options(request.get("options"))
+        if not self._wait_for_load(name):
+            self.close_connection = True  # the client hung up: nothing to answer
+            return
+        if not messages:
+            self._send_json(200, _load_response(name, "load"))
+            return
+        if self._recorded is not None:
+            self._recorded.seen = _fit_context(messages, request.get("tools"), request)
 
         reply = owner._next_reply(request)
         if reply.status != 200:
@@ -606,6 +776,41 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream_reply(name, request, reply)
         else:
             self._single_reply(name, request, reply)
+        if unload:
+            owner.unload(name)
+
+    def _wait_for_load(self, name: str) -> bool:
+        """Load the model first, as Ollama's scheduler does, sending nothing meanwhile.
+
+        The load belongs to the request that started it: when that client hangs up before
+        the load is done, the load is abandoned ("client connection closed before server
+        finished loading, aborting load", llm/server.go) and the next waiting request starts
+        a new one from the beginning. Other requests for the model wait for the same load.
+        False when this request's client hung up.
+        """
+        owner = self.server.owner
+        key = _normalise(name)
+        mine: ModelLoad | None = None
+        while True:
+            with owner._lock:
+                if key in owner._loaded:
+                    return True
+                current = owner._loading.get(key)
+                if current is None:
+                    current = mine = ModelLoad(key, time.monotonic())
+                    owner._loading[key] = mine
+                    owner.loads.append(mine)
+                if current is mine and time.monotonic() - mine.started >= owner.load_s:
+                    mine.outcome = "loaded"
+                    del owner._loading[key]
+                    owner._loaded.add(key)
+                    return True
+            if self._client_gone(LOAD_POLL_S):
+                with owner._lock:
+                    if current is mine and mine is not None:
+                        mine.outcome = "abandoned"
+                        owner._loading.pop(key, None)
+                return False
 
     def _chunks(self, name: str, request: dict[str, Any], reply: Reply) -> Iterator[dict[str, Any]]:
         def chunk(**message: Any) -> dict[str, Any]:
@@ -624,14 +829,15 @@ class _Handler(BaseHTTPRequestHandler):
         for piece in reply.content:
             count += 1
             yield chunk(content=piece)
-        if reply.tool_calls:
+        calls = [Message.ToolCall(**call.to_dict()) for call in reply.tool_calls]
+        if calls and reply.tool_calls_in == "separate":
             count += 1
-            calls = [Message.ToolCall(**call.to_dict()) for call in reply.tool_calls]
             yield chunk(tool_calls=calls)
+        final_calls = calls if calls and reply.tool_calls_in == "final" else None
         final = ChatResponse(
             model=name,
             created_at=_now(),
-            message=Message(role="assistant", content=""),
+            message=Message(role="assistant", content="", tool_calls=final_calls),
             done=True,
             done_reason=reply.done_reason,
             total_duration=count * 25_000_000 + 80_000_000,
@@ -644,11 +850,9 @@ class _Handler(BaseHTTPRequestHandler):
         yield final.model_dump(mode="json", exclude_none=True)
 
     def _stream_reply(self, name: str, request: dict[str, Any], reply: Reply) -> None:
+        # Like gin's c.Stream, the headers go out with the first line, not before: until the
+        # model is loaded and the prompt read, the client gets nothing at all.
         owner = self.server.owner
-        if reply.error is not None and reply.error_after == 0 and reply.raw_lines is None:
-            # Ollama's streamResponse: an error before anything was written is a JSON status.
-            raise _Rejected(500, reply.error)
-        self._start_stream()
         if reply.raw_lines is not None:
             for line in reply.raw_lines:
                 self._stream_line(line)
@@ -656,8 +860,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         for sent, data in enumerate(self._chunks(name, request, reply)):
             if reply.error is not None and sent == reply.error_after:
-                self._stream_line({"error": reply.error})
-                self._end_stream()
+                self._stream_error(reply.error)
                 return
             if reply.drop_after is not None and sent == reply.drop_after:
                 self._drop()
@@ -674,6 +877,20 @@ class _Handler(BaseHTTPRequestHandler):
             if reply.chunk_delay_s and sent:
                 time.sleep(reply.chunk_delay_s)
             self._stream_line(data)
+        self._end_stream()
+
+    def _stream_error(self, message: str) -> None:
+        """An error from the runner, in the shape of the server's version."""
+        owner = self.server.owner
+        version = owner.version_tuple
+        tool_call = message.startswith(TOOL_CALL_ERROR_PREFIX)
+        if tool_call and version <= TOOL_CALL_ERROR_UNDER_ITS_OWN_KEY:
+            self._stream_line({"error parsing tool call": message[len(TOOL_CALL_ERROR_PREFIX) :]})
+            self._end_stream()
+            return
+        if not self._streaming and version >= STATUS_FOR_EARLY_ERRORS:
+            raise _Rejected(500, message)
+        self._stream_line({"error": message})
         self._end_stream()
 
     def _single_reply(self, name: str, request: dict[str, Any], reply: Reply) -> None:
@@ -710,14 +927,6 @@ class _Handler(BaseHTTPRequestHandler):
             "map[string]interface {}",
         )
         _check(request.get("files"), dict, "CreateRequest", "files", "map[string]string")
-        if "typical_p" in (request.get("parameters") or {}):
-            raise _Rejected(
-                400,
-                "typical_p is deprecated and cannot be set as a model parameter; "
-                "pass it as a request option instead",
-            )
-        if request.get("adapters"):
-            raise _Rejected(400, "LoRA adapters are no longer supported")
         name = request.get("model") or request.get("name") or ""
         if not name or not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$", name):
             raise _Rejected(400, "invalid model name")
@@ -726,9 +935,17 @@ class _Handler(BaseHTTPRequestHandler):
         error: tuple[int, str] | None = None
         base_name = request.get("from")
         base = owner.model(base_name) if base_name else None
+        pullable = owner.registry.get(_normalise(base_name)) if base_name else None
+        if base_name and base is None and pullable is not None:
+            # Ollama's parseFromModel pulls a base model that is not here, reporting the
+            # download as PullModel does: many progress lines a second per layer.
+            statuses.extend(_pull_progress(base_name, pullable))
+            owner.add_model(base_name, pullable)
+            base = pullable
         if not base_name and not request.get("files"):
             error = (400, "neither 'from' or 'files' was specified")
         elif base_name and base is None:
+            # The registry has no such name (what `ollama pull` would say too).
             error = (500, "pull model manifest: file does not exist")
         elif not base_name:
             error = (400, "supplied file was not in GGUF format")
@@ -769,6 +986,25 @@ class _Handler(BaseHTTPRequestHandler):
         if error is not None:
             self._stream_line({"error": error[1]})
         self._end_stream()
+
+
+def _pull_progress(name: str, show: dict[str, Any]) -> list[dict[str, Any]]:
+    size = 13_793_441_244 if show["details"].get("family") == "gptoss" else 815_319_791
+    layers = [(_digest(name + "model"), size), (_digest(name + "license"), 11_357)]
+    statuses: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+    for digest, total in layers:
+        for step in range(PULL_STEPS + 1):
+            statuses.append(
+                {
+                    "status": f"pulling {digest[7:19]}",
+                    "digest": digest,
+                    "total": total,
+                    "completed": total * step // PULL_STEPS,
+                }
+            )
+    statuses += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}]
+    statuses.append({"status": "success"})
+    return statuses
 
 
 def _now() -> str:
@@ -822,14 +1058,23 @@ class OllamaTestServer:
         port: int = 0,
         models: dict[str, dict[str, Any]] | None = None,
         version: str = SERVER_VERSION,
+        load_s: float = 0.0,
     ) -> None:
         self.version = version
+        # Seconds a model takes to load into memory (gpt-oss:20b: 10 to 60 s and more); no
+        # model is loaded at the start, and one loaded stays so until unload().
+        self.load_s = load_s
+        self._loaded: set[str] = set()
+        self._loading: dict[str, ModelLoad] = {}
+        self.loads: list[ModelLoad] = []
         self._lock = threading.Lock()
         self._models: dict[str, dict[str, Any]] = {}
         for name, show in (
             models if models is not None else {DEFAULT_MODEL: gpt_oss_show()}
         ).items():
             self.add_model(name, show)
+        # What Ollama's registry offers for pulling (by `ollama create` FROM a model not here).
+        self.registry: dict[str, dict[str, Any]] = {_normalise("gpt-oss:120b"): _gpt_oss_120b()}
         self._replies: list[Reply] = []
         self.default_reply: Reply | Responder | None = None
         self.requests: list[RecordedRequest] = []
@@ -886,6 +1131,20 @@ class OllamaTestServer:
     def remove_model(self, name: str) -> None:
         with self._lock:
             self._models.pop(_normalise(name), None)
+            self._loaded.discard(_normalise(name))
+
+    def unload(self, name: str = DEFAULT_MODEL) -> None:
+        """Take a model out of memory (keep_alive ran out): the next request loads it."""
+        with self._lock:
+            self._loaded.discard(_normalise(name))
+
+    def is_loaded(self, name: str = DEFAULT_MODEL) -> bool:
+        with self._lock:
+            return _normalise(name) in self._loaded
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", self.version)[:3])
 
     def model(self, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -933,6 +1192,12 @@ class OllamaTestServer:
         """JSON bodies of every ``/api/chat`` request, in order."""
         with self._lock:
             return [r.json for r in self.requests if r.path == "/api/chat"]
+
+    @property
+    def seen_messages(self) -> list[list[dict[str, Any]]]:
+        """For each answered ``/api/chat`` request with messages: what the model saw."""
+        with self._lock:
+            return [r.seen for r in self.requests if r.path == "/api/chat" and r.seen]
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         with self._lock:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,24 @@ def test_piped_mode_runs_one_turn_per_line(ollama_server: OllamaTestServer) -> N
     assert "greeting" not in result.output  # thinking is never shown
     second = ollama_server.chat_requests[1]["messages"]
     assert [m["content"] for m in second[1:]] == ["hi", "Hello there.", "how are you"]
+
+
+def test_the_first_answer_comes_after_a_model_load_longer_than_the_idle_limit(
+    tmp_path: Path,
+) -> None:
+    # gpt-oss:20b loading for 45 s against the 30 s idle limit, scaled down: 4 s against 1 s.
+    # Ollama sends nothing while it loads and drops the load when the client hangs up.
+    config = tmp_path / "config.yaml"
+    config.write_text("llm:\n  idle_timeout_s: 1.0\n")
+    with OllamaTestServer(load_s=4.0) as server:
+        server.script(Reply(content=["Loaded", " and ready."]))
+        result = CliRunner().invoke(
+            main, ["--config", str(config), "chat", "--host", server.url], input="hi\n"
+        )
+        assert result.exit_code == 0, result.output
+        assert result.stdout == "Loaded and ready.\n"
+        assert "voiced: one moment, the model is loading." in result.stderr
+        assert [load.outcome for load in server.loads] == ["loaded"]
 
 
 def test_tools_work_in_chat(ollama_server: OllamaTestServer) -> None:

@@ -35,6 +35,15 @@ def test_every_documented_key_has_a_comment() -> None:
         ("stt:\n  threads: '4'\n", "stt.threads: Input should be a valid integer (got '4')"),
         ("llm:\n  think: maybe\n", "llm.think: Input should be 'low', 'medium' or 'high'"),
         ("tools:\n  enabled: [shell]\n", "tools.enabled.0: Input should be"),
+        # Ollama's Go duration parser needs a unit; -1 as a number is fine.
+        ("llm:\n  keep_alive: '-1'\n", "llm.keep_alive: Value error, Ollama cannot read '-1'"),
+        ("llm:\n  keep_alive: soon\n", "use a number of seconds or a duration with a unit"),
+        (
+            "llm:\n  options:\n    num_ctx: '8192'\n",
+            "llm.options.num_ctx must be a whole number, not '8192'",
+        ),
+        ("llm:\n  options:\n    stop: END\n", "llm.options.stop must be a list of strings"),
+        ("llm:\n  options:\n    use_mmap: 1\n", "llm.options.use_mmap must be true or false"),
         ("colour: blue\n", "colour: unknown key"),
         ("- a\n", "expected a mapping of sections, got list"),
         ("a: [\n", "not valid YAML"),
@@ -49,6 +58,21 @@ def test_invalid_files_name_file_key_and_expectation(
         config.load(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "llm:\n  keep_alive: -1\n",
+        "llm:\n  keep_alive: 1h30m\n",
+        "llm:\n  keep_alive: '0'\n",
+        "llm:\n  options:\n    num_ctx: 16384\n    temperature: 1\n    stop: ['<|end|>']\n",
+    ],
+)
+def test_values_ollama_accepts_are_accepted(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(text)
+    config.load(path)
 
 
 def test_precedence_defaults_file_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,7 @@ from tests import ollama_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
 from voiced import config as config_mod
 from voiced.audio.playback import SpokenReport
-from voiced.brain.assistant import Assistant
+from voiced.brain.assistant import LOADING_SENTENCE, Assistant
 from voiced.brain.tools.registry import Tool, ToolRegistry
 from voiced.config import Settings
 from voiced.service.daemon import Daemon, Utterance, wall_time
@@ -128,6 +128,8 @@ class Loop:
         registry: ToolRegistry | None,
         config: Path,
         overrides: dict | None = None,
+        *,
+        warm_up: bool = False,
     ) -> None:
         self.daemon = Daemon(
             settings,
@@ -144,6 +146,8 @@ class Loop:
             registry.confirm = daemon._confirm
         daemon.assistant = Assistant(settings.llm, registry)
         daemon._start_capture = daemon._mic_open.set  # no microphone
+        if warm_up:  # as load() does when `voiced run` starts
+            daemon.start_warm_up()
         self.thread = threading.Thread(target=daemon.run, daemon=True)
         self.thread.start()
 
@@ -213,6 +217,37 @@ def loop_factory(ollama_server: OllamaTestServer, tmp_path: Path) -> Iterator[Ca
 
 def conversation(server: OllamaTestServer) -> list[dict]:
     return [r for r in server.chat_requests if r.get("messages")]
+
+
+# ------------------------------------------------------------------------- model load
+
+
+def test_a_turn_right_after_start_waits_for_the_model_load_and_says_so(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    # The model takes longer to load than the idle limit (gpt-oss:20b: 45 s against 30 s; here
+    # 4 s against 1 s). Ollama sends nothing meanwhile, and drops the load if voiced hangs up.
+    ollama_server.load_s = 4.0
+    ollama_server.script(Reply(content=["It is noon."]))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  host: {ollama_server.url}\n{TEXT_ENGINE}")
+    settings = Settings.model_validate(
+        {"llm": {"host": ollama_server.url, "idle_timeout_s": 1.0}, "wake": {"engine": "text"}}
+    )
+    loop = Loop(settings, None, config, warm_up=True)
+    try:
+        loop.wait_for(lambda: "loading the language model" in loop.daemon._status_text())
+        loop.say("Computer, what time is it?")
+        loop.wait_for(lambda: len(loop.records()) == 1, timeout=30)
+        record = loop.records()[0]
+        assert record["error"] is None and record["assistant"].endswith("It is noon.")
+        assert loop.speaker.said == [LOADING_SENTENCE, "It is noon."]
+        # One load: the warm-up's, held to its end; the turn waited for it.
+        assert [load.outcome for load in ollama_server.loads] == ["loaded"]
+        assert len(conversation(ollama_server)) == 1
+        loop.wait_for(lambda: "loading" not in loop.daemon._status_text())
+    finally:
+        loop.stop()
 
 
 # ------------------------------------------------------------------------- barge-in

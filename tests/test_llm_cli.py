@@ -140,12 +140,35 @@ def test_create_refuses_a_template(ollama_server: OllamaTestServer, tmp_path: Pa
     assert ollama_server.requests_to("/api/create") == []
 
 
-def test_create_from_a_model_not_pulled(ollama_server: OllamaTestServer, tmp_path: Path) -> None:
+def create_from(base: str, server: OllamaTestServer, tmp_path: Path):
     modelfile = tmp_path / "Modelfile"
-    modelfile.write_text("FROM gpt-oss:120b\n")
-    result = invoke("create", "-f", str(modelfile), "--host", ollama_server.url)
+    modelfile.write_text(f"FROM {base}\n")
+    return invoke("create", "-f", str(modelfile), "--host", server.url)
+
+
+def test_create_from_a_model_not_pulled_shows_ollamas_pull_as_one_bar(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    # Ollama pulls a missing base model itself, reporting each layer many times a second.
+    result = create_from("gpt-oss:120b", ollama_server, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert ollama_server.model("gpt-oss:120b") is not None
+    assert ollama_server.model("voiced") is not None
+    lines = result.stderr.replace("\r", "\n").splitlines()
+    statuses = [line for line in lines if line and "pulling gpt-oss:120b" not in line]
+    assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+    assert not any(line.startswith("pulling ") and line != "pulling manifest" for line in statuses)
+    assert len(statuses) < 15  # not the 400 progress lines Ollama sent
+    assert "pulling gpt-oss:120b" in result.stderr  # the bar
+
+
+def test_create_from_a_name_the_registry_does_not_have(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    result = create_from("gpt-oss:7b", ollama_server, tmp_path)
     assert result.exit_code == 1
-    assert "run: ollama pull gpt-oss:120b" in result.stderr
+    assert "ollama pull" not in result.stderr  # Ollama already tried to pull it
+    assert "registry has no model of that name" in result.stderr
     assert ollama_server.model("voiced") is None
 
 

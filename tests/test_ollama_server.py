@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import ollama
@@ -128,10 +129,16 @@ GOOD = {"model": DEFAULT_MODEL, "messages": USER}
         ("/api/show", {"json": {"model": "nope"}}, 404, "model 'nope' not found"),
         ("/api/create", {"json": {"from": DEFAULT_MODEL}}, 400, "invalid model name"),
         (
-            "/api/create",
-            {"json": {"model": "x", "from": DEFAULT_MODEL, "parameters": {"typical_p": 1}}},
+            "/api/chat",
+            {"json": {**GOOD, "keep_alive": "-1"}},
             400,
-            "typical_p is deprecated",
+            'time: missing unit in duration "-1"',
+        ),
+        (
+            "/api/chat",
+            {"json": {**GOOD, "options": {"num_ctx": "8192"}}},
+            500,
+            'option "num_ctx" must be of type integer',
         ),
     ],
 )
@@ -199,24 +206,104 @@ def test_scripted_failures_reach_the_client_as_ollama_would_send_them(
     ollama_server.release_stalls()
 
 
-def test_an_error_before_any_chunk_is_an_http_500_like_ollamas_stream_response(
+def test_an_error_before_any_chunk_takes_the_shape_of_the_servers_version() -> None:
+    # 0.12.3's streamResponse wrote whatever came first: HTTP 200, then an {"error"} line.
+    with OllamaTestServer(version="0.12.3") as server:
+        server.script(Reply.stream_error("llama runner process has terminated", after=0))
+        with pytest.raises(ollama.ResponseError) as info:
+            list(client(server).chat(DEFAULT_MODEL, USER, stream=True))
+        assert (info.value.status_code, info.value.error) == (
+            -1,
+            "llama runner process has terminated",
+        )
+    # From 0.12.6 an error before anything was written is a JSON status.
+    with OllamaTestServer(version="0.12.6") as server:
+        server.script(
+            Reply.stream_error("llama runner process has terminated", after=0),
+            Reply.stream_error("llama runner process has terminated", after=0),
+        )
+        response = _post(server, "/api/chat", json=GOOD)
+        assert response.status_code == 500
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {"error": "llama runner process has terminated"}
+        with pytest.raises(ollama.ResponseError) as info:
+            list(client(server).chat(DEFAULT_MODEL, USER, stream=True))
+        assert (info.value.status_code, info.value.error) == (
+            500,
+            "llama runner process has terminated",
+        )
+
+
+def test_a_tool_call_that_did_not_parse_under_its_own_key_up_to_0_11_4() -> None:
+    with OllamaTestServer(version="0.11.4") as server:
+        server.script(Reply.tool_call_error(after=1, thinking=["t"]))
+        with pytest.raises(ValidationError) as info:
+            list(client(server).chat(DEFAULT_MODEL, USER, stream=True))
+        assert "error parsing tool call" in str(info.value)
+
+
+def test_a_gpt_oss_tool_call_comes_in_the_done_chunk(ollama_server: OllamaTestServer) -> None:
+    call = ToolCall("room_temperature", {"room": "den"})
+    ollama_server.script(
+        Reply(thinking=["Check."], tool_calls=[call]),
+        Reply(tool_calls=[call, call], tool_calls_in="separate"),
+    )
+    chunks = list(client(ollama_server).chat(DEFAULT_MODEL, USER, stream=True))
+    assert [bool(c.message.tool_calls) for c in chunks] == [False, True]
+    assert chunks[-1].done and chunks[-1].message.tool_calls[0].function.name == call.name
+    chunks = list(client(ollama_server).chat(DEFAULT_MODEL, USER, stream=True))
+    assert [len(c.message.tool_calls or []) for c in chunks] == [2, 0]
+    with pytest.raises(ValueError, match="at most one tool call"):
+        Reply(tool_calls=[call, call])
+
+
+def test_nothing_is_sent_until_the_model_is_loaded_and_one_load_serves_all() -> None:
+    with OllamaTestServer(load_s=0.6) as server:
+        server.default_reply = Reply(content=["Loaded."])
+        results: list[str] = []
+
+        def ask() -> None:
+            results.append(client(server, read=5.0).chat(DEFAULT_MODEL, USER).message.content)
+
+        warm_up = threading.Thread(target=lambda: client(server).chat(DEFAULT_MODEL, []))
+        warm_up.start()
+        time.sleep(0.2)
+        turn = threading.Thread(target=ask)
+        turn.start()
+        warm_up.join(10)
+        turn.join(10)
+        assert results == ["Loaded."]
+        assert [load.outcome for load in server.loads] == ["loaded"]
+        assert server.is_loaded()
+
+
+def test_a_load_is_abandoned_when_its_client_hangs_up() -> None:
+    with OllamaTestServer(load_s=2.0) as server:
+        server.default_reply = Reply(content=["Loaded."])
+        with pytest.raises(httpx.ReadTimeout):  # not even the headers came
+            client(server, read=0.3).chat(DEFAULT_MODEL, USER)
+        deadline = time.monotonic() + 5
+        while server.loads[0].outcome == "loading" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [load.outcome for load in server.loads] == ["abandoned"]
+        assert not server.is_loaded() and server.pending_replies == 0
+
+
+def test_messages_over_num_ctx_are_dropped_oldest_first_like_ollama(
     ollama_server: OllamaTestServer,
 ) -> None:
-    # Ollama's streamResponse answers an error with a JSON status when nothing was written yet.
-    ollama_server.script(
-        Reply.stream_error("llama runner process has terminated", after=0),
-        Reply.stream_error("llama runner process has terminated", after=0),
-    )
-    response = _post(ollama_server, "/api/chat", json=GOOD)
-    assert response.status_code == 500
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"error": "llama runner process has terminated"}
-    with pytest.raises(ollama.ResponseError) as info:
-        list(client(ollama_server).chat(DEFAULT_MODEL, USER, stream=True))
-    assert (info.value.status_code, info.value.error) == (
-        500,
-        "llama runner process has terminated",
-    )
+    ollama_server.default_reply = Reply(content=["ok"])
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first " * 300},
+        {"role": "assistant", "content": "answer " * 300},
+        {"role": "user", "content": "the question"},
+        {"role": "tool", "tool_name": "t", "content": "x" * 1500},
+    ]
+    client(ollama_server).chat(DEFAULT_MODEL, messages, options={"num_ctx": 1024})
+    seen = ollama_server.seen_messages[-1]
+    assert seen[0] == messages[0] and seen[-1] == messages[-1]
+    assert [m["content"] for m in seen[1:-1]] == ["the question"]
 
 
 @pytest.mark.parametrize(
@@ -285,6 +372,25 @@ def test_create_streams_progress_and_adds_the_model(ollama_server: OllamaTestSer
     created = c.show("voiced")
     assert "num_ctx" in created.parameters and created.modelinfo["general.architecture"] == "gptoss"
     assert c.create("voiced2", from_=DEFAULT_MODEL, stream=False).status == "success"
+
+
+def test_create_takes_typical_p_and_adapters_as_ollama_does(
+    ollama_server: OllamaTestServer,
+) -> None:
+    # Ollama rejects neither (the server used to invent both rejections; it does not check
+    # adapter blobs).
+    response = _post(
+        ollama_server,
+        "/api/create",
+        json={
+            "model": "x",
+            "from": DEFAULT_MODEL,
+            "parameters": {"typical_p": 0.9},
+            "adapters": {"lora.gguf": "sha256:" + "0" * 64},
+            "stream": False,
+        },
+    )
+    assert response.status_code == 200 and response.json()["status"] == "success"
 
 
 def test_create_from_a_missing_model_fails_like_ollama(ollama_server: OllamaTestServer) -> None:

@@ -85,9 +85,11 @@ def test_schema_comes_from_signature_and_docstring() -> None:
     assert function["description"] == "Count words or characters in a text."
     params = function["parameters"]
     assert params["required"] == ["text"]
+    # gpt-oss's template shows the model only "name: type" and the description: allowed
+    # values and required-ness are spelled out in the description.
     assert params["properties"]["text"] == {
         "type": "string",
-        "description": "The text to count in.",
+        "description": "The text to count in. Required.",
     }
     assert params["properties"]["limit"] == {
         "type": "integer",
@@ -96,7 +98,7 @@ def test_schema_comes_from_signature_and_docstring() -> None:
     assert params["properties"]["mode"] == {
         "type": "string",
         "enum": ["words", "chars"],
-        "description": "What to count.",
+        "description": "What to count. One of: words, chars.",
     }
     other = Tool.from_function(tag_files, group="test").schema["function"]["parameters"]
     assert other["properties"]["paths"]["type"] == "array"

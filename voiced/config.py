@@ -82,16 +82,62 @@ class TtsSettings(_Section):
     sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)
 
 
+# Go's time.ParseDuration, which Ollama applies to a keep_alive string: a unit is required.
+GO_DURATION = re.compile(r"[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|ms|s|m|h))+")
+
+# The type of each field of Ollama's api.Options (api/types.go) as its FromMap checks it: a
+# value of another type fails every request with HTTP 500. Numbers are JSON numbers either way.
+OLLAMA_OPTION_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        "num_keep seed num_predict top_k repeat_last_n num_ctx num_batch num_gpu main_gpu "
+        "num_thread".split(),
+        "a whole number",
+    ),
+    **dict.fromkeys(
+        "temperature top_p min_p typical_p repeat_penalty presence_penalty "
+        "frequency_penalty".split(),
+        "a number",
+    ),
+    **dict.fromkeys("numa use_mmap penalize_newline".split(), "true or false"),
+    "stop": "a list of strings",
+}
+
+
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: str | int) -> float:
+    """How long Ollama keeps a model after a request, in seconds (inf for a negative value)."""
+    if isinstance(value, str):
+        sign = -1.0 if value.startswith("-") else 1.0
+        pairs = re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", value)
+        seconds = sign * sum(float(number) * _GO_UNITS[unit] for number, unit in pairs)
+    else:
+        seconds = float(value)
+    return float("inf") if seconds < 0 else seconds
+
+
+def _option_ok(kind: str, value: Any) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind == "a list of strings":
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return kind == "a number" or float(value).is_integer()
+
+
 class LlmSettings(_Section):
     host: str | None = None
     model: str = "gpt-oss:20b"
     think: Literal["low", "medium", "high"] | bool = "low"
     keep_alive: str | int = "30m"
-    options: dict[str, float | int | str | bool] = Field(
+    options: dict[str, float | int | str | bool | list[str]] = Field(
         default_factory=lambda: {"temperature": 0.7, "num_ctx": 8192}
     )
     request_timeout_s: float = Field(120.0, ge=1.0, le=3600.0)
     idle_timeout_s: float = Field(30.0, ge=1.0, le=600.0)
+    load_timeout_s: float = Field(300.0, ge=1.0, le=3600.0)
     max_tool_rounds: int = Field(5, ge=1, le=50)
     history_turns: int = Field(10, ge=0, le=1000)
     history_tokens: int = Field(4000, ge=256, le=1_000_000)
@@ -101,6 +147,34 @@ class LlmSettings(_Section):
         "markdown, lists, tables, code blocks or URLs. Use the tools to look at the system "
         "instead of guessing. Today is {date}."
     )
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _go_duration(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and value != "0" and not GO_DURATION.fullmatch(value):
+            hint = " (a number is seconds: write -1 without quotes to keep it loaded)"
+            raise ValueError(
+                f"Ollama cannot read {value!r} as a duration; use a number of seconds or a "
+                f"duration with a unit such as 5m, 1h or 90s{hint}"
+            )
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _ollama_option_types(
+        cls, options: dict[str, float | int | str | bool | list[str]]
+    ) -> dict[str, float | int | str | bool | list[str]]:
+        problems = [
+            f"llm.options.{key} must be {kind}, not {value!r}"
+            for key, value in options.items()
+            if (kind := OLLAMA_OPTION_TYPES.get(key)) and not _option_ok(kind, value)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems) + " (Ollama would fail every request)")
+        unknown = sorted(set(options) - set(OLLAMA_OPTION_TYPES))
+        if unknown:
+            log.warning("llm.options: Ollama ignores unknown options: %s", ", ".join(unknown))
+        return options
 
 
 class WakeSettings(_Section):

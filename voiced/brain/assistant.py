@@ -14,12 +14,20 @@
 4. returns a :class:`TurnResult` (text, tool calls with decisions, error, timings).
 
 Failures never raise out of :meth:`ask` and never hang: connection refused, a missing model,
-HTTP errors, an ``{"error"}`` line mid-stream (gpt-oss's ``error parsing tool call``), a
-dropped stream, a stalled server (``llm.idle_timeout_s`` between chunks), unparseable chunks
-and runaway tool loops each end the turn with a short sentence meant to be spoken
-(:attr:`TurnResult.error_message`), after one retry where a retry is safe (nothing was spoken
-yet in that round). Mangled tool names such as ``assistant<|channel|>analysis`` and bad
-arguments go back to the model as tool errors, so it can correct itself.
+HTTP errors, an ``{"error"}`` line mid-stream (gpt-oss's ``error parsing tool call``, in each
+shape Ollama's versions use), a dropped stream, a stalled server (``llm.idle_timeout_s``
+between chunks), unparseable chunks and runaway tool loops each end the turn with a short
+sentence meant to be spoken (:attr:`TurnResult.error_message`), after one retry where a retry
+is safe (nothing was spoken yet in that round). Mangled tool names such as
+``assistant<|channel|>analysis`` and bad arguments go back to the model as tool errors, so it
+can correct itself.
+
+Model loads: Ollama sends nothing, not even headers, until the model is loaded and the prompt
+read, and abandons a load whose client hangs up. So the wait for a reply's first byte is
+bounded by ``llm.load_timeout_s`` (minutes), never by the idle limit, and such a wait is never
+retried; :meth:`Assistant.warm_up` holds its connection until the model is in memory, a turn
+asked meanwhile waits for the same load on the server, and ``on_loading`` lets the caller say
+"one moment, the model is loading" when that wait grows long.
 
 History keeps what was said (user text, spoken reply), bounded by ``llm.history_turns`` and an
 estimate of ``llm.history_tokens``. A barge-in (the ``cancel`` event) ends a turn at once, even
@@ -46,7 +54,7 @@ import ollama
 from pydantic import ValidationError
 
 from voiced.brain.tools.registry import ToolOutcome, ToolRegistry, clean_tool_name
-from voiced.config import LlmSettings, Settings
+from voiced.config import LlmSettings, Settings, keep_alive_seconds
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,9 @@ CONNECT_TIMEOUT_S = 5.0
 CANCEL_POLL_S = 0.05
 # Sent back in place of a tool name that was nothing but harmony control tokens.
 UNNAMED_TOOL = "unknown_tool"
+# Seconds of silence, while the model may be loading, before the user is told so.
+LOADING_NOTICE_S = 2.0
+LOADING_SENTENCE = "One moment, the model is loading."
 
 
 class TurnError(str, enum.Enum):
@@ -70,6 +81,8 @@ class TurnError(str, enum.Enum):
     STREAM_ERROR = "stream_error"
     DROPPED = "dropped"
     STALLED = "stalled"
+    LOAD_TIMEOUT = "load_timeout"
+    OUT_OF_MEMORY = "out_of_memory"
     TIMEOUT = "timeout"
     MALFORMED = "malformed"
     EMPTY = "empty"
@@ -95,6 +108,8 @@ def error_sentence(error: TurnError, model: str) -> str:
         TurnError.STREAM_ERROR: "The language model ran into an error. Please try again.",
         TurnError.DROPPED: "The connection to the language model dropped. Please try again.",
         TurnError.STALLED: "The language model stopped responding. Please try again.",
+        TurnError.LOAD_TIMEOUT: "The language model took too long to load, so I gave up.",
+        TurnError.OUT_OF_MEMORY: "There is not enough memory to load the language model.",
         TurnError.TIMEOUT: "That took too long, so I stopped.",
         TurnError.MALFORMED: "I got a garbled answer from the language model. Please try again.",
         TurnError.EMPTY: "I don't have an answer for that.",
@@ -109,15 +124,32 @@ def resolve_host(settings: LlmSettings) -> str:
 
 
 def make_client(settings: LlmSettings) -> ollama.Client:
-    """The real Ollama client; the read timeout is the idle limit between streamed chunks."""
+    """The real Ollama client, with two read limits.
+
+    Ollama sends nothing, not even the headers, until the model is loaded and the prompt
+    read, and it abandons the load when the client hangs up. So the wait for the headers may
+    last ``llm.load_timeout_s``; once they are in, the body's chunks must keep coming within
+    ``llm.idle_timeout_s``.
+    """
     timeout = httpx.Timeout(
         connect=min(CONNECT_TIMEOUT_S, settings.request_timeout_s),
-        read=settings.idle_timeout_s,
+        read=settings.load_timeout_s,
         write=settings.idle_timeout_s,
         pool=settings.idle_timeout_s,
     )
+    idle_s = settings.idle_timeout_s
+
+    def body_read_limit(response: httpx.Response) -> None:
+        # Runs when the headers are in, before the body is read: httpcore takes the read
+        # limit for the body from this same dict of the request's timeouts.
+        timeouts = response.request.extensions.get("timeout")
+        if isinstance(timeouts, dict):
+            timeouts["read"] = idle_s
+
     # host=None lets the client read OLLAMA_HOST itself.
-    return ollama.Client(host=settings.host, timeout=timeout)
+    return ollama.Client(
+        host=settings.host, timeout=timeout, event_hooks={"response": [body_read_limit]}
+    )
 
 
 def tool_name_for_model(raw_name: str) -> str:
@@ -133,6 +165,78 @@ def tool_name_for_model(raw_name: str) -> str:
 def estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token, plus message overhead)."""
     return len(text) // 4 + 4
+
+
+# The context budget errs on the large side: JSON, paths and numbers in tool outputs run
+# nearer three characters a token than four.
+BUDGET_CHARS_PER_TOKEN = 3.0
+BUDGET_MESSAGE_TOKENS = 8  # role and harmony markers around each message
+BUDGET_TEMPLATE_TOKENS = 120  # gpt-oss's system header and the tool preamble
+# Ollama's num_ctx when none is given (recent versions may pick more; this is the safe side).
+OLLAMA_DEFAULT_NUM_CTX = 4096
+# What a tool output is cut down to, step by step, when the prompt does not fit.
+TOOL_OUTPUT_STEPS = (1000, 300, 80)
+CUT_NOTE = " [...cut to fit the model's context window]"
+
+
+def budget_tokens(value: Any) -> int:
+    """A conservative token count of a message (or tool list) as the model will see it."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return int(len(text) / BUDGET_CHARS_PER_TOKEN) + BUDGET_MESSAGE_TOKENS
+
+
+def fit_context(
+    system: dict[str, Any],
+    history: Sequence[dict[str, Any]],
+    turn: Sequence[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    num_ctx: int,
+) -> list[dict[str, Any]]:
+    """The request's messages, cut to fit ``num_ctx`` with room for the reply.
+
+    Ollama does not refuse a prompt that is too long: it silently drops the oldest messages
+    but the system ones, keeping only the last, so the question itself can go while tool
+    outputs stay. So voiced cuts first, in this order: old turns of the history (oldest
+    first), then this turn's tool outputs (each down to a few lines before the next, newest
+    last), then the thinking of earlier tool rounds. The system prompt and the question
+    (``turn[0]``) stay.
+    """
+    reserve = min(1024, num_ctx // 8)  # thinking and the spoken answer
+    budget = num_ctx - reserve - BUDGET_TEMPLATE_TOKENS
+    if tools:
+        budget -= budget_tokens(tools)
+    history = list(history)
+    turn = [dict(message) for message in turn]
+
+    def size() -> int:
+        return sum(budget_tokens(m) for m in [system, *history, *turn])
+
+    if size() <= budget:
+        return [system, *history, *turn]
+    while history and size() > budget:
+        history.pop(0)
+        while history and history[0].get("role") != "user":
+            history.pop(0)  # a whole turn: no answer without its question
+    for index in [i for i, m in enumerate(turn) if m.get("role") == "tool"]:
+        for limit in TOOL_OUTPUT_STEPS:  # the newest output, the one in question, goes last
+            content = turn[index].get("content", "")
+            if size() <= budget:
+                break
+            if len(content) > limit + len(CUT_NOTE):
+                turn[index]["content"] = content[:limit] + CUT_NOTE
+    rounds = [i for i, m in enumerate(turn) if m.get("role") == "assistant" and m.get("thinking")]
+    for index in rounds[:-1]:
+        if size() <= budget:
+            break
+        turn[index].pop("thinking", None)
+    if size() > budget:
+        log.warning(
+            "the request is about %d tokens, over llm.options.num_ctx %d; Ollama may drop "
+            "parts of it",
+            size() + reserve + BUDGET_TEMPLATE_TOKENS,
+            num_ctx,
+        )
+    return [system, *history, *turn]
 
 
 # --------------------------------------------------------------------------- results
@@ -183,6 +287,8 @@ class TurnResult:
     # What went wrong in technical words (Ollama's message): for logs and the terminal.
     error_detail: str | None = None
     interrupted: bool = False
+    # The user was told the model is loading (LOADING_SENTENCE).
+    loading_notice: bool = False
     requests: int = 0
     retries: int = 0
     tool_rounds: int = 0
@@ -250,7 +356,30 @@ class _Turn:
     assistant: str
 
 
-def _classify(exc: BaseException) -> _RoundFailed:
+# Ollama's words when a model does not fit ("model requires more system memory (14.2 GiB)
+# than is available", "cudaMalloc failed: out of memory").
+_NO_MEMORY = ("requires more system memory", "out of memory", "insufficient memory")
+TOOL_CALL_ERROR = "error parsing tool call"
+
+
+def _hidden_error(exc: ValidationError) -> str | None:
+    """An error the client could not see: a line whose key is not ``error``.
+
+    Ollama up to 0.11.4 sent a gpt-oss tool call it could not parse as
+    ``{"error parsing tool call": "raw=..."}`` (ollama#11781): no ``error`` key, so the client
+    tries to read it as a ChatResponse and pydantic fails.
+    """
+    for error in exc.errors():
+        given = error.get("input")
+        if isinstance(given, dict) and "message" not in given:
+            for key, value in given.items():
+                if str(key).startswith("error"):
+                    return f"{key}: {value}"
+    return None
+
+
+def _classify(exc: BaseException, chunks: int = 0) -> _RoundFailed:
+    """What went wrong, from the exception and the number of chunks the round received."""
     if isinstance(exc, _RoundFailed):
         return exc
     if isinstance(exc, (ConnectionError, httpx.ConnectError)):
@@ -263,17 +392,35 @@ def _classify(exc: BaseException) -> _RoundFailed:
         status = exc.status_code
         if status == 404:
             return _RoundFailed(TurnError.MODEL_MISSING, exc.error, retryable=False)
-        if status == -1:  # an {"error"} line after the stream started
+        if any(words in exc.error.lower() for words in _NO_MEMORY):
+            # A load that does not fit fails again, after the same long wait.
+            return _RoundFailed(TurnError.OUT_OF_MEMORY, exc.error, retryable=False)
+        if exc.error.startswith(TOOL_CALL_ERROR):
+            # gpt-oss wrote a call Ollama could not parse: an {"error"} line mid-stream, or
+            # HTTP 500 when nothing was sent yet (0.12.6 and later). Asking again usually works.
+            return _RoundFailed(TurnError.STREAM_ERROR, exc.error, retryable=True)
+        if status == -1 and chunks == 0:
+            # Ollama up to 0.12.5 answered a failure before the first chunk with HTTP 200 and
+            # an {"error"} line; later versions with HTTP 500: the same server error.
+            return _RoundFailed(TurnError.SERVER_ERROR, exc.error, retryable=True)
+        if status == -1:  # an {"error"} line after the reply started
             return _RoundFailed(TurnError.STREAM_ERROR, exc.error, retryable=True)
         if 400 <= status < 500:
             return _RoundFailed(TurnError.BAD_REQUEST, exc.error, retryable=False)
         return _RoundFailed(TurnError.SERVER_ERROR, f"{status}: {exc.error}", retryable=True)
     if isinstance(exc, httpx.TimeoutException):
+        if chunks == 0:
+            # Asking again would start the load over: Ollama drops a load whose client left.
+            return _RoundFailed(
+                TurnError.LOAD_TIMEOUT, f"nothing within the load timeout: {exc}", retryable=False
+            )
         return _RoundFailed(
             TurnError.STALLED, f"no data for the idle limit: {exc}", retryable=False
         )
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.NetworkError)):
         return _RoundFailed(TurnError.DROPPED, str(exc) or type(exc).__name__, retryable=True)
+    if isinstance(exc, ValidationError) and (hidden := _hidden_error(exc)) is not None:
+        return _RoundFailed(TurnError.STREAM_ERROR, hidden, retryable=True)
     if isinstance(exc, (ValidationError, json.JSONDecodeError, TypeError, KeyError)):
         return _RoundFailed(TurnError.MALFORMED, f"{type(exc).__name__}: {exc}", retryable=True)
     if isinstance(exc, httpx.HTTPError):
@@ -287,14 +434,18 @@ _STREAM_END = object()
 
 
 def _chunks_until_cancelled(
-    open_stream: Callable[[], Iterator[ollama.ChatResponse]], cancel: threading.Event | None
+    open_stream: Callable[[], Iterator[ollama.ChatResponse]],
+    cancel: threading.Event | None,
+    on_silence: Callable[[float], None] | None = None,
 ) -> Iterator[ollama.ChatResponse]:
     """The stream's chunks, read on a helper thread; ends early, without error, on ``cancel``.
 
     A read blocked on a silent server (a model loading, a stall) cannot be aborted through the
     client: httpx only gives up at the read timeout. So the reading happens on a thread, and a
     barge-in stops the wait at once. The abandoned reader closes the stream (which tells Ollama
-    to stop) at its next chunk or at the idle timeout.
+    to stop) at its next chunk or at the read timeout; until then it holds the connection, so
+    a model load that request started goes on for the next turn to use.
+    ``on_silence(seconds)`` is called now and then while no chunk has come yet.
     """
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
     abandoned = threading.Event()
@@ -316,6 +467,8 @@ def _chunks_until_cancelled(
                 close()
 
     threading.Thread(target=read, name="voiced-llm-stream", daemon=True).start()
+    started = time.monotonic()
+    silent = True
     try:
         while True:
             try:
@@ -323,7 +476,10 @@ def _chunks_until_cancelled(
             except queue.Empty:
                 if cancel is not None and cancel.is_set():
                     return
+                if silent and on_silence is not None:
+                    on_silence(time.monotonic() - started)
                 continue
+            silent = False
             if item is _STREAM_END:
                 return
             if isinstance(item, BaseException):
@@ -357,6 +513,13 @@ class Assistant:
         # Dropped for good when the model turns them down (a model without tools or thinking).
         self._send_tools = True
         self._think: str | bool | None = settings.think
+        # What is known of the model's load: warm-ups in flight, and until when (monotonic)
+        # Ollama keeps the model after the last answer (None: never answered yet).
+        self._warm_ups = 0
+        self._loaded_until: float | None = None
+        self._keep_alive_s = keep_alive_seconds(settings.keep_alive)
+        # A whole number: the config checks llm.options' types.
+        self._num_ctx = int(settings.options.get("num_ctx") or OLLAMA_DEFAULT_NUM_CTX)
 
     @classmethod
     def from_settings(
@@ -456,14 +619,44 @@ class Assistant:
 
     # -- the model
 
-    def warm_up(self) -> None:
+    @property
+    def loading(self) -> bool:
+        """A warm-up is waiting for Ollama to load the model."""
+        with self._lock:
+            return self._warm_ups > 0
+
+    def _may_be_loading(self) -> bool:
+        """Whether a silent server is likely loading the model (not just reading a prompt)."""
+        with self._lock:
+            if self._warm_ups:
+                return True
+            return self._loaded_until is None or time.monotonic() > self._loaded_until
+
+    def _answered(self) -> None:
+        """The model is in memory now, and stays for keep_alive."""
+        with self._lock:
+            self._loaded_until = time.monotonic() + self._keep_alive_s
+
+    def warm_up(self) -> float:
         """Load the model now (Ollama loads on a chat with no messages) so turn one is quick.
 
-        Raises the client's error when the server is down or the model is missing.
+        Holds its connection until the model is loaded, up to ``llm.load_timeout_s``: Ollama
+        abandons a load whose client hangs up. A turn asked meanwhile waits for the same load.
+        Returns the seconds the load took; raises the client's error when the server is down,
+        the model is missing or the load failed.
         """
-        self.client.chat(
-            model=self.settings.model, messages=[], keep_alive=self.settings.keep_alive
-        )
+        began = time.monotonic()
+        with self._lock:
+            self._warm_ups += 1
+        try:
+            self.client.chat(
+                model=self.settings.model, messages=[], keep_alive=self.settings.keep_alive
+            )
+            self._answered()
+        finally:
+            with self._lock:
+                self._warm_ups -= 1
+        return time.monotonic() - began
 
     def ask(
         self,
@@ -472,11 +665,15 @@ class Assistant:
         *,
         cancel: threading.Event | None = None,
         on_tools: Callable[[], None] | None = None,
+        on_loading: Callable[[], None] | None = None,
     ) -> TurnResult:
         """Run one user turn. Content pieces go to ``on_text`` as they stream in.
 
         ``on_tools`` is called when tools are about to run after some text was given: that
         text is complete for now ("Let me check."), so a speaker can say it while they run.
+        ``on_loading`` is called once when the server has been silent for
+        :data:`LOADING_NOTICE_S` while the model is probably being loaded (a warm-up is
+        waiting, or keep_alive ran out): time to tell the user (:data:`LOADING_SENTENCE`).
 
         Setting ``cancel`` (a barge-in) ends the turn within moments, also while the server
         sends nothing (a model loading, a stall), and nothing is retried after it. The result
@@ -489,7 +686,7 @@ class Assistant:
                 self._pending_clip = None
                 self._last_ask_saved = False
             try:
-                return self._ask(text, on_text, cancel, on_tools)
+                return self._ask(text, on_text, cancel, on_tools, on_loading)
             finally:
                 with self._lock:
                     self._busy = False
@@ -500,9 +697,22 @@ class Assistant:
         on_text: TextConsumer | None,
         cancel: threading.Event | None,
         on_tools: Callable[[], None] | None = None,
+        on_loading: Callable[[], None] | None = None,
     ) -> TurnResult:
         started = time.monotonic()
         result = TurnResult(user=text)
+
+        def notice_loading() -> None:
+            if result.loading_notice:
+                return
+            result.loading_notice = True
+            log.info("the model is still loading; telling the user")
+            if on_loading is not None:
+                try:
+                    on_loading()
+                except Exception:
+                    log.exception("the loading notice failed; the turn goes on")
+
         prior = [{"role": "system", "content": self.system_prompt()}, *self.history()]
         turn_messages: list[dict[str, Any]] = [{"role": "user", "content": text}]
         spoken: list[str] = []
@@ -527,7 +737,10 @@ class Assistant:
             for round_index in range(max_rounds + 1):
                 with_tools = bool(self.registry) and round_index < max_rounds
                 tools = self.registry.schemas() if with_tools and self.registry else None
-                round_ = self._request(prior + turn_messages, tools, emit, cancel, started, result)
+                messages = fit_context(prior[0], prior[1:], turn_messages, tools, self._num_ctx)
+                round_ = self._request(
+                    messages, tools, emit, cancel, started, result, notice_loading
+                )
                 result.thinking += round_.thinking
                 result.done_reason = round_.done_reason
                 result.prompt_tokens = round_.prompt_tokens
@@ -607,13 +820,11 @@ class Assistant:
         cancel: threading.Event | None,
         started: float,
         result: TurnResult,
+        notice_loading: Callable[[], None],
     ) -> _Round:
         attempt = 0
-        settings = self.settings
         if not self._send_tools:
             tools = None
-        round_started = time.monotonic()
-        deadline = round_started + settings.request_timeout_s
         while True:
             round_ = _Round()
             if cancel is not None and cancel.is_set():
@@ -629,25 +840,21 @@ class Assistant:
             began = time.monotonic()
             result.requests += 1
             try:
-                self._stream(messages, tools, round_, emit_once, cancel, started, result, deadline)
+                self._stream(
+                    messages, tools, round_, emit_once, cancel, started, result, notice_loading
+                )
                 return round_
             except Exception as exc:
-                failure = _classify(exc)
+                failure = _classify(exc, round_.chunks)
                 if cancel is not None and cancel.is_set():
                     raise failure from None  # the user spoke: asking again is pointless
                 if failure.error is TurnError.BAD_REQUEST and self._adapt_to(failure.detail, tools):
                     if not self._send_tools:
                         tools = None
                     continue
-                # Nothing at all yet: Ollama sends no byte while it loads the model (after
-                # keep_alive ran out), so the wait for the first chunk is bounded by the request
-                # timeout, not the idle timeout. Asking again joins the same load.
-                waited = time.monotonic() - round_started
-                loading = failure.error is TurnError.STALLED and round_.chunks == 0
-                time_left = waited + settings.idle_timeout_s <= settings.request_timeout_s
-                if loading and time_left:
-                    log.info("no reply after %.0f s (model loading?); waiting on", waited)
-                    continue
+                # Never a retry of a request still waiting for its first byte: the model may
+                # be loading, and hanging up would make Ollama abandon the load. Such waits
+                # end only at llm.load_timeout_s (LOAD_TIMEOUT, not retryable).
                 if failure.retryable and not emitted and attempt < RETRIES:
                     attempt += 1
                     result.retries += 1
@@ -663,10 +870,18 @@ class Assistant:
             log.warning("%s cannot call tools; continuing without them", self.settings.model)
             self._send_tools = False
             return True
-        rejected_think = "does not support thinking" in detail or "think value" in detail
-        if rejected_think and self._think is not None:
+        if "think value" in detail and isinstance(self._think, str):
+            # A level is for gpt-oss only (on older Ollama). think=None would switch the
+            # thinking parser off on 0.12.3, and a model such as qwen3 would have its
+            # <think> text spoken aloud: true keeps thinking apart from the answer.
             log.warning(
-                "%s rejects think=%r; continuing without it", self.settings.model, self._think
+                "%s rejects think=%r; asking with think=true", self.settings.model, self._think
+            )
+            self._think = True
+            return True
+        if "does not support thinking" in detail and self._think not in (None, False):
+            log.warning(
+                "%s cannot think; continuing without think=%r", self.settings.model, self._think
             )
             self._think = None
             return True
@@ -681,9 +896,14 @@ class Assistant:
         cancel: threading.Event | None,
         started: float,
         result: TurnResult,
-        deadline: float,
+        notice_loading: Callable[[], None],
     ) -> None:
         settings = self.settings
+        deadline: float | None = None  # request_timeout_s runs from the first chunk
+
+        def on_silence(waited_s: float) -> None:
+            if waited_s >= LOADING_NOTICE_S and self._may_be_loading():
+                notice_loading()
 
         def open_stream() -> Iterator[ollama.ChatResponse]:
             return self.client.chat(
@@ -696,10 +916,13 @@ class Assistant:
                 keep_alive=settings.keep_alive,
             )
 
-        stream = _chunks_until_cancelled(open_stream, cancel)
+        stream = _chunks_until_cancelled(open_stream, cancel, on_silence)
         try:
             for chunk in stream:
                 round_.chunks += 1
+                if round_.chunks == 1:
+                    self._answered()
+                    deadline = time.monotonic() + settings.request_timeout_s
                 if result.timings.first_chunk_ms is None:
                     result.timings.first_chunk_ms = (time.monotonic() - started) * 1000
                 if cancel is not None and cancel.is_set():
@@ -723,7 +946,7 @@ class Assistant:
                     round_.prompt_tokens = chunk.prompt_eval_count
                     round_.eval_tokens = chunk.eval_count
                     return
-                if time.monotonic() > deadline:
+                if deadline is not None and time.monotonic() > deadline:
                     raise _RoundFailed(
                         TurnError.TIMEOUT,
                         f"request ran past {settings.request_timeout_s:g} s",

@@ -14,7 +14,13 @@ from typing import Any
 
 import click
 
-from voiced.brain.assistant import Assistant, TurnError, TurnResult, resolve_host
+from voiced.brain.assistant import (
+    LOADING_SENTENCE,
+    Assistant,
+    TurnError,
+    TurnResult,
+    resolve_host,
+)
 from voiced.brain.tools.registry import ConfirmationRequest
 
 log = logging.getLogger(__name__)
@@ -159,9 +165,16 @@ def _turn(assistant: Assistant, text: str, voice: _Voice | None) -> TurnResult:
         if voice is not None:
             voice.speaker.finish()  # say "Let me check." while the tools run
 
+    def on_loading() -> None:
+        # Ollama sends nothing while it loads the model: the first turn can be silent a while.
+        click.echo(f"voiced: {LOADING_SENTENCE[0].lower()}{LOADING_SENTENCE[1:]}", err=True)
+        if voice is not None:
+            voice.speaker.say(LOADING_SENTENCE)
+
     worker = threading.Thread(
         target=lambda: box.setdefault(
-            "result", assistant.ask(text, on_text, cancel=cancel, on_tools=on_tools)
+            "result",
+            assistant.ask(text, on_text, cancel=cancel, on_tools=on_tools, on_loading=on_loading),
         ),
         name="voiced-chat-turn",
         daemon=True,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +300,47 @@ def modelfile_from_settings(settings: LlmSettings) -> Modelfile:
     return Modelfile(from_=settings.model, system=system or None, parameters=parameters)
 
 
+def _show_progress(progress: Iterator[Any], base: str) -> None:
+    """Ollama's create progress: each new status once, a pull as one progress bar.
+
+    When the base model is not there, Ollama pulls it and reports every layer's download
+    many times a second; those lines feed one tqdm bar over all layers.
+    """
+    from tqdm import tqdm
+
+    bar: Any = None
+    totals: dict[str, int] = {}
+    done: dict[str, int] = {}
+    last = None
+    try:
+        for update in progress:
+            if update.digest and update.total:
+                if bar is None:
+                    bar = tqdm(
+                        desc=f"pulling {base}",
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        file=sys.stderr,
+                    )
+                totals[update.digest] = update.total
+                done[update.digest] = update.completed or 0
+                bar.total = sum(totals.values())
+                bar.update(sum(done.values()) - bar.n)
+                continue
+            if update.status and update.status != last:
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                    totals.clear()
+                    done.clear()
+                last = update.status
+                click.echo(update.status, err=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @llm.command()
 @click.argument("name", default=DEFAULT_NAME)
 @click.option(
@@ -332,18 +375,23 @@ def create(
     host_url = resolve_host(settings)
     client = make_client(settings)
     try:
-        for progress in client.create(
-            model=name,
-            from_=spec.from_,
-            system=spec.system,
-            parameters=spec.parameters or None,
-            stream=True,
-        ):
-            if progress.status:
-                click.echo(progress.status, err=True)
+        _show_progress(
+            client.create(
+                model=name,
+                from_=spec.from_,
+                system=spec.system,
+                parameters=spec.parameters or None,
+                stream=True,
+            ),
+            spec.from_,
+        )
     except Exception as exc:
         if isinstance(exc, ollama.ResponseError) and "file does not exist" in exc.error:
-            _fail(f"{spec.from_} is not pulled on {host_url}; run: ollama pull {spec.from_}")
+            # Ollama pulls a base model it does not have; this means the registry has none.
+            _fail(
+                f"{spec.from_} is not on {host_url}, and Ollama's registry has no model of "
+                "that name: check the FROM name (`ollama list` shows the models there)"
+            )
         _fail(_explain(exc, spec.from_, host_url))
     click.echo(f"created {name} from {spec.from_}")
     click.echo(

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from voiced import config as config_mod
+from voiced.brain.assistant import LOADING_SENTENCE
 from voiced.config import Settings
 from voiced.service.notify import Notifier
 from voiced.service.turns import (
@@ -371,14 +372,29 @@ class Daemon:
             audio_devices=list_devices,
         )
         self.assistant = Assistant(settings.llm, registry)
-        threading.Thread(target=self._warm_up, name="voiced-warm-up", daemon=True).start()
+        self.start_warm_up()
 
-    def _warm_up(self) -> None:
+    def start_warm_up(self) -> None:
+        """Have Ollama load the model now, on a thread that waits until it is in memory."""
+        assistant = self.assistant
+        threading.Thread(
+            target=self._warm_up, args=(assistant,), name="voiced-warm-up", daemon=True
+        ).start()
+
+    def _warm_up(self, assistant: Any) -> None:
+        model = assistant.settings.model
+        log.info(
+            "loading the language model %s (Ollama answers nothing until it is in memory; "
+            "waiting up to %.0f s)",
+            model,
+            assistant.settings.load_timeout_s,
+        )
         try:
-            self.assistant.warm_up()
-            log.info("the language model is loaded")
+            took = assistant.warm_up()
+            log.info("the language model %s is loaded (%.1f s)", model, took)
         except Exception as exc:  # Ollama down: the first turn will say so
-            log.warning("could not load the language model yet: %s", exc)
+            log.warning("could not load the language model %s yet: %s", model, exc)
+        self._wake()  # the status line changes
 
     # -- control from other threads and signal handlers -------------------------------------
 
@@ -564,9 +580,12 @@ class Daemon:
         log.info("%s: stopped speaking after %d characters", cause, len(report.text))
 
     def _status_text(self) -> str:
+        text = self.machine.state.value
         if not self._mic_open.is_set():
-            return "waiting for the microphone"
-        return self.machine.state.value
+            text = "waiting for the microphone"
+        if self.assistant is not None and getattr(self.assistant, "loading", False):
+            text += "; loading the language model"
+        return text
 
     def _update_status(self) -> None:
         status = self._status_text()
@@ -821,7 +840,8 @@ class Daemon:
     def _on_sentence_playing(self, sentence: str) -> None:
         now = time.monotonic()
         job = self._current
-        if job is not None and job.first_audio_at is None and not job.cancel.is_set():
+        reply = sentence != LOADING_SENTENCE  # the notice is not the reply's first audio
+        if job is not None and job.first_audio_at is None and not job.cancel.is_set() and reply:
             job.first_audio_at = now
         self.post(PlaybackStarted(now, sentence))
 
@@ -875,7 +895,12 @@ class Daemon:
         error: str | None = None
         try:
             result = self.assistant.ask(
-                job.text, on_text, cancel=job.cancel, on_tools=say_what_was_given
+                job.text,
+                on_text,
+                cancel=job.cancel,
+                on_tools=say_what_was_given,
+                # A turn while the model loads waits for that load; after a while, say so.
+                on_loading=lambda: say(LOADING_SENTENCE, sentence=False),
             )
             say_what_was_given()
             if result.error_message:
@@ -906,7 +931,7 @@ class Daemon:
             job.stop_reported.wait(STOP_REPORT_WAIT_S)
         spoken = " ".join(part for part in job.heard if part).strip()
         if interrupted:
-            self.assistant.clip_last_reply(spoken)
+            self.assistant.clip_last_reply(spoken.replace(LOADING_SENTENCE, "").strip())
         self._record(job, result, spoken, error, interrupted, marks, reference, ended)
 
     def _record(

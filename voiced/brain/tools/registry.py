@@ -288,6 +288,26 @@ def _json_property(annotation: Any) -> dict[str, Any]:
     return {"type": "string"}
 
 
+def _spelled_out(description: str, prop: dict[str, Any], optional: bool) -> str:
+    """The description with what the schema says but the model may never see.
+
+    Ollama's gpt-oss template renders each parameter as ``name: type`` and its description:
+    ``enum`` and ``required`` never reach the model, so they go into the words too.
+    """
+    text = description.rstrip()
+    if text and text[-1] not in ".!?":
+        text += "."
+    values = prop.get("enum") or prop.get("items", {}).get("enum")
+    if values:
+        text += " One of: " + ", ".join(
+            json.dumps(v) if not isinstance(v, str) else v for v in values
+        )
+        text += "."
+    if not optional:
+        text += " Required."
+    return text.strip()
+
+
 class _Arguments(BaseModel):
     # Lax on types ("5" for an int is fine: models do that), strict on unknown names.
     model_config = ConfigDict(extra="forbid")
@@ -343,7 +363,7 @@ class Tool:
             prop = _json_property(annotation)
             if parameter.name not in argument_docs:
                 raise ValueError(f"tool {tool_name}: argument {parameter.name} is not documented")
-            prop["description"] = argument_docs[parameter.name]
+            prop["description"] = _spelled_out(argument_docs[parameter.name], prop, has_default)
             properties[parameter.name] = prop
             if not has_default:
                 required.append(parameter.name)
