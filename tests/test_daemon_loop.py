@@ -733,3 +733,43 @@ def test_joined_speech_is_capped() -> None:
     assert joiner.feed([piece(10.0)], 11.5) == []
     (alone,) = joiner.feed([], 11.8)
     assert alone[0] is alone[1]
+
+
+def test_a_full_disk_costs_no_transcript_record(
+    loop_factory, ollama_server: OllamaTestServer, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Records the disk refuses wait in memory and go out, in order, once it takes them."""
+    import errno
+
+    ollama_server.script(
+        Reply(content=["One."]), Reply(content=["Two."]), Reply(content=["Three."])
+    )
+    loop = loop_factory()
+    journal = loop.daemon.journal
+    real_append = journal.append
+    full = threading.Event()
+    full.set()
+    refused = []
+
+    def append(record):
+        if full.is_set():
+            refused.append(record["text"])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(record)
+
+    monkeypatch.setattr(journal, "append", append)
+    loop.say("Computer, first.")
+    loop.wait_for(lambda: len(refused) == 1)
+    loop.say("Computer, second.")
+    loop.wait_for(lambda: len(loop.daemon._unwritten) == 2)
+    assert refused == ["First.", "First."]  # tried again first, in order; the disk still full
+    assert loop.records() == []
+    assert loop.thread.is_alive()
+    full.clear()  # space again
+    loop.say("Computer, third.")
+    loop.wait_for(lambda: len(loop.records()) == 3)
+    assert [r["text"] for r in loop.records()] == ["First.", "Second.", "Third."]
+    assert [r["assistant"] for r in loop.records()] == ["One.", "Two.", "Three."]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write the transcript" in m for m in messages) == 1  # said once
+    assert any("written again" in m for m in messages)

@@ -87,6 +87,8 @@ CAPTURE_RESTART_S = 5.0
 # A reload that takes longer than this is hung: the watchdog pings stop, systemd restarts us.
 RELOAD_WATCHDOG_LIMIT_S = 600.0
 STOP_REPORT_WAIT_S = 2.0
+# Turn records kept in memory while the disk refuses them (full, read-only).
+UNWRITTEN_MAX = 1000
 # Split pieces of one utterance are joined up to this length for transcription.
 MAX_JOINED_S = 60.0
 # An utterance with a wake-word detection is transcribed from this long before the detection.
@@ -276,6 +278,9 @@ class Daemon:
         self.journal = journal
         if journal is None and settings.transcripts.enabled:
             self.journal = Journal.from_settings(settings)
+        self._unwritten: collections.deque[dict[str, Any]] = collections.deque(maxlen=UNWRITTEN_MAX)
+        self._records_lock = threading.Lock()
+        self._journal_failing = False
         self.machine = TurnMachine(settings.wake)
         # Utterances starting before this (monotonic) are transcribed without a wake word;
         # the main thread publishes the machine's answer, the capture thread reads it.
@@ -983,10 +988,39 @@ class Daemon:
                 else None
             ),
         )
-        try:
-            self.journal.append(record)
-        except (OSError, ValueError) as exc:
-            log.error("cannot write the transcript: %s", exc)
+        with self._records_lock:
+            if len(self._unwritten) == UNWRITTEN_MAX:
+                log.error(
+                    "%d transcript records wait for the disk; dropping the oldest", UNWRITTEN_MAX
+                )
+            self._unwritten.append(record)
+            self._write_records()
+
+    def _write_records(self) -> None:
+        """Write the records waiting, oldest first; stop at the first the disk refuses.
+
+        A full or read-only disk costs no record: they wait in memory (up to
+        :data:`UNWRITTEN_MAX`) and go out with the next record once it takes them.
+        """
+        journal = self.journal
+        while journal is not None and self._unwritten:
+            try:
+                journal.append(self._unwritten[0])
+            except ValueError as exc:  # the record itself cannot be written, ever
+                log.error("cannot write a transcript record: %s", exc)
+            except OSError as exc:
+                if not self._journal_failing:
+                    log.error(
+                        "cannot write the transcript (%s); keeping the records in memory "
+                        "until the disk takes them",
+                        exc,
+                    )
+                self._journal_failing = True
+                return
+            self._unwritten.popleft()
+        if self._journal_failing and not self._unwritten:
+            log.warning("the transcript is written again")
+            self._journal_failing = False
 
     # -- confirmation (called on the turn thread, inside a tool call) -----------------------
 
@@ -1125,6 +1159,12 @@ class Daemon:
                 thread.join(max(0.0, join_until - time.monotonic()))
         if self.player is not None:
             self.player.close()
+        with self._records_lock:
+            self._write_records()
+            if self._unwritten:
+                log.error(
+                    "%d transcript records are lost: the disk never took them", len(self._unwritten)
+                )
         self.notifier.close()
 
 
