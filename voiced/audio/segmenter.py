@@ -61,6 +61,7 @@ _ONSET_GAP_MS = 200  # stop closures inside a word ("Wha-t time") last up to ~15
 REACH_BACK_MS = 2000
 _REACH_GAP_MS = 200
 _REACH_PAD_MS = 150
+_REACH_PROBE = 16 * WINDOW  # 512 ms: what the gate hears before the pre-roll decides
 
 EndReason = Literal["silence", "max_length", "flush"]
 CancelReason = Literal["too_short", "not_speech"]
@@ -356,13 +357,14 @@ class Segmenter:
         """The frames of ``before`` to keep: from the pre-roll (``before[pre_roll_at:]``), or
         from where speech the gate hears running on into the pre-roll starts."""
         assert self.gate is not None
-        audio = np.concatenate([f.samples for f in [*before, *self._run]])
-        sure, self.gate.stop_when_sure = self.gate.stop_when_sure, False
-        try:
-            probs = self.gate.probabilities(audio)
-        finally:
-            self.gate.stop_when_sure = sure
-        speech = probs >= self.settings.speech_threshold
+        threshold = self.settings.speech_threshold
+        # Most onsets (a quiet room, a knock) have no speech just before the pre-roll: find
+        # out from a short stretch first, and score the whole reach only when there is.
+        probe = np.concatenate([f.samples for f in before[:pre_roll_at]])[-_REACH_PROBE:]
+        if self._gate_scores(probe)[-1:].tolist() < [threshold]:
+            return before[pre_roll_at:]
+        probs = self._gate_scores(np.concatenate([f.samples for f in [*before, *self._run]]))
+        speech = probs >= threshold
         gap_windows = max(1, _REACH_GAP_MS * SAMPLE_RATE // 1000 // WINDOW)
         window = pre_roll_at * self.frame_samples // WINDOW
         earliest, gap = None, 0
@@ -375,6 +377,15 @@ class Segmenter:
             return before[pre_roll_at:]
         start = max(0, earliest * WINDOW - _REACH_PAD_MS * SAMPLE_RATE // 1000)
         return before[min(pre_roll_at, start // self.frame_samples) :]
+
+    def _gate_scores(self, audio: np.ndarray) -> np.ndarray:
+        """The gate's window probabilities over ``audio`` alone, scored to its end."""
+        assert self.gate is not None
+        sure, self.gate.stop_when_sure = self.gate.stop_when_sure, False
+        try:
+            return self.gate.probabilities(audio)
+        finally:
+            self.gate.stop_when_sure = sure
 
     def _step_speaking(self, frame: _Frame) -> list[Event]:
         assert self._utterance is not None
