@@ -1009,6 +1009,8 @@ class Daemon:
             return
         old = self.settings
         self.settings = settings
+        if settings.logging != old.logging:  # first, so that the reload logs at the new level
+            logging.getLogger().setLevel(settings.logging.level)
         changed = [
             name
             for name in type(settings).model_fields
