@@ -32,7 +32,9 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# setuptools warns on every editable install ("Editable installation ... be careful with
+# folders ... with the same name as your package"); voiced has no such folder: keep it quiet.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
 
 .venv/bin/voiced models install tiny.en-q8_0 >&2
 

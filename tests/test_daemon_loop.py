@@ -510,7 +510,29 @@ def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestSer
     ask_and_wait(loop)
     loop.wait_for(lambda: len(loop.records()) == 1)  # confirm_timeout_s = 3.0, nobody answers
     assert deleted == []
-    assert loop.records()[0]["tool_calls"][0]["decision"] == "declined"
+    (record,) = loop.records()
+    (call,) = record["tool_calls"]
+    assert call["decision"] == "declined"
+    # Said aloud, after the question and before the reply, and recorded as unanswered.
+    question = "Delete the note shopping? Say yes or no."
+    assert loop.speaker.said[-3:] == [question, "I'll take that as a no.", "Done."]
+    assert "I'll take that as a no." in record["assistant"]
+    assert "did not answer" in call["result"] and "taken as a no" in call["result"]
+    tool_message = conversation(ollama_server)[1]["messages"][-1]
+    assert "did not answer" in tool_message["content"]  # the model is told, too
+
+
+def test_a_no_is_not_taken_for_an_unanswered_question(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    deleted: list[str] = []
+    script_delete(ollama_server)
+    loop = loop_factory(confirm_registry(deleted))
+    ask_and_wait(loop)
+    loop.say("No.", duration=0.5)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    assert "I'll take that as a no." not in loop.speaker.said
+    assert "did not answer" not in loop.records()[0]["tool_calls"][0]["result"]
 
 
 # ------------------------------------------------------------------------- robustness

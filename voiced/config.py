@@ -52,7 +52,6 @@ class VadSettings(_Section):
     post_roll_ms: int = Field(300, ge=0, le=2000)
     min_utterance_ms: int = Field(250, ge=0, le=10_000)
     max_utterance_s: float = Field(20.0, ge=1.0, le=120.0)
-    timeout_s: float = Field(15.0, ge=1.0, le=600.0)
     energy_floor_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
     noise_margin_db: float = Field(10.0, ge=0.0, le=60.0)
     noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
@@ -405,6 +404,10 @@ REMOVED_KEYS: dict[tuple[str, str], str] = {
     ("vad", "min_modulation_db"): (
         "the steady-noise rule is gone; the speech gate decides what is noise "
         "(vad.speech_threshold)"
+    ),
+    ("vad", "timeout_s"): (
+        "nothing used it; a spoken yes/no question waits wake.confirm_timeout_s, counted from "
+        "the end of the question, and no answer is taken as a no"
     ),
 }
 

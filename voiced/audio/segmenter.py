@@ -26,7 +26,6 @@ webrtcvad lacks:
   utterances, never dropped. Speech that goes on after a split (at once, or after less than
   ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
   cancelled, however short: without the split it would have been part of the one before.
-* ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
   pause, and :class:`SpeechResumed` if speech comes back before the endpoint. A listener can
@@ -157,17 +156,7 @@ class SpeechResumed:
     at_s: float
 
 
-@dataclass(frozen=True)
-class Timeout:
-    """No utterance started within ``vad.timeout_s`` (repeats while it stays quiet)."""
-
-    at_s: float
-    waited_s: float
-
-
-Event = (
-    UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed | Timeout
-)
+Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -215,7 +204,6 @@ class Segmenter:
         self._min_frames = math.ceil(s.min_utterance_ms / s.frame_ms)
         self._max_frames = max(self._start_frames + 1, int(s.max_utterance_s * 1000 // s.frame_ms))
         self._split_search_frames = max(1, min(self._max_frames // 2, 2000 // s.frame_ms))
-        self._timeout_frames = max(1, math.ceil(s.timeout_s * 1000 / s.frame_ms))
         self._noise_levels: deque[float] = deque(
             maxlen=max(1, int(s.noise_window_s * 1000) // s.frame_ms)
         )
@@ -234,7 +222,6 @@ class Segmenter:
         self._continues = False  # the current utterance goes on after a split
         self._continues_before = 0  # an onset before this frame index continues a split
         self._utterance_count = 0
-        self._quiet_since = 0  # frame index since which no utterance started
         self._gate_from = 0  # frame index of the first frame fed to the gate
 
     # -- public ---------------------------------------------------------------------------
@@ -282,10 +269,6 @@ class Segmenter:
             self._pending = np.zeros(0, dtype=np.int16)
         return [self._end("flush")]
 
-    def reset_timeout(self) -> None:
-        """Start counting ``vad.timeout_s`` from now (e.g. when a question was asked)."""
-        self._quiet_since = self._next_index
-
     # -- internals ------------------------------------------------------------------------
 
     def _time(self, frame_index: int) -> float:
@@ -321,10 +304,6 @@ class Segmenter:
             self._history.append(earlier)
         self._run = []
         self._history.append(frame)
-        if self._next_index - self._quiet_since >= self._timeout_frames:
-            waited = (self._next_index - self._quiet_since) * self._frame_s
-            self._quiet_since = self._next_index
-            return [Timeout(at_s=self._time(self._next_index), waited_s=waited)]
         return []
 
     def _start(self) -> UtteranceStarted:
@@ -343,7 +322,6 @@ class Segmenter:
         self._silent_run = 0
         self._paused = False
         self._continues = onset < self._continues_before
-        self._quiet_since = self._next_index
         self._gate_restart(self._utterance)
         return UtteranceStarted(
             index=self._utterance_count,
@@ -488,7 +466,6 @@ class Segmenter:
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
         self._paused = False
-        self._quiet_since = self._next_index
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)
         index = self._utterance_count
@@ -548,7 +525,6 @@ class Segmenter:
             speech_prob=prob,
             window_probs=window_probs,
         )
-        self._quiet_since = self._next_index
         speech_frames = [f.index for f in tail if f.speech]
         if not speech_frames:
             # The split fell at the end of the speech: wait for the next onset as usual; one

@@ -76,7 +76,7 @@ def _check_stt(settings: Any, context: dict[str, Any]) -> str:
         raise _Failed(
             f"{settings.stt.model}: {exc}",
             "check stt.model; `voiced models list` shows what is installed and "
-            "`voiced models check` repairs the default model",
+            "`voiced models verify` checks the default model and rebuilds it if damaged",
         ) from None
     return f"{settings.stt.model} loads and runs ({stt.model_path})"
 

@@ -73,6 +73,8 @@ from voiced.transcripts import Journal, make_record
 
 log = logging.getLogger(__name__)
 
+# Spoken when a yes/no question got no answer within wake.confirm_timeout_s.
+UNANSWERED = "I'll take that as a no."
 UTTERANCE_QUEUE = 4
 EVENT_QUEUE = 256
 TURN_QUEUE = 4
@@ -306,7 +308,8 @@ class Daemon:
         # cancels the turn and stops the speaker: no sentence slips in after the stop.
         self._speak_lock = threading.Lock()
         self._confirm_ids = itertools.count(1)
-        self._confirmations: dict[int, tuple[threading.Event, list[bool]]] = {}
+        # request id -> (answered, [(approved, reason)])
+        self._confirmations: dict[int, tuple[threading.Event, list[tuple[bool, str]]]] = {}
         self._confirm_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._capture_thread: threading.Thread | None = None
@@ -554,7 +557,9 @@ class Daemon:
             with self._confirm_lock:
                 pending = self._confirmations.pop(action.request_id, None)
             if pending is not None:
-                pending[1].append(action.approved)
+                if action.reason == "timeout":
+                    self.speaker.say(UNANSWERED)  # before the reply the turn goes on to speak
+                pending[1].append((action.approved, action.reason))
                 pending[0].set()
         elif isinstance(action, Ignore):
             log.info("not for me (%s)", action.reason)
@@ -1025,12 +1030,15 @@ class Daemon:
     # -- confirmation (called on the turn thread, inside a tool call) -----------------------
 
     def _confirm(self, request: Any) -> bool:
+        """The spoken answer to ``request``; raises ConfirmationUnanswered when none came."""
+        from voiced.brain.tools.registry import ConfirmationUnanswered
+
         if self._stop.is_set():
             return False
         job = self._current
         request_id = next(self._confirm_ids)
         done = threading.Event()
-        answer: list[bool] = []
+        answer: list[tuple[bool, str]] = []
         with self._confirm_lock:
             self._confirmations[request_id] = (done, answer)
         self.post(ConfirmationRequested(request_id, request.question, time.monotonic()))
@@ -1041,7 +1049,12 @@ class Daemon:
                 with self._confirm_lock:
                     self._confirmations.pop(request_id, None)
                 return False
-        return bool(answer and answer[0])
+        approved, reason = answer[0]
+        if reason == "timeout":
+            raise ConfirmationUnanswered(
+                f"no answer within {self.settings.wake.confirm_timeout_s:g} s of the question"
+            )
+        return approved
 
     # -- reload and shutdown -----------------------------------------------------------------
 
@@ -1055,6 +1068,8 @@ class Daemon:
             return
         old = self.settings
         self.settings = settings
+        if settings.logging != old.logging:  # first, so that the reload logs at the new level
+            logging.getLogger().setLevel(settings.logging.level)
         changed = [
             name
             for name in type(settings).model_fields
