@@ -86,6 +86,7 @@ IDLE_LOOP_S = 0.5
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
 CAPTURE_RESTART_S = 5.0
+MIC_REOPEN_WAIT_S = 5.0
 # A reload that takes longer than this is hung: the watchdog pings stop, systemd restarts us.
 RELOAD_WATCHDOG_LIMIT_S = 600.0
 STOP_REPORT_WAIT_S = 2.0
@@ -1146,6 +1147,10 @@ class Daemon:
             if self._capture_thread is not None:
                 self._capture_thread.join(2.0)
             self._start_capture()
+            # READY=1 follows once the microphone is open again (its process takes a moment
+            # to start): speech said after `systemctl reload` returns is heard whole.
+            if not self._mic_open.wait(MIC_REOPEN_WAIT_S):
+                log.warning("the microphone did not reopen within %.0f s", MIC_REOPEN_WAIT_S)
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping")
