@@ -1,0 +1,474 @@
+"""``voiced serve`` over loopback, driven by the ``wyoming`` library's own client.
+
+A real ``voiced serve`` subprocess (real whisper.cpp, Piper and wake-word models) on a free
+port; the client is :class:`wyoming.client.AsyncTcpClient`, as Home Assistant uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from wyoming.asr import Transcribe, Transcript
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
+from wyoming.handle import Handled, NotHandled
+from wyoming.info import Describe, Info
+from wyoming.ping import Ping
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
+from wyoming.wake import Detect
+
+from tests import ollama_fixtures
+from tests.ollama_server import Reply
+from tests.speech import synthesize, wer
+from tests.store import seed_models
+from voiced.decode import resample
+
+ollama_server = ollama_fixtures.ollama_server
+dead_ollama_url = ollama_fixtures.dead_ollama_url
+
+REPO = Path(__file__).resolve().parent.parent
+SENTENCE = "Please turn on the lights in the kitchen."
+TIMEOUT_S = 60.0
+
+
+class Server:
+    """A running ``voiced serve``: its address, and its stderr when it is gone."""
+
+    def __init__(self, process: subprocess.Popen[str], host: str, port: int) -> None:
+        self.process = process
+        self.host = host
+        self.port = port
+
+    def client(self) -> AsyncTcpClient:
+        return AsyncTcpClient(self.host, self.port)
+
+
+@contextlib.contextmanager
+def running_server(home: Path, config: str) -> Iterator[Server]:
+    config_path = home / "config.yaml"
+    config_path.write_text(config)
+    env = dict(os.environ, VOICED_HOME=str(home), VOICED_CONFIG=str(config_path))
+    env.pop("OLLAMA_HOST", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voiced", "serve", "--uri", "tcp://127.0.0.1:0"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        assert line.startswith("listening on tcp://"), f"voiced serve did not start: {line!r}"
+        host, port = line.strip().removeprefix("listening on tcp://").rsplit(":", 1)
+        yield Server(process, host, int(port))
+        assert process.poll() is None, "voiced serve died during the test"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, whisper_store: Path) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("serve_home")
+    seed_models(home, whisper_store)
+    with running_server(home, "serve:\n  idle_timeout_s: 3\n") as running:
+        yield running
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, TIMEOUT_S))
+
+
+async def read_until(client: AsyncTcpClient, *types: str) -> list[Event]:
+    """Events up to and including the first of ``types`` (or up to the connection's end)."""
+    events = []
+    while True:
+        event = await client.read_event()
+        if event is None:
+            return events
+        events.append(event)
+        if event.type in types:
+            return events
+
+
+def audio_events(audio: np.ndarray, rate: int, channels: int = 1) -> list[Event]:
+    """Float audio (frames x channels, or mono) as audio-start, 100 ms chunks, audio-stop."""
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    step = rate // 10 * 2 * channels
+    events = [AudioStart(rate=rate, width=2, channels=channels).event()]
+    for start in range(0, len(pcm), step):
+        chunk = AudioChunk(rate=rate, width=2, channels=channels, audio=pcm[start : start + step])
+        events.append(chunk.event())
+    events.append(AudioStop().event())
+    return events
+
+
+async def transcribe(server: Server, events: list[Event], **request: str) -> list[Event]:
+    async with server.client() as client:
+        await client.write_event(Transcribe(**request).event())
+        for event in events:
+            await client.write_event(event)
+        return await read_until(client, "transcript-stop", "error")
+
+
+def speech_audio(events: list[Event]) -> tuple[np.ndarray, int]:
+    """The 16-bit mono audio of audio-start/-chunk/-stop events as float32, and its rate."""
+    start = next(AudioStart.from_event(e) for e in events if AudioStart.is_type(e.type))
+    assert (start.width, start.channels) == (2, 1)
+    pcm = b"".join(AudioChunk.from_event(e).audio for e in events if AudioChunk.is_type(e.type))
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0, start.rate
+
+
+def test_describe_lists_what_this_install_has(server: Server) -> None:
+    async def go() -> Info:
+        async with server.client() as client:
+            await client.write_event(Describe().event())
+            events = await read_until(client, "info")
+            return Info.from_event(events[-1])
+
+    info = run(go())
+    (asr,) = info.asr
+    assert asr.supports_transcript_streaming
+    # Installed models only: tiny.en-q8_0 is (English only); the catalogue's others are not.
+    assert {m.name: m.languages for m in asr.models} == {"tiny.en-q8_0": ["en"]}
+    (tts,) = info.tts
+    assert tts.supports_synthesize_streaming
+    voices = {v.name: v.languages for v in tts.voices}
+    assert voices == {"en_US-joe-medium": ["en_US", "en"]}
+    (wake,) = info.wake
+    phrases = {m.name: m.phrase for m in wake.models}
+    assert phrases["hey_jarvis"] == "Hey Jarvis"
+    assert {"okay_nabu", "alexa"} <= set(phrases)
+    assert info.handle == []  # serve.conversation is off by default
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(16000, 1), (44100, 2), (8000, 1)])
+def test_transcribe_audio_of_any_rate_and_channels(
+    server: Server, rate: int, channels: int
+) -> None:
+    audio = synthesize(SENTENCE, rate=rate)
+    if channels == 2:  # the voice on the left, a quieter copy on the right
+        audio = np.stack([audio, audio * 0.5], axis=1).reshape(-1)
+    events = run(transcribe(server, audio_events(audio, rate, channels), language="en"))
+    types = [e.type for e in events]
+    assert types[0] == "transcript-start"
+    assert types[-2:] == ["transcript", "transcript-stop"]
+    assert "transcript-chunk" in types
+    transcript = Transcript.from_event(events[-2])
+    assert wer(SENTENCE, transcript.text) <= 0.15, transcript.text
+    assert transcript.language == "en"
+    chunks = " ".join(e.data["text"] for e in events if e.type == "transcript-chunk")
+    assert chunks.split() == transcript.text.split()
+
+
+def test_silence_is_an_empty_transcript(server: Server) -> None:
+    quiet = np.zeros(16000, dtype=np.float32)
+    events = run(transcribe(server, audio_events(quiet, 16000)))
+    assert Transcript.from_event(events[-2]).text == ""
+
+
+def test_a_language_the_model_cannot_hear_is_an_error_and_the_connection_goes_on(
+    server: Server,
+) -> None:
+    async def go() -> list[Event]:
+        async with server.client() as client:
+            await client.write_event(Transcribe(language="de").event())
+            for event in audio_events(synthesize(SENTENCE), 16000):
+                await client.write_event(event)
+            events = await read_until(client, "transcript-stop", "error")
+            await client.write_event(Ping(text="still there").event())
+            return events + await read_until(client, "pong")
+
+    events = run(go())
+    assert events[0].type == "error"
+    assert events[0].data["code"] == "unsupported-language"
+    assert "English-only" in events[0].data["text"]
+    assert events[-1].type == "pong"
+
+
+def test_synthesize_speaks_the_text(server: Server, stt) -> None:  # type: ignore[no-untyped-def]
+    async def go() -> list[Event]:
+        async with server.client() as client:
+            await client.write_event(Synthesize(text="Hello there. " + SENTENCE).event())
+            return await read_until(client, "audio-stop", "error")
+
+    events = run(go())
+    assert events[0].type == "audio-start"
+    assert events[-1].type == "audio-stop"
+    audio, rate = speech_audio(events)
+    heard = stt.transcribe(resample(audio, rate, 16000)).text
+    assert wer("Hello there. " + SENTENCE, heard) <= 0.15, heard
+
+
+def test_streaming_synthesis_speaks_each_sentence_as_its_text_completes(
+    server: Server,
+    stt,  # type: ignore[no-untyped-def]
+) -> None:
+    first, second = "The weather is fine today.", "Tomorrow it will rain in the evening."
+
+    async def go() -> tuple[list[Event], list[Event]]:
+        async with server.client() as client:
+            await client.write_event(SynthesizeStart().event())
+            for piece in ["The weather ", "is fine today.", " Tomorrow it will"]:
+                await client.write_event(SynthesizeChunk(text=piece).event())
+            # The first sentence is complete: its audio comes before the rest is even sent.
+            early = await read_until(client, "audio-chunk", "error")
+            await client.write_event(SynthesizeChunk(text=" rain in the evening.").event())
+            # Home Assistant also sends the whole text for older servers: not spoken twice.
+            await client.write_event(Synthesize(text=f"{first} {second}").event())
+            await client.write_event(SynthesizeStop().event())
+            return early, await read_until(client, "synthesize-stopped", "error")
+
+    early, rest = run(go())
+    assert [e.type for e in early] == ["audio-start", "audio-chunk"]
+    events = early + rest
+    types = [e.type for e in events]
+    assert types[-2:] == ["audio-stop", "synthesize-stopped"]
+    assert types.count("audio-start") == 1
+    audio, rate = speech_audio(events)
+    heard = stt.transcribe(resample(audio, rate, 16000)).text
+    assert wer(f"{first} {second}", heard) <= 0.15, heard
+
+
+def test_wake_word_detection(server: Server) -> None:
+    async def detect(audio: np.ndarray) -> list[Event]:
+        async with server.client() as client:
+            await client.write_event(Detect(names=["hey_jarvis"]).event())
+            for event in audio_events(audio, 16000):
+                await client.write_event(event)
+            return await read_until(client, "not-detected", "error", "detection")
+
+    hits = run(detect(synthesize("Hey Jarvis, what time is it?")))
+    assert hits[-1].type == "detection"
+    assert hits[-1].data["name"] == "hey_jarvis"
+    misses = run(detect(synthesize(SENTENCE)))
+    assert [e.type for e in misses] == ["not-detected"]
+
+
+def test_four_clients_at_once(server: Server) -> None:
+    texts = [
+        SENTENCE,
+        "What time is it?",
+        "Set a timer for ten minutes.",
+        "Good morning, how are you?",
+    ]
+
+    async def go() -> list[list[Event]]:
+        return await asyncio.gather(
+            *(
+                transcribe(server, audio_events(synthesize(text, seed=i), 16000))
+                for i, text in enumerate(texts)
+            )
+        )
+
+    for text, events in zip(texts, run(go()), strict=True):
+        heard = Transcript.from_event(events[-2]).text
+        assert wer(text, heard) <= 0.2, (text, heard)
+
+
+def bad_input_cases() -> list[tuple[str, list[Event], str]]:
+    speech = audio_events(synthesize(SENTENCE), 16000)
+    return [
+        ("unknown event", [Event(type="make-coffee")], "unknown-event"),
+        (
+            "width 7",
+            [AudioStart(rate=16000, width=7, channels=1).event(), *speech[1:]],
+            "bad-audio-format",
+        ),
+        (
+            "odd bytes",
+            [
+                speech[0],
+                AudioChunk(rate=16000, width=2, channels=1, audio=b"\x01\x02\x03").event(),
+                speech[-1],
+            ],
+            "bad-audio-format",
+        ),
+        ("empty audio", [speech[0], speech[-1]], "empty-audio"),
+        ("chunk without fields", [Event(type="audio-chunk", payload=b"\0\0")], "bad-event"),
+        (
+            "unknown voice",
+            [Event("synthesize", {"text": "Hi.", "voice": {"name": "nobody"}})],
+            "unknown-voice",
+        ),
+        ("empty text", [Synthesize(text="  ").event()], "empty-text"),
+        ("conversation off", [Transcript(text="hello").event()], "not-supported"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "code"),
+    [case[1:] for case in bad_input_cases()],
+    ids=[case[0] for case in bad_input_cases()],
+)
+def test_bad_input_gets_an_error_and_the_connection_goes_on(
+    server: Server, events: list[Event], code: str
+) -> None:
+    async def go() -> list[Event]:
+        async with server.client() as client:
+            for event in events:
+                await client.write_event(event)
+            got = await read_until(client, "error")
+            await client.write_event(Ping().event())
+            return got + await read_until(client, "pong")
+
+    events_back = run(go())
+    assert events_back[0].type == "error", events_back
+    assert events_back[0].data["code"] == code
+    assert events_back[0].data["text"]
+    assert [e.type for e in events_back] == ["error", "pong"]
+
+
+def raw_exchange(server: Server, data: bytes, wait_s: float = 10.0) -> bytes:
+    """Send raw bytes and read until the server closes the connection."""
+    with socket.create_connection((server.host, server.port), timeout=wait_s) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        return received
+
+
+def error_codes(raw: bytes) -> list[str]:
+    from wyoming.event import read_event
+
+    stream = io.BytesIO(raw)
+    codes = []
+    while (event := read_event(stream)) is not None:
+        codes.append(event.data.get("code", event.type))
+    return codes
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"this is not json\n",
+        b'["a list"]\n',
+        b'{"data": {}}\n',
+        b'{"type": "audio-chunk", "payload_length": 999999999}\n',
+    ],
+    ids=["not json", "a list", "no type", "huge payload"],
+)
+def test_a_malformed_event_closes_that_connection_with_an_error(
+    server: Server, garbage: bytes
+) -> None:
+    assert error_codes(raw_exchange(server, garbage)) == ["malformed-event"]
+    assert error_codes(raw_exchange(server, b'{"type": "ping"}\n' + garbage)) == [
+        "pong",
+        "malformed-event",
+    ]
+    events = run(transcribe(server, audio_events(synthesize(SENTENCE), 16000)))
+    assert wer(SENTENCE, Transcript.from_event(events[-2]).text) <= 0.15
+
+
+def test_a_client_that_vanishes_mid_audio_or_never_stops_harms_no_one(server: Server) -> None:
+    speech = audio_events(synthesize(SENTENCE), 16000)
+
+    async def vanish() -> None:
+        async with server.client() as client:
+            await client.write_event(Transcribe().event())
+            for event in speech[: len(speech) // 2]:
+                await client.write_event(event)
+
+    async def never_stop() -> list[Event]:
+        async with server.client() as client:
+            for event in speech[:-1]:
+                await client.write_event(event)
+            # The server must not wait for ever: an idle-timeout error, then it hangs up.
+            return await read_until(client, "never")
+
+    async def go() -> tuple[list[Event], list[Event]]:
+        await vanish()
+        silent = asyncio.ensure_future(never_stop())
+        normal = await transcribe(server, speech)
+        return await silent, normal
+
+    silent, normal = run(go())
+    assert [e.data.get("code") for e in silent] == ["idle-timeout"]
+    assert wer(SENTENCE, Transcript.from_event(normal[-2]).text) <= 0.15
+
+
+# -- conversation -----------------------------------------------------------------------------
+
+
+def conversation_config(url: str) -> str:
+    return (
+        "serve:\n  conversation: true\n"
+        f"llm:\n  host: {url}\n  request_timeout_s: 5\n  load_timeout_s: 5\n"
+        "tools:\n  enabled: [time]\n"
+    )
+
+
+def test_a_transcript_is_one_assistant_turn_and_the_connection_one_conversation(
+    ollama_server,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    whisper_store: Path,
+) -> None:
+    ollama_server.script(
+        Reply(content=["It is ", "sunny. ", "Enjoy it."]),
+        Reply(content=["You asked about the weather."]),
+    )
+    seed_models(tmp_path, whisper_store)
+
+    async def go(server: Server) -> tuple[Info, list[Event], list[Event]]:
+        async with server.client() as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event((await read_until(client, "info"))[-1])
+            await client.write_event(Transcript(text="How is the weather?").event())
+            first = await read_until(client, "handled-stop", "not-handled", "error")
+            await client.write_event(Transcript(text="What did I ask?").event())
+            second = await read_until(client, "handled-stop", "not-handled", "error")
+            return info, first, second
+
+    with running_server(tmp_path, conversation_config(ollama_server.url)) as server:
+        info, first, second = run(go(server))
+    (handle,) = info.handle
+    assert handle.supports_handled_streaming
+    assert [m.name for m in handle.models] == ["gpt-oss:20b"]
+    types = [e.type for e in first]
+    assert types[0] == "handled-start"
+    assert types[-2:] == ["handled", "handled-stop"]
+    chunks = "".join(e.data["text"] for e in first if e.type == "handled-chunk")
+    assert chunks == "It is sunny. Enjoy it."
+    assert Handled.from_event(first[-2]).text == "It is sunny. Enjoy it."
+    assert Handled.from_event(second[-2]).text == "You asked about the weather."
+    # One conversation per connection: the second request carries the first turn.
+    messages = ollama_server.chat_requests[1]["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == [
+        "How is the weather?",
+        "What did I ask?",
+    ]
+    assert "It is sunny" in messages[2]["content"]
+
+
+def test_an_unreachable_llm_is_not_handled_with_a_reason(
+    dead_ollama_url: str, tmp_path: Path, whisper_store: Path
+) -> None:
+    seed_models(tmp_path, whisper_store)
+
+    async def go(server: Server) -> list[Event]:
+        async with server.client() as client:
+            await client.write_event(Transcript(text="Hello?").event())
+            events = await read_until(client, "handled-stop", "not-handled", "error")
+            await client.write_event(Ping().event())
+            return events + await read_until(client, "pong")
+
+    with running_server(tmp_path, conversation_config(dead_ollama_url)) as server:
+        events = run(go(server))
+    assert [e.type for e in events] == ["not-handled", "pong"]
+    assert "reach" in NotHandled.from_event(events[0]).text
