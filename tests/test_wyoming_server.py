@@ -55,13 +55,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, config: str) -> Iterator[Server]:
+def running_server(home: Path, config: str, *args: str) -> Iterator[Server]:
     config_path = home / "config.yaml"
     config_path.write_text(config)
     env = dict(os.environ, VOICED_HOME=str(home), VOICED_CONFIG=str(config_path))
     env.pop("OLLAMA_HOST", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "voiced", "serve", "--uri", "tcp://127.0.0.1:0"],
+        [sys.executable, "-m", "voiced", "serve", "--uri", "tcp://127.0.0.1:0", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -472,3 +472,25 @@ def test_an_unreachable_llm_is_not_handled_with_a_reason(
         events = run(go(server))
     assert [e.type for e in events] == ["not-handled", "pong"]
     assert "reach" in NotHandled.from_event(events[0]).text
+
+
+def test_zeroconf_announces_the_server_for_home_assistant(
+    tmp_path: Path, whisper_store: Path
+) -> None:
+    from zeroconf.asyncio import AsyncZeroconf
+
+    seed_models(tmp_path, whisper_store)
+    name = f"voiced-test-{os.getpid()}"
+
+    async def look_up() -> object:
+        zeroconf = AsyncZeroconf()
+        try:
+            service = f"{name}._wyoming._tcp.local."
+            return await zeroconf.async_get_service_info("_wyoming._tcp.local.", service, 5000)
+        finally:
+            await zeroconf.async_close()
+
+    with running_server(tmp_path, "", "--zeroconf", name) as server:
+        found = run(look_up())
+        assert found is not None, "not announced"
+        assert found.port == server.port  # type: ignore[attr-defined]
