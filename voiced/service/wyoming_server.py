@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -620,13 +621,20 @@ class WyomingHandler(AsyncEventHandler):
         def work() -> Any:
             return stt.transcribe(samples, language=language, abort=self._gone.is_set)
 
+        began = time.monotonic()
         try:
             result = await self.engines.queue.run(work)
         except TranscriptionAborted:
             return
         except SttError as exc:
             raise RequestError("stt-failed", str(exc)) from None
-        log.info("%s: %.1f s -> %r", self.peer, result.duration, result.text)
+        log.info(
+            "%s: %.1f s of audio in %.0f ms -> %r",
+            self.peer,
+            result.duration,
+            (time.monotonic() - began) * 1000,
+            result.text,
+        )
         await self.write_event(TranscriptStart(language=result.language).event())
         for segment in result.segments:
             await self.write_event(TranscriptChunk(text=segment.text).event())
