@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,10 +56,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, config: str, *args: str) -> Iterator[Server]:
+def running_server(
+    home: Path, config: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     config_path = home / "config.yaml"
     config_path.write_text(config)
-    env = dict(os.environ, VOICED_HOME=str(home), VOICED_CONFIG=str(config_path))
+    env = dict(os.environ, **(env or {}), VOICED_HOME=str(home), VOICED_CONFIG=str(config_path))
     env.pop("OLLAMA_HOST", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "voiced", "serve", "--uri", "tcp://127.0.0.1:0", *args],
@@ -494,3 +497,27 @@ def test_zeroconf_announces_the_server_for_home_assistant(
         found = run(look_up())
         assert found is not None, "not announced"
         assert found.port == server.port  # type: ignore[attr-defined]
+
+
+def test_serve_tells_systemd_it_is_ready_and_pings_the_watchdog(
+    tmp_path: Path, whisper_store: Path
+) -> None:
+    from tests.notify_socket import NotifySocket
+
+    seed_models(tmp_path, whisper_store)
+    notify = NotifySocket(tmp_path / "notify")
+    env = {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
+    try:
+        with running_server(tmp_path, "", env=env) as server:
+            time.sleep(1.5)  # a few watchdog intervals (0.5 s each)
+            address = f"tcp://{server.host}:{server.port}"
+        assert "READY=1" in notify.messages
+        assert f"STATUS=serving on {address}" in notify.messages
+        assert "WATCHDOG=1" in notify.messages
+        for _ in range(50):  # the collecting thread may not have read the last datagram yet
+            if "STOPPING=1" in notify.messages:
+                break
+            time.sleep(0.1)
+        assert "STOPPING=1" in notify.messages  # SIGTERM: a clean stop
+    finally:
+        notify.close()
