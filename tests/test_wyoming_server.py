@@ -521,3 +521,121 @@ def test_serve_tells_systemd_it_is_ready_and_pings_the_watchdog(
         assert "STOPPING=1" in notify.messages  # SIGTERM: a clean stop
     finally:
         notify.close()
+
+
+# -- voiced run's remote engines (stt.server, tts.server) against voiced serve ------------------
+
+
+class MustNotRun:
+    """A local engine that fails the test when used: the server was meant to do the work."""
+
+    vad = None
+    settings = None
+    sample_rate = 22050
+
+    def transcribe(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("transcribed locally")
+
+    def sentences(self, text: str) -> None:
+        raise AssertionError("spoke locally")
+
+    def silence(self) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
+
+def test_remote_stt_and_tts_use_the_server(server: Server, stt) -> None:  # type: ignore[no-untyped-def]
+    from voiced.speech.remote import RemoteSpeechToText, RemoteTextToSpeech
+
+    uri = f"tcp://{server.host}:{server.port}"
+    remote = RemoteSpeechToText(uri, MustNotRun())
+    result = remote.transcribe(synthesize(SENTENCE))
+    assert wer(SENTENCE, result.text) <= 0.15, result.text
+    assert result.language == "en"
+
+    local_voice = MustNotRun()
+    local_voice.sample_rate = 16000  # the server's 22050 Hz voice is converted to it
+    speech = RemoteTextToSpeech(uri, local_voice)
+    (audio,) = list(speech.sentences(SENTENCE))
+    heard = stt.transcribe(audio).text
+    assert wer(SENTENCE, heard) <= 0.15, heard
+
+
+def hang_up_server() -> tuple[str, socket.socket]:
+    """A server that takes a connection, reads a little and hangs up (dies mid-request)."""
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(100)
+
+    threading.Thread(target=serve, daemon=True).start()
+    host, port = listener.getsockname()
+    return f"tcp://{host}:{port}", listener
+
+
+def test_remote_stt_falls_back_to_the_local_model_and_waits_before_retrying(
+    stt,  # type: ignore[no-untyped-def]
+    dead_ollama_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from voiced.speech.remote import RemoteSpeechToText
+
+    dead_uri = dead_ollama_url.replace("http://", "tcp://")  # a port nobody listens on
+    hang_up_uri, listener = hang_up_server()
+    try:
+        for uri, reason in [(dead_uri, "refused"), (hang_up_uri, "hung up")]:
+            caplog.clear()
+            remote = RemoteSpeechToText(uri, stt)
+            for _ in range(2):
+                result = remote.transcribe(synthesize(SENTENCE))
+                assert wer(SENTENCE, result.text) <= 0.15, result.text
+            warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert len(warnings) == 1, warnings  # the second utterance did not try the server
+            assert uri in warnings[0] and reason in warnings[0].lower()
+            assert "working locally" in warnings[0]
+    finally:
+        listener.close()
+
+
+def test_remote_tts_falls_back_to_the_local_voice(dead_ollama_url: str) -> None:
+    from voiced.config import TtsSettings
+    from voiced.speech.remote import RemoteTextToSpeech
+    from voiced.speech.tts import TextToSpeech
+
+    local = TextToSpeech.from_settings(TtsSettings())
+    speech = RemoteTextToSpeech(dead_ollama_url.replace("http://", "tcp://"), local)
+    (audio,) = list(speech.sentences("Hello there."))
+    assert audio.size > local.sample_rate // 4
+
+
+def test_the_daemon_uses_the_configured_servers(
+    server: Server, dead_ollama_url: str, tmp_path: Path
+) -> None:
+    from voiced.config import load
+    from voiced.service.daemon import Daemon
+    from voiced.speech.remote import RemoteSpeechToText, RemoteTextToSpeech
+
+    uri = f"tcp://{server.host}:{server.port}"
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"stt:\n  server: {uri}\ntts:\n  server: {uri}\nllm:\n  host: {dead_ollama_url}\n"
+    )
+    daemon = Daemon(load(config))
+    daemon.load()
+    try:
+        assert isinstance(daemon.stt, RemoteSpeechToText) and daemon.stt.server.uri == uri
+        assert isinstance(daemon.tts, RemoteTextToSpeech) and daemon.tts.server.uri == uri
+        heard = daemon.stt.transcribe(synthesize(SENTENCE)).text
+        assert wer(SENTENCE, heard) <= 0.15, heard
+    finally:
+        daemon.speaker.close()
+        daemon.player.close()

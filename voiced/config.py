@@ -73,6 +73,7 @@ class SttSettings(_Section):
     chunk_s: float = Field(12.8, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
     start_in_pause: bool = True
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 class TtsSettings(_Section):
@@ -80,6 +81,7 @@ class TtsSettings(_Section):
     length_scale: float = Field(1.0, ge=0.25, le=4.0)
     volume: float = Field(1.0, ge=0.0, le=4.0)
     sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 # Go's time.ParseDuration, which Ollama applies to a keep_alive string: a unit is required.
