@@ -89,7 +89,8 @@ def running_server(
 def server(tmp_path_factory: pytest.TempPathFactory, whisper_store: Path) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("serve_home")
     seed_models(home, whisper_store)
-    with running_server(home, "serve:\n  idle_timeout_s: 3\n") as running:
+    config = "serve:\n  idle_timeout_s: 3\n  max_audio_s: 8\n  max_text_chars: 500\n"
+    with running_server(home, config) as running:
         yield running
 
 
@@ -311,6 +312,14 @@ def bad_input_cases() -> list[tuple[str, list[Event], str]]:
         ),
         ("empty text", [Synthesize(text="  ").event()], "empty-text"),
         ("conversation off", [Transcript(text="hello").event()], "not-supported"),
+        # serve.max_audio_s is 8 here: the rest of that audio is dropped, not buffered.
+        ("audio too long", audio_events(np.zeros(9 * 16000, np.float32), 16000), "audio-too-long"),
+        ("text too long", [Synthesize(text="Hello. " * 80).event()], "text-too-long"),
+        (
+            "streamed text too long",
+            [SynthesizeStart().event()] + [SynthesizeChunk(text="Hi " * 50).event()] * 4,
+            "text-too-long",
+        ),
     ]
 
 

@@ -722,8 +722,15 @@ class WyomingHandler(AsyncEventHandler):
     async def _synth_chunk(self, text: str) -> None:
         if self._synth_stream is None:
             raise RequestError("no-stream", "synthesize-chunk before synthesize-start")
+        if self._synth_chars < 0:
+            return  # refused: the rest of this stream is dropped up to its synthesize-stop
         self._synth_chars += len(text)
-        self._check_text(text, self._synth_chars)
+        try:
+            self._check_text(text, self._synth_chars)
+        except RequestError:
+            self._synth_chars = -1
+            self._synth_stream.flush()  # what is still buffered is not spoken
+            raise
         for sentence in self._synth_stream.feed(text):
             await self._synth_sentence(sentence)
 
