@@ -41,6 +41,9 @@ dead_ollama_url = ollama_fixtures.dead_ollama_url
 REPO = Path(__file__).resolve().parent.parent
 SENTENCE = "Please turn on the lights in the kitchen."
 TIMEOUT_S = 60.0
+# Speech from the server's Piper (random noise in its graph, unlike tests/speech.py) heard back
+# by Whisper tiny: a word or two may differ; other text would be far above this.
+HEARD_BACK_WER = 0.3
 
 
 class Server:
@@ -216,7 +219,7 @@ def test_synthesize_speaks_the_text(server: Server, stt) -> None:  # type: ignor
     assert events[-1].type == "audio-stop"
     audio, rate = speech_audio(events)
     heard = stt.transcribe(resample(audio, rate, 16000)).text
-    assert wer("Hello there. " + SENTENCE, heard) <= 0.15, heard
+    assert wer("Hello there. " + SENTENCE, heard) <= HEARD_BACK_WER, heard
 
 
 def test_streaming_synthesis_speaks_each_sentence_as_its_text_completes(
@@ -246,7 +249,7 @@ def test_streaming_synthesis_speaks_each_sentence_as_its_text_completes(
     assert types.count("audio-start") == 1
     audio, rate = speech_audio(events)
     heard = stt.transcribe(resample(audio, rate, 16000)).text
-    assert wer(f"{first} {second}", heard) <= 0.15, heard
+    assert wer(f"{first} {second}", heard) <= HEARD_BACK_WER, heard
 
 
 def test_wake_word_detection(server: Server) -> None:
@@ -566,7 +569,7 @@ def test_remote_stt_and_tts_use_the_server(server: Server, stt) -> None:  # type
     speech = RemoteTextToSpeech(uri, local_voice)
     (audio,) = list(speech.sentences(SENTENCE))
     heard = stt.transcribe(audio).text
-    assert wer(SENTENCE, heard) <= 0.15, heard
+    assert wer(SENTENCE, heard) <= HEARD_BACK_WER, heard
 
 
 def hang_up_server() -> tuple[str, socket.socket]:
