@@ -698,10 +698,17 @@ class WyomingHandler(AsyncEventHandler):
         text = speakable(sentence)
         if not text:
             return False
+        began = time.monotonic()
         try:
             audio = await self.engines.queue.run(tts.synthesize, text)
         except VoiceError as exc:
             raise RequestError("tts-failed", str(exc)) from None
+        log.info(
+            "%s: synthesized %d characters in %.0f ms",
+            self.peer,
+            len(text),
+            (time.monotonic() - began) * 1000,
+        )
         if pause:
             audio = np.concatenate([tts.silence(), audio])
         for chunk in pcm_chunks(audio, tts.sample_rate):
