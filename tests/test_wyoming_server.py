@@ -375,9 +375,10 @@ def error_codes(raw: bytes) -> list[str]:
         b"this is not json\n",
         b'["a list"]\n',
         b'{"data": {}}\n',
+        b'{"type": "transcribe", "data": "not an object"}\n',
         b'{"type": "audio-chunk", "payload_length": 999999999}\n',
     ],
-    ids=["not json", "a list", "no type", "huge payload"],
+    ids=["not json", "a list", "no type", "data not an object", "huge payload"],
 )
 def test_a_malformed_event_closes_that_connection_with_an_error(
     server: Server, garbage: bytes

@@ -457,8 +457,8 @@ class WyomingHandler(AsyncEventHandler):
                     if not self.reader.at_eof():
                         await self._malformed()
                         break
-                if event is None:
-                    if not self.reader.at_eof():
+                if event is None or not isinstance(event.data, dict):
+                    if event is not None or not self.reader.at_eof():
                         await self._malformed()
                     break
                 try:
