@@ -652,3 +652,31 @@ def test_the_daemon_uses_the_configured_servers(
     finally:
         daemon.speaker.close()
         daemon.player.close()
+
+
+def test_doctor_checks_the_speech_servers(
+    server: Server, dead_ollama_url: str, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from voiced.cli import main
+
+    others = ["stt", "wake", "tts", "input", "output", "echo", "ollama", "model", "transcripts"]
+    skip = [arg for name in others for arg in ("--skip", name)]
+    uri = f"tcp://{server.host}:{server.port}"
+    dead = dead_ollama_url.replace("http://", "tcp://")
+    config = tmp_path / "config.yaml"
+
+    config.write_text(f"stt:\n  server: {uri}\ntts:\n  server: {uri}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "doctor", *skip])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"ok   speech servers: speech-to-text: voiced-whisper at {uri}; "
+        f"text-to-speech: voiced-piper at {uri}"
+    ) in result.stdout
+
+    config.write_text(f"stt:\n  server: {dead}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "doctor", *skip])
+    assert result.exit_code == 0, result.output  # a warning: voiced works on without it
+    assert f"warn speech servers: speech-to-text server {dead}: " in result.stdout
+    assert "voiced uses its own models" in result.stdout

@@ -232,6 +232,16 @@ class RemoteTextToSpeech:
         return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def describe(uri: str, what: str) -> Any:
+    """The server's ``info`` (a :class:`wyoming.info.Info`); RemoteError when it cannot."""
+    from wyoming.info import Describe, Info
+
+    answers = _Server(uri, what).request(
+        [Describe().event()], lambda event: Info.is_type(event.type)
+    )
+    return Info.from_event(answers[-1])
+
+
 def remote_stt(settings: Any, local: Any) -> Any:
     """``local`` behind ``stt.server`` when one is set, else ``local`` itself."""
     if not settings.server:
