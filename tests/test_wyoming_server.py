@@ -680,3 +680,26 @@ def test_doctor_checks_the_speech_servers(
     assert result.exit_code == 0, result.output  # a warning: voiced works on without it
     assert f"warn speech servers: speech-to-text server {dead}: " in result.stdout
     assert "voiced uses its own models" in result.stdout
+
+
+def test_work_beyond_the_queue_bound_is_answered_busy_at_once() -> None:
+    import threading
+
+    from voiced.service.wyoming_server import Busy, WorkQueue
+
+    release = threading.Event()
+
+    async def go() -> list[object]:
+        queue = WorkQueue(workers=1, max_pending=1)
+        running = asyncio.ensure_future(queue.run(release.wait))
+        waiting = asyncio.ensure_future(queue.run(lambda: "second"))
+        await asyncio.sleep(0.05)  # both are in: one on the worker, one waiting
+        with pytest.raises(Busy):
+            await queue.run(lambda: "third")
+        release.set()
+        return [await running, await waiting, await queue.run(lambda: "fourth")]
+
+    try:
+        assert run(go()) == [True, "second", "fourth"]
+    finally:
+        release.set()
