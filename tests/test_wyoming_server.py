@@ -30,7 +30,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from wyoming.wake import Detect
 
 from tests import ollama_fixtures
-from tests.ollama_server import Reply
+from tests.ollama_server import Reply, ToolCall
 from tests.speech import synthesize, wer
 from tests.store import seed_models
 from voiced.decode import resample
@@ -422,26 +422,32 @@ def test_a_client_that_vanishes_mid_audio_or_never_stops_harms_no_one(server: Se
 # -- conversation -----------------------------------------------------------------------------
 
 
-def conversation_config(url: str) -> str:
+def conversation_config(url: str, files: Path | None = None) -> str:
+    tools = f"tools:\n  enabled: [time, files]\n  file_roots: [{files}]\n" if files else ""
     return (
         "serve:\n  conversation: true\n"
-        f"llm:\n  host: {url}\n  request_timeout_s: 5\n  load_timeout_s: 5\n"
-        "tools:\n  enabled: [time]\n"
+        f"llm:\n  host: {url}\n  request_timeout_s: 5\n  load_timeout_s: 5\n{tools}"
     )
 
 
 def test_a_transcript_is_one_assistant_turn_and_the_connection_one_conversation(
     ollama_server,  # type: ignore[no-untyped-def]
     tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     whisper_store: Path,
 ) -> None:
+    files = tmp_path_factory.mktemp("files")  # outside VOICED_HOME, which tools may not touch
+    target = files / "note.txt"
     ollama_server.script(
         Reply(content=["It is ", "sunny. ", "Enjoy it."]),
         Reply(content=["You asked about the weather."]),
+        # A tool that needs a spoken yes: nobody can give it over Wyoming.
+        Reply(tool_calls=[ToolCall("write_file", {"path": str(target), "content": "hi"})]),
+        Reply(content=["I could not write it."]),
     )
     seed_models(tmp_path, whisper_store)
 
-    async def go(server: Server) -> tuple[Info, list[Event], list[Event]]:
+    async def go(server: Server) -> tuple[Info, list[Event], list[Event], list[Event]]:
         async with server.client() as client:
             await client.write_event(Describe().event())
             info = Info.from_event((await read_until(client, "info"))[-1])
@@ -449,10 +455,12 @@ def test_a_transcript_is_one_assistant_turn_and_the_connection_one_conversation(
             first = await read_until(client, "handled-stop", "not-handled", "error")
             await client.write_event(Transcript(text="What did I ask?").event())
             second = await read_until(client, "handled-stop", "not-handled", "error")
-            return info, first, second
+            await client.write_event(Transcript(text="Write hi into note.txt").event())
+            third = await read_until(client, "handled-stop", "not-handled", "error")
+            return info, first, second, third
 
-    with running_server(tmp_path, conversation_config(ollama_server.url)) as server:
-        info, first, second = run(go(server))
+    with running_server(tmp_path, conversation_config(ollama_server.url, files)) as server:
+        info, first, second, third = run(go(server))
     (handle,) = info.handle
     assert handle.supports_handled_streaming
     assert [m.name for m in handle.models] == ["gpt-oss:20b"]
@@ -470,6 +478,11 @@ def test_a_transcript_is_one_assistant_turn_and_the_connection_one_conversation(
         "What did I ask?",
     ]
     assert "It is sunny" in messages[2]["content"]
+    # Tools that need confirmation are declined, and the model is told so.
+    assert Handled.from_event(third[-2]).text == "I could not write it."
+    assert not target.exists()
+    tool_result = ollama_server.chat_requests[3]["messages"][-1]
+    assert tool_result["role"] == "tool" and "did not confirm" in tool_result["content"]
 
 
 def test_an_unreachable_llm_is_not_handled_with_a_reason(
