@@ -72,6 +72,7 @@ class SttSettings(_Section):
     chunk_s: float = Field(12.8, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
     start_in_pause: bool = True
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 class TtsSettings(_Section):
@@ -79,6 +80,7 @@ class TtsSettings(_Section):
     length_scale: float = Field(1.0, ge=0.25, le=4.0)
     volume: float = Field(1.0, ge=0.0, le=4.0)
     sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 # Go's time.ParseDuration, which Ollama applies to a keep_alive string: a unit is required.
@@ -365,6 +367,20 @@ class TranscriptsSettings(_Section):
     retention_days: int = Field(30, ge=0, le=36_500)
 
 
+class ServeSettings(_Section):
+    """``voiced serve``: the Wyoming server for Home Assistant and its satellites."""
+
+    uri: str = Field("tcp://0.0.0.0:10300", pattern=r"^(tcp|unix)://\S+$")
+    zeroconf: bool = False
+    zeroconf_name: str = Field("voiced", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$")
+    conversation: bool = False
+    max_audio_s: float = Field(60.0, ge=1.0, le=3600.0)
+    max_text_chars: int = Field(10_000, ge=100, le=1_000_000)
+    idle_timeout_s: float = Field(60.0, ge=0.1, le=3600.0)
+    workers: int = Field(1, ge=1, le=64)
+    max_pending: int = Field(8, ge=0, le=1000)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -378,6 +394,7 @@ class Settings(_Section):
     wake: WakeSettings = WakeSettings()
     tools: ToolsSettings = ToolsSettings()
     transcripts: TranscriptsSettings = TranscriptsSettings()
+    serve: ServeSettings = ServeSettings()
     logging: LoggingSettings = LoggingSettings()
 
 

@@ -330,10 +330,14 @@ class Daemon:
             ensure_routed()
         self.notifier.status("loading models")
         close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
-        self.stt = SpeechToText.from_settings(
+        from voiced.speech.remote import remote_stt
+
+        local = SpeechToText.from_settings(
             self.settings.stt, flash_attention=False, vad=self.settings.vad
         )
-        self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
+        local.warm_up()  # the first utterance then skips whisper's buffer set-up
+        # With stt.server, utterances go to that Wyoming server; the local model is the fallback.
+        self.stt = remote_stt(self.settings.stt, local)
         self._check_speech_gate(self.settings)
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
@@ -350,9 +354,14 @@ class Daemon:
             gate.close()
 
     def _load_voice(self, settings: Settings) -> None:
+        from voiced.speech.remote import remote_tts
         from voiced.speech.tts import TextToSpeech
 
-        self._open_output(TextToSpeech.from_settings(settings.tts), settings)
+        # With tts.server, sentences are spoken by that Wyoming server; the local voice is the
+        # fallback (and sets the player's sample rate).
+        self._open_output(
+            remote_tts(settings.tts, TextToSpeech.from_settings(settings.tts)), settings
+        )
 
     def _open_output(self, tts: Any, settings: Settings) -> None:
         """A fresh player and speaker (the device is opened on the first sentence)."""
@@ -377,7 +386,7 @@ class Daemon:
             settings,
             confirm=self._confirm,
             source="daemon",
-            stt=self.stt,
+            stt=getattr(self.stt, "local", self.stt),  # files are transcribed here
             audio_devices=list_devices,
         )
         self.assistant = Assistant(settings.llm, registry)
@@ -1126,12 +1135,14 @@ class Daemon:
                 self._ears_until = self.machine.ears_open_until()
                 restart_capture = _detector_settings(old) != _detector_settings(settings.wake)
         if "stt" in changed:
+            from voiced.speech.remote import remote_stt
             from voiced.speech.stt import SpeechToText
 
-            self.stt = SpeechToText.from_settings(
+            local = SpeechToText.from_settings(
                 settings.stt, flash_attention=False, vad=settings.vad
             )
-            self.stt.warm_up()
+            local.warm_up()
+            self.stt = remote_stt(settings.stt, local)
         elif "vad" in changed and self.stt is not None:
             self.stt.vad = settings.vad
         if "vad" in changed:
