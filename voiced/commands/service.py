@@ -268,8 +268,8 @@ def status(serve: bool) -> None:
     """Show whether the unit is installed, and what systemd says about it."""
     path = unit_path("serve" if serve else "run")
     if not path.exists():
-        flag = " --serve" if serve else ""
-        click.echo(f"not installed ({path} missing); run: voiced service install{flag}")
+        fix = "voiced service install --serve" if serve else "voiced service install"
+        click.echo(f"not installed ({path} missing); run: {fix}")
         raise SystemExit(3)
     click.echo(f"unit: {path}")
     for line in path.read_text().splitlines():
