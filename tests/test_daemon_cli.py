@@ -56,7 +56,11 @@ def journal() -> Journal:
             ],
             error=None,
             interrupted=False,
-            timings={"first_audio_ms": 812, "total_ms": 2400},
+            timings={
+                "first_audio_ms": 112,
+                "speech_end_to_first_audio_ms": 812,
+                "total_ms": 2400,
+            },
         )
     )
     journal.append(
@@ -68,7 +72,7 @@ def journal() -> Journal:
             assistant="The moon is…",
             error=None,
             interrupted=True,
-            timings={},
+            timings={"first_audio_ms": 95, "total_ms": 700},  # a record from before issue 19
         )
     )
     return journal
@@ -100,13 +104,15 @@ def test_show_a_day_readably_and_as_json(journal: Journal) -> None:
     assert "2026-03-01 09:35:05  you: What time is it?" in text
     assert 'tool: current_time({"timezone": null}) allowed -> 09:35' in text
     assert "voiced: It is nine thirty-five." in text
-    assert "first audio 812 ms" in text
+    # What the user felt: from the end of their speech, not from the endpoint decision.
+    assert "first audio 812 ms after you stopped" in text
     as_json = invoke("transcripts", "show", "2026-03-01", "--json")
     records = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [r["kind"] for r in records] == ["dictation", "turn"]
     assert records[1]["tool_calls"][0]["name"] == "current_time"
     interrupted = invoke("transcripts", "show", "2026-03-02").stdout
     assert "voiced: The moon is… [interrupted]" in interrupted
+    assert "first audio 95 ms after the end of your turn was decided" in interrupted
 
 
 def test_show_today_and_bad_dates(journal: Journal) -> None:

@@ -155,7 +155,8 @@ class _TurnJob:
     heard: list[str] = field(default_factory=list)  # what was heard of the reply so far
     # Set once a barge-in's stop report is in ``heard`` (the stop wakes the turn up earlier).
     stop_reported: threading.Event = field(default_factory=threading.Event)
-    first_audio_at: float | None = None
+    first_audio_at: float | None = None  # the first reply sentence was queued for playback
+    first_heard_at: float | None = None  # its first sample left the speaker
 
 
 class SplitJoiner:
@@ -350,7 +351,9 @@ class Daemon:
         from voiced.audio.playback import Player
         from voiced.speech.speaker import Speaker
 
-        player = Player(tts.sample_rate, settings.audio.output_device)
+        player = Player(
+            tts.sample_rate, settings.audio.output_device, on_heard=self._on_sentence_heard
+        )
         speaker = Speaker(tts, player, on_sentence=self._on_sentence_playing)
         old_speaker, old_player = self.speaker, self.player
         self.tts, self.player, self.speaker = tts, player, speaker
@@ -845,6 +848,14 @@ class Daemon:
             job.first_audio_at = now
         self.post(PlaybackStarted(now, sentence))
 
+    def _on_sentence_heard(self, sentence: str, at: float) -> None:
+        """From the audio callback: the first sample of ``sentence`` leaves the speaker at
+        ``at`` (monotonic)."""
+        job = self._current
+        reply = sentence != LOADING_SENTENCE
+        if job is not None and job.first_heard_at is None and not job.cancel.is_set() and reply:
+            job.first_heard_at = at
+
     def _turn_loop(self) -> None:
         while True:
             job = self._turns.get()
@@ -953,6 +964,11 @@ class Daemon:
             "llm_first_token_ms": _ms(marks.get("first_token"), reference),
             "llm_first_sentence_ms": _ms(marks.get("first_sentence"), reference),
             "first_audio_ms": _ms(job.first_audio_at, reference),
+            # What the user feels: from the end of their last speech frame (as the segmenter
+            # judged it) to the first sample of the reply leaving the speaker.
+            "speech_end_to_first_audio_ms": (
+                _ms(job.first_heard_at, utterance.end) if utterance else None
+            ),
             "total_ms": _ms(ended, reference),
         }
         tool_calls = [
