@@ -144,6 +144,8 @@ class Utterance:
     gate_windows: list[tuple[int, np.ndarray]] = field(default_factory=list)
     wake: str | None = None  # the wake-word model that fired in it (audio cut after it)
     wake_at: float | None = None  # monotonic time of that detection
+    # (capture run, segmenter index) of its last piece: a later utterance may take it back.
+    key: tuple[int, int] | None = None
 
 
 @dataclass
@@ -157,6 +159,9 @@ class _TurnJob:
     stop_reported: threading.Event = field(default_factory=threading.Event)
     first_audio_at: float | None = None  # the first reply sentence was queued for playback
     first_heard_at: float | None = None  # its first sample left the speaker
+    # Taken back: the user went on speaking after the end-of-turn model ended the utterance;
+    # nothing of this turn is spoken, recorded or remembered.
+    withdrawn: bool = False
 
 
 class SplitJoiner:
@@ -286,6 +291,12 @@ class Daemon:
         self.player: Any = None
         self.speaker: Any = None
         self.assistant: Any = None
+        self._turn_model: Any = None  # vad.end_of_turn: model
+        # Utterances taken back by speech that went on (Utterance.key), and the capture
+        # run that numbers them; the capture thread hears when a reply became audible.
+        self._withdrawn: set[tuple[int, int]] = set()
+        self._capture_runs = itertools.count(1)
+        self._reply_heard = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE)
         self._utterances: queue.Queue[Utterance | EarlyTranscript | None] = queue.Queue(
             UTTERANCE_QUEUE
@@ -327,6 +338,7 @@ class Daemon:
         )
         self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
         self._check_speech_gate(self.settings)
+        self._load_turn_model(self.settings)
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
 
@@ -340,6 +352,16 @@ class Daemon:
         gate = speech_gate(settings.vad)
         if gate is not None:
             gate.close()
+
+    def _load_turn_model(self, settings: Settings) -> None:
+        """Load the end-of-turn model that ``vad.end_of_turn: model`` needs (a missing one
+        fails here, with what to install), or drop it."""
+        if settings.vad.end_of_turn != "model":
+            self._turn_model = None
+        elif self._turn_model is None:
+            from voiced.audio.end_of_turn import TurnModel
+
+            self._turn_model = TurnModel()
 
     def _load_voice(self, settings: Settings) -> None:
         from voiced.speech.tts import TextToSpeech
@@ -532,7 +554,12 @@ class Daemon:
                 between_turns = all(job.cancel.is_set() for job in self._jobs.values())
             if between_turns:
                 self._forget_speech()
-            job = _TurnJob(action.turn_id, action.text, action.heard.context)
+            context = action.heard.context
+            if context is not None and context.key in self._withdrawn:
+                log.info("turn %d withdrawn before it started", action.turn_id)
+                self.post(TurnFinished(action.turn_id, time.monotonic()))
+                return
+            job = _TurnJob(action.turn_id, action.text, context)
             try:
                 self._turns.put_nowait(job)
                 with self._current_lock:
@@ -557,6 +584,26 @@ class Daemon:
         elif isinstance(action, Ignore):
             log.info("not for me (%s)", action.reason)
             log.debug("not for me: %r", action.heard.text)
+
+    def _withdraw(self, key: tuple[int, int]) -> None:
+        """Speech went on after utterance ``key`` was ended by the end-of-turn model: the
+        utterance that goes on holds it, so drop every trace of its own turn (called on the
+        capture thread; nothing of that turn has been heard yet)."""
+        self._withdrawn.add(key)
+        with self._current_lock:
+            jobs = [
+                job
+                for job in self._jobs.values()
+                if job.utterance is not None and job.utterance.key == key
+            ]
+        for job in jobs:
+            with self._speak_lock:
+                job.withdrawn = True
+                job.cancel.set()
+                if job is self._current:
+                    self.speaker.stop()
+            job.stop_reported.set()
+            log.info("turn %d: the user goes on speaking; dropping its reply", job.turn_id)
 
     def _forget_speech(self) -> None:
         """Stop and forget what was said between turns (an acknowledgement, still playing or
@@ -606,13 +653,24 @@ class Daemon:
             SpeechResumed,
             UtteranceCancelled,
             UtteranceEnded,
+            UtteranceStarted,
             speech_gate,
         )
 
+        run = next(self._capture_runs)
         gate = speech_gate(settings.vad)  # back to the pool when the loop ends (restarts)
         segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
         clock = _StreamClock()
         early: EarlyTranscript | None = None
+        # vad.end_of_turn: model: pauses are judged on the judge's thread; its verdicts come
+        # back here and are handed to the segmenter with the next block (at most one block
+        # late). The thread sleeps while nobody pauses.
+        judge = None
+        verdicts: collections.deque[Any] = collections.deque()
+        if settings.vad.end_of_turn == "model" and self._turn_model is not None:
+            from voiced.audio.end_of_turn import TurnJudge
+
+            judge = TurnJudge(settings.vad.turn_threshold, verdicts.append, self._turn_model)
         try:
             detector = open_detector(settings)
         except Exception:  # checked at start-up and on reload: something broke since
@@ -676,10 +734,19 @@ class Daemon:
                 return None
             return job
 
+        def wanted(paused: SpeechPaused) -> bool:
+            """Whether the utterance can be for the assistant (otherwise its end does not
+            matter, and nobody pays for judging it)."""
+            if detector is None or ears_open(paused.audio_start_s):
+                return True
+            return detection_in(paused.audio_start_s, paused.audio_end_s) is not None
+
         def handle(events: list) -> None:
             nonlocal early
             decided = time.monotonic()
             for event in events:
+                if isinstance(event, UtteranceStarted) and event.rejoins is not None:
+                    self._withdraw((run, event.rejoins))
                 if isinstance(event, UtteranceEnded | UtteranceCancelled):
                     log.debug(
                         "%s %d at %.2f-%.2f s: speech_prob %s",
@@ -693,7 +760,10 @@ class Daemon:
                     early.abandoned.set()
                     early = None
                 if isinstance(event, SpeechPaused):
-                    early = start_early(event)
+                    if settings.stt.start_in_pause:
+                        early = start_early(event)
+                    if judge is not None and wanted(event):
+                        judge.judge(event.index, event.audio_end_s, event.audio)
             for first, last, audio, windows in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
                 wake_s = wake_at = None
@@ -735,6 +805,7 @@ class Daemon:
                     gate_windows=windows,
                     wake=wake_model if wake_s is not None else None,
                     wake_at=wake_at,
+                    key=(run, last.index),
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -755,10 +826,18 @@ class Daemon:
                         if detection.model == wake_model:
                             wake_times.append((wake_s, at))
                         self.post(WakeWordDetected(detection.model, at, detection.probability))
+                if self._reply_heard.is_set():
+                    self._reply_heard.clear()
+                    segmenter.forget_rejoin()
                 handle(segmenter.feed(block.samples))
+                while verdicts:
+                    verdict = verdicts.popleft()
+                    handle(segmenter.verdict(verdict.index, verdict.audio_end_s, verdict.finished))
         except Exception:
             log.exception("the capture thread failed")
         finally:
+            if judge is not None:
+                judge.close()
             self._mic_open.clear()
             if gate is not None:
                 gate.close()
@@ -802,6 +881,9 @@ class Daemon:
                 ", in the pause" if early is not None else "",
             )
             log.debug("heard: %r", text)
+            if utterance.key in self._withdrawn:
+                log.info("speech went on after this utterance: not a turn of its own")
+                continue
             context = dataclasses.replace(
                 utterance, stt_ms=stt_ms, stt_ready_ms=_ms(ready, utterance.endpoint_at) or 0
             )
@@ -851,6 +933,7 @@ class Daemon:
     def _on_sentence_heard(self, sentence: str, at: float) -> None:
         """From the audio callback: the first sample of ``sentence`` leaves the speaker at
         ``at`` (monotonic)."""
+        self._reply_heard.set()  # speech that goes on from now on is a new utterance
         job = self._current
         reply = sentence != LOADING_SENTENCE
         if job is not None and job.first_heard_at is None and not job.cancel.is_set() and reply:
@@ -937,6 +1020,10 @@ class Daemon:
             except Exception as reopen_error:
                 log.error("the output device cannot be reopened yet: %s", reopen_error)
         ended = time.monotonic()
+        if job.withdrawn:
+            self.assistant.forget_last_turn(job.text)
+            log.info("turn %d withdrawn: the user went on speaking", job.turn_id)
+            return
         interrupted = job.cancel.is_set()
         if interrupted:
             job.stop_reported.wait(STOP_REPORT_WAIT_S)
@@ -1102,6 +1189,7 @@ class Daemon:
             self.stt.vad = settings.vad
         if "vad" in changed:
             self._check_speech_gate(settings)
+            self._load_turn_model(settings)
         if "tts" in changed or "audio" in changed:
             self._load_voice(settings)
         if {"llm", "tools"} & set(changed):
