@@ -7,7 +7,8 @@ answers at once, so what is measured is voiced's own share of a turn. Timings ar
 the transcript records the daemon writes. The same run measures voiced starting speech
 recognition only at the endpoint (`stt.start_in_pause: false`), and as the baseline a daemon
 that also decodes whisper's full 30 s window (`stt.chunk_s: 0`), the way whisper.cpp's own
-tools do.
+tools do. Those two, and `silence`, end turns after `vad.silence_ms` of silence; the
+defaults (`voiced`) have the end-of-turn model judge each pause.
 
 `speech_end_to_first_audio_ms` (what the user feels) is also measured from outside: the
 virtual microphone and the virtual speaker are recorded side by side (two `parec` streams put
@@ -58,9 +59,10 @@ SPEAKER_LOUD_DBFS = -50.0
 
 
 CONFIGS = {
-    "voiced": "",
-    "at-endpoint": "stt:\n  start_in_pause: false\n",
-    "full-window": "stt:\n  chunk_s: 0.0\n  start_in_pause: false\n",
+    "voiced": "",  # the defaults: vad.end_of_turn: model
+    "silence": "vad:\n  end_of_turn: silence\n",
+    "at-endpoint": "vad:\n  end_of_turn: silence\nstt:\n  start_in_pause: false\n",
+    "full-window": "vad:\n  end_of_turn: silence\nstt:\n  chunk_s: 0.0\n  start_in_pause: false\n",
 }
 
 
@@ -172,8 +174,8 @@ def main() -> None:
                 f"{name}: outside check: {within} of {len(off)} turns within 50 ms of the "
                 f"record (largest difference {max(off):.0f} ms)"
             )
-    if set(CONFIGS) <= set(names):
-        fast = statistics.median(results["voiced"]["first_audio_ms"])
+    if {"silence", "at-endpoint", "full-window"} <= set(names):
+        fast = statistics.median(results["silence"]["first_audio_ms"])
         late = statistics.median(results["at-endpoint"]["first_audio_ms"])
         full = statistics.median(results["full-window"]["first_audio_ms"])
         print(

@@ -53,7 +53,9 @@ def model() -> TurnModel:
 
 def run_segmenter(audio: np.ndarray, settings: VadSettings, model: TurnModel) -> list:
     """Feed 60 ms blocks; judge each pause at once and hand the verdict back."""
-    segmenter = Segmenter(settings, gate=speech_gate(settings))
+    segmenter = Segmenter(
+        settings, gate=speech_gate(settings), judge_turns=settings.end_of_turn == "model"
+    )
     events: list = []
     block = 960
     for offset in range(0, audio.size, block):
@@ -81,7 +83,9 @@ def test_a_finished_question_ends_after_a_short_pause(model: TurnModel) -> None:
     assert ended.endpoint_wait_ms <= settings.turn_pause_ms + settings.frame_ms
     # With silence alone, the same speech waits vad.silence_ms.
     (by_silence,) = [
-        e for e in run_segmenter(audio, VadSettings(), model) if isinstance(e, UtteranceEnded)
+        e
+        for e in run_segmenter(audio, VadSettings(end_of_turn="silence"), model)
+        if isinstance(e, UtteranceEnded)
     ]
     assert by_silence.reason == "silence" and by_silence.endpoint_wait_ms >= 700
 
@@ -97,7 +101,7 @@ def test_a_hesitation_keeps_the_turn_open(model: TurnModel, stt) -> None:
     assert "timer" in text and "minutes" in text, text
     assert final[0].audio.size / 16000 >= audio.size / 16000 - 1.0
     # By silence alone, the 0.9 s pause splits it in two.
-    by_silence = run_segmenter(audio, VadSettings(), model)
+    by_silence = run_segmenter(audio, VadSettings(end_of_turn="silence"), model)
     assert len([e for e in by_silence if isinstance(e, UtteranceEnded)]) == 2
 
 
@@ -207,7 +211,8 @@ def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
     daemon: DaemonHandle, pulse_server, stt
 ) -> None:
     # "what time is it?" sounds finished: the turn starts (its request waits in the LLM
-    # server). Speech that goes on 1.1 s later takes it back: one turn, asked whole.
+    # server) or at least its transcription does. Speech that goes on about 0.5 s later (within
+    # vad.silence_ms) takes it back: one turn, asked whole.
     release = threading.Event()
     withdrawn = "You should never hear this."
     reply = "It is noon in Paris."
@@ -216,7 +221,7 @@ def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
     )
     audio = np.concatenate(
         [
-            synthesize("Computer, what time is it?", seed=5, tail_s=1.1),
+            synthesize("Computer, what time is it?", seed=5, tail_s=0.3),
             synthesize("In Paris, I mean.", seed=6, lead_s=0.0),
         ]
     )
@@ -233,10 +238,11 @@ def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
     assert "time" in user and "paris" in user, user
     assert records[-1]["assistant"] == reply
     asked = daemon.conversation_requests()[requests:]
-    assert len(asked) == 2, asked  # the withdrawn one, then the whole question
-    # The withdrawn question is not remembered: the whole one takes its place.
+    # At most the withdrawn request, then the whole question; the withdrawn one is not
+    # remembered: the whole one takes its place.
+    assert 1 <= len(asked) <= 2, asked
     users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in asked]
-    assert len(users[1]) == len(users[0]) and users[1][:-1] == users[0][:-1], users
+    assert len(users[-1]) == len(users[0]) and users[-1][:-1] == users[0][:-1], users
     spoken = heard_speech(stt, heard).lower()
     assert "never" not in spoken and "paris" in spoken, spoken
     assert "withdrawn" in daemon.log()

@@ -61,7 +61,7 @@ class VadSettings(_Section):
     # The end of a turn: after silence_ms of silence, or judged by the end-of-turn model
     # (voiced.audio.end_of_turn) after turn_pause_ms, waiting up to turn_max_silence_ms when
     # it hears an unfinished sentence.
-    end_of_turn: Literal["silence", "model"] = "silence"
+    end_of_turn: Literal["silence", "model"] = "model"
     turn_pause_ms: int = Field(240, ge=30, le=2000)
     turn_max_silence_ms: int = Field(1500, ge=100, le=10_000)
     turn_threshold: float = Field(0.5, ge=0.0, le=1.0)

@@ -26,12 +26,15 @@ webrtcvad lacks:
   utterances, never dropped. Speech that goes on after a split (at once, or after less than
   ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
   cancelled, however short: without the split it would have been part of the one before.
-* ``vad.end_of_turn: model``: pauses are always reported, after ``vad.turn_pause_ms`` of
-  silence (which is then also the post-roll), and the listener has the pause judged by an
-  end-of-turn model off this thread, handing the verdict back with :meth:`Segmenter.verdict`:
-  finished ends the utterance at once (reason ``model``, with exactly the pause's audio), not
-  finished makes it wait up to ``vad.turn_max_silence_ms`` of silence for more speech, and
-  with no verdict yet it ends after ``vad.silence_ms`` as usual.
+* ``judge_turns`` (the daemon with ``vad.end_of_turn: model``): pauses are always reported,
+  after ``vad.turn_pause_ms`` of silence (which is then also the post-roll), and the
+  listener has the pause judged by an end-of-turn model off this thread, handing the verdict
+  back with :meth:`Segmenter.verdict`: finished ends the utterance at once (reason ``model``,
+  with exactly the pause's audio), not finished makes it wait up to
+  ``vad.turn_max_silence_ms`` of silence for more speech, and with no verdict yet it ends
+  after ``vad.silence_ms`` as usual. Speech that starts within ``vad.silence_ms`` of a
+  model-decided end (it would have been the same utterance without the model) takes it back (``UtteranceStarted.rejoins``), until
+  :meth:`Segmenter.forget_rejoin`.
 * ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
@@ -201,6 +204,7 @@ class Segmenter:
         *,
         report_pauses: bool = False,
         gate: SpeechGate | None = None,
+        judge_turns: bool = False,
     ) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz")
@@ -211,7 +215,8 @@ class Segmenter:
         self.gate = gate
         s = self.settings
         self.frame_ms = s.frame_ms
-        self.model_turns = s.end_of_turn == "model"
+        # The listener judges pauses with the end-of-turn model (vad.end_of_turn: model).
+        self.model_turns = judge_turns
         self.report_pauses = report_pauses or self.model_turns
         self.frame_samples = sample_rate * s.frame_ms // 1000
         self._frame_s = s.frame_ms / 1000.0
@@ -245,7 +250,7 @@ class Segmenter:
         self._paused = False  # a SpeechPaused was reported for the current utterance
         self._unfinished = False  # the end-of-turn model heard this pause as unfinished
         # After a model-decided end: that utterance's frames and every frame since, until
-        # vad.turn_max_silence_ms after its speech; speech starting before then takes it back.
+        # vad.silence_ms after its speech; speech starting before then takes it back.
         self._rejoin: list[_Frame] | None = None
         self._rejoin_index = 0
         self._rejoin_start = 0
@@ -319,7 +324,8 @@ class Segmenter:
         if finished:
             frames = self._utterance
             start = self._utterance_start
-            until = self._last_speech + 1 + self._max_silence_frames
+            # Speech within vad.silence_ms would have been this utterance without the model.
+            until = self._last_speech + 1 + self._silence_frames
             ended = self._end("model")
             if isinstance(ended, UtteranceEnded):
                 self._rejoin, self._rejoin_index = frames, ended.index
@@ -361,7 +367,9 @@ class Segmenter:
 
     def _step_idle(self, frame: _Frame) -> list[Event]:
         if self._rejoin is not None:
-            if frame.index < self._rejoin_until:
+            # What counts is when the speech starts, not when the onset is decided.
+            onset = self._run[0].index if self._run else frame.index
+            if onset < self._rejoin_until:
                 self._rejoin.append(frame)
             else:
                 self._rejoin = None

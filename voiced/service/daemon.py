@@ -94,6 +94,11 @@ MAX_JOINED_S = 60.0
 # word of a request said without a pause ("Hey Jarvis what time" -> "time is it"), 0.15 s
 # before it kept every request whole and left nothing of the phrase (Piper speech, 4 models).
 WAKE_CUT_BACK_S = 0.15
+# The reply's first sentence is spoken from its first clause boundary (a comma, semicolon or
+# colon followed by a space) at or after this many characters: Piper's time grows with the
+# text, and a long first sentence would hold up the first sound (issue 19).
+FIRST_CLAUSE_CHARS = 24
+SENTENCE_CHARS = 300
 
 
 @dataclass
@@ -366,7 +371,9 @@ class Daemon:
     def _load_voice(self, settings: Settings) -> None:
         from voiced.speech.tts import TextToSpeech
 
-        self._open_output(TextToSpeech.from_settings(settings.tts), settings)
+        tts = TextToSpeech.from_settings(settings.tts)
+        tts.synthesize("Ready.")  # onnxruntime's first run is slower: not on the first reply
+        self._open_output(tts, settings)
 
     def _open_output(self, tts: Any, settings: Settings) -> None:
         """A fresh player and speaker (the device is opened on the first sentence)."""
@@ -659,7 +666,13 @@ class Daemon:
 
         run = next(self._capture_runs)
         gate = speech_gate(settings.vad)  # back to the pool when the loop ends (restarts)
-        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
+        judging = settings.vad.end_of_turn == "model" and self._turn_model is not None
+        segmenter = Segmenter(
+            settings.vad,
+            report_pauses=settings.stt.start_in_pause,
+            gate=gate,
+            judge_turns=judging,
+        )
         clock = _StreamClock()
         early: EarlyTranscript | None = None
         # vad.end_of_turn: model: pauses are judged on the judge's thread; its verdicts come
@@ -667,7 +680,7 @@ class Daemon:
         # late). The thread sleeps while nobody pauses.
         judge = None
         verdicts: collections.deque[Any] = collections.deque()
-        if settings.vad.end_of_turn == "model" and self._turn_model is not None:
+        if judging:
             from voiced.audio.end_of_turn import TurnJudge
 
             judge = TurnJudge(settings.vad.turn_threshold, verdicts.append, self._turn_model)
@@ -962,7 +975,7 @@ class Daemon:
     def _run_turn(self, job: _TurnJob) -> None:
         utterance = job.utterance
         reference = utterance.endpoint_at if utterance else time.monotonic()
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(max_chars=FIRST_CLAUSE_CHARS)
         marks: dict[str, float] = {}
         speaker = self.speaker
 
@@ -979,6 +992,7 @@ class Daemon:
                 return
             marks.setdefault("first_token", time.monotonic())
             for sentence in splitter.feed(piece):
+                splitter.max_chars = SENTENCE_CHARS  # only the first is cut at a clause
                 say(sentence)
 
         def say_what_was_given() -> None:
