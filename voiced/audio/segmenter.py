@@ -33,8 +33,8 @@ webrtcvad lacks:
   with exactly the pause's audio), not finished makes it wait up to
   ``vad.turn_max_silence_ms`` of silence for more speech, and with no verdict yet it ends
   after ``vad.silence_ms`` as usual. Speech that starts within ``vad.silence_ms`` of a
-  model-decided end (it would have been the same utterance without the model) takes it back (``UtteranceStarted.rejoins``), until
-  :meth:`Segmenter.forget_rejoin`.
+  model-decided end (it would have been the same utterance without the model) takes it
+  back (``UtteranceStarted.rejoins``), until :meth:`Segmenter.forget_rejoin`.
 * ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
