@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +246,40 @@ def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
     spoken = heard_speech(stt, heard).lower()
     assert "never" not in spoken and "paris" in spoken, spoken
     assert "withdrawn" in daemon.log()
+
+
+def _ended_with(verdict: Callable[[SpeechPaused], tuple[float, bool] | None]) -> UtteranceEnded:
+    """The one utterance of a question with 2.5 s of silence after it, with ``verdict`` (the
+    pause's audio_end_s to give, and finished) handed back for its pause, or none."""
+    settings = VadSettings(end_of_turn="model")
+    segmenter = Segmenter(settings, judge_turns=True)
+    audio = synthesize("What time is it right now?", seed=2, tail_s=2.5)  # one pause only
+    events: list = []
+    for offset in range(0, audio.size, 960):
+        new = segmenter.feed(audio[offset : offset + 960])
+        for event in list(new):
+            given = verdict(event) if isinstance(event, SpeechPaused) else None
+            if given is not None:
+                new += segmenter.verdict(event.index, *given)
+        events += new
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert len(ended) == 1, events
+    return ended[0]
+
+
+def test_the_verdict_decides_how_long_the_silence_may_be() -> None:
+    settings = VadSettings()
+    # No verdict (a slow or failed model): vad.silence_ms, as without the model.
+    late = _ended_with(lambda paused: None)
+    assert late.reason == "silence" and late.endpoint_wait_ms == 720
+    # Not finished: up to vad.turn_max_silence_ms.
+    waiting = _ended_with(lambda paused: (paused.audio_end_s, False))
+    assert waiting.reason == "silence"
+    assert waiting.endpoint_wait_ms >= settings.turn_max_silence_ms
+    # Finished: at once, with exactly the audio of the pause.
+    paused_at: list[float] = []
+    now = _ended_with(lambda paused: paused_at.append(paused.audio_end_s) or (paused_at[-1], True))
+    assert now.reason == "model" and now.audio_end_s == paused_at[-1]
+    # A verdict on other audio (a pause that speech broke since) changes nothing.
+    stale = _ended_with(lambda paused: (paused.audio_end_s - 0.3, True))
+    assert stale.reason == "silence" and stale.endpoint_wait_ms == 720
