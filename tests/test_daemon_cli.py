@@ -188,6 +188,7 @@ def test_doctor_passes_when_everything_works(
         "ok   config",
         "ok   speech model",
         "ok   wake word",
+        "ok   end of turn",
         "ok   voice",
         "ok   input device",
         "ok   output device",
@@ -245,7 +246,38 @@ def test_doctor_unwritable_transcripts(
 ONLY_WAKE = (
     *SKIP_HEAVY,
     *("--skip", "echo", "--skip", "ollama", "--skip", "model", "--skip", "transcripts"),
+    *("--skip", "turn"),
 )
+ONLY_TURN = (
+    *SKIP_HEAVY,
+    *("--skip", "echo", "--skip", "ollama", "--skip", "model", "--skip", "transcripts"),
+    *("--skip", "wake"),
+)
+
+
+def test_doctor_checks_the_end_of_turn_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, "wake:\n  engine: text\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert result.exit_code == 0, result.output
+    assert "ok   end of turn: the Smart Turn model (in pipecat-ai " in result.stdout
+
+    config = _config(tmp_path, "vad:\n  end_of_turn: silence\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert "ok   end of turn: after 700 ms of silence" in result.stdout
+
+    import importlib.metadata
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    config = _config(tmp_path, "wake:\n  engine: text\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert result.exit_code == 1
+    assert "FAIL end of turn: pipecat-ai is not installed" in result.stdout
+    assert "fix: the end-of-turn model ships inside" in result.stdout
 
 
 def test_doctor_checks_the_wake_word_model(tmp_path: Path) -> None:
