@@ -32,7 +32,9 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# setuptools warns on every editable install ("Editable installation ... be careful with
+# folders ... with the same name as your package"); voiced has no such folder: keep it quiet.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
 # The end-of-turn model (vad.end_of_turn: model): Pipecat's Smart Turn v3.2 ONNX file (BSD-2,
 # 8.7 MB) ships inside pipecat-ai. voiced only reads that file and the numpy feature module
 # beside it (onnxruntime comes with piper-tts), so the package goes in without its heavy

@@ -93,7 +93,7 @@ def voiced_run(
     which the scripted turns say) or "model" (the hey_jarvis wake-word model).
     """
     home = folder / name
-    home.mkdir()
+    home.mkdir(exist_ok=True)  # a caller may have prepared it (a tmpfs for the transcripts)
     ModelStore(home / "models").ensure_default()  # converted before timing starts
     (home / "config.yaml").write_text(
         f"llm:\n  host: {ollama.url}\nwake:\n  engine: {wake_engine}\n  follow_up_s: 0.0\n"

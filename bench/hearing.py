@@ -156,7 +156,7 @@ def _loaded(pid: int) -> dict[str, bool]:
 
 def measure_idle(recordings: Recordings, seconds: float) -> tuple[list[tuple], dict, str]:
     from bench.harness import audio_and_llm, voiced_run
-    from bench.idle import cpu_percent_pair
+    from bench.idle import cpu_percent_pair, tree_rss_mib
 
     config = _config_for_models()
     music = recordings.noise("music", seconds + 5, seed=7)
@@ -180,7 +180,7 @@ def measure_idle(recordings: Recordings, seconds: float) -> tuple[list[tuple], d
                 ours, theirs = cpu_percent_pair(voiced, peer, seconds)
                 if playback is not None:
                     playback.stop()
-                rows.append((label, ours, theirs, voiced.memory_info().rss / 2**20))
+                rows.append((label, ours, theirs, tree_rss_mib(voiced)))
         finally:
             parec.terminate()
     return rows, loaded, config.strip().replace("\n", " ")

@@ -98,20 +98,55 @@ def measure(pulse, ollama, folder, engine: str, seconds: float) -> list[tuple]:
                     playback.stop()
                 time.sleep(1.0)  # the last utterance's endpoint and transcription
                 heard = log_path.read_text().count(" heard ") - heard_before
-                rss = voiced.memory_info().rss / 2**20
+                rss = tree_rss_mib(voiced)
                 rows.append((engine, label, ours, theirs, rss, heard))
         finally:
             parec.terminate()
     return rows
 
 
+def _tree(process: psutil.Process) -> list[psutil.Process]:
+    """The process and its children: voiced's microphone is read by a child process."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu_s(process: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) of the process and each child, by pid."""
+    seconds = {}
+    for member in _tree(process):
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[member.pid] = times.user + times.system
+    return seconds
+
+
+def tree_rss_mib(process: psutil.Process) -> float:
+    """Memory of the process and its children together: the RSS of a lone process, and the
+    sum of proportional set sizes (shared pages split between sharers) for a family."""
+    members = _tree(process)
+    total = 0
+    for member in members:
+        try:
+            info = member.memory_full_info() if len(members) > 1 else member.memory_info()
+        except psutil.NoSuchProcess:
+            continue
+        total += getattr(info, "pss", info.rss)
+    return total / 2**20
+
+
 def cpu_percent_pair(a: psutil.Process, b: psutil.Process, seconds: float) -> tuple[float, float]:
-    before = (a.cpu_times(), b.cpu_times())
+    """Each process's CPU (children included) over ``seconds``, in % of one core."""
+    before = (tree_cpu_s(a), tree_cpu_s(b))
     time.sleep(seconds)
-    after = (a.cpu_times(), b.cpu_times())
+    after = (tree_cpu_s(a), tree_cpu_s(b))
     return tuple(  # type: ignore[return-value]
-        100.0 * ((x.user - y.user) + (x.system - y.system)) / seconds
-        for x, y in zip(after, before, strict=True)
+        100.0 * sum(used - start.get(pid, 0.0) for pid, used in end.items()) / seconds
+        for end, start in zip(after, before, strict=True)
     )
 
 

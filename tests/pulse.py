@@ -176,6 +176,12 @@ class Recording:
     def samples_so_far(self) -> int:
         return sum(len(c) for c in self._chunks) // 2
 
+    def audio_so_far(self) -> np.ndarray:
+        """What has been recorded until now (float32 mono); the recording goes on."""
+        data = b"".join(list(self._chunks))
+        data = data[: len(data) // 2 * 2]
+        return np.frombuffer(data, dtype=np.int16).astype(np.float32) / 32768.0
+
     def stop(self) -> np.ndarray:
         """Stop recording; return float32 mono audio at ``rate``."""
         end_process(self._proc)

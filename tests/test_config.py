@@ -135,6 +135,19 @@ def test_bad_config_makes_commands_fail_cleanly(voiced_home: Path) -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_vad_timeout_s_is_removed_and_names_what_replaced_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vad.timeout_s was never read; a file that sets it keeps working and is told why."""
+    old = tmp_path / "old.yaml"
+    old.write_text("vad:\n  timeout_s: 15.0\n")
+    with caplog.at_level("WARNING"):
+        settings = config.load(old)
+    assert not hasattr(settings.vad, "timeout_s")
+    assert "vad.timeout_s is no longer used" in caplog.text
+    assert "wake.confirm_timeout_s" in caplog.text
+
+
 def test_a_removed_key_is_ignored_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -190,6 +190,7 @@ def test_doctor_passes_when_everything_works(
         "ok   wake word",
         "ok   end of turn",
         "ok   voice",
+        "ok   speech servers",
         "ok   input device",
         "ok   output device",
         "warn echo cancel",  # the test server has no echo canceller loaded

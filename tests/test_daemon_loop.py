@@ -510,7 +510,29 @@ def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestSer
     ask_and_wait(loop)
     loop.wait_for(lambda: len(loop.records()) == 1)  # confirm_timeout_s = 3.0, nobody answers
     assert deleted == []
-    assert loop.records()[0]["tool_calls"][0]["decision"] == "declined"
+    (record,) = loop.records()
+    (call,) = record["tool_calls"]
+    assert call["decision"] == "declined"
+    # Said aloud, after the question and before the reply, and recorded as unanswered.
+    question = "Delete the note shopping? Say yes or no."
+    assert loop.speaker.said[-3:] == [question, "I'll take that as a no.", "Done."]
+    assert "I'll take that as a no." in record["assistant"]
+    assert "did not answer" in call["result"] and "taken as a no" in call["result"]
+    tool_message = conversation(ollama_server)[1]["messages"][-1]
+    assert "did not answer" in tool_message["content"]  # the model is told, too
+
+
+def test_a_no_is_not_taken_for_an_unanswered_question(
+    loop_factory, ollama_server: OllamaTestServer
+) -> None:
+    deleted: list[str] = []
+    script_delete(ollama_server)
+    loop = loop_factory(confirm_registry(deleted))
+    ask_and_wait(loop)
+    loop.say("No.", duration=0.5)
+    loop.wait_for(lambda: len(loop.records()) == 1)
+    assert "I'll take that as a no." not in loop.speaker.said
+    assert "did not answer" not in loop.records()[0]["tool_calls"][0]["result"]
 
 
 # ------------------------------------------------------------------------- robustness
@@ -733,6 +755,46 @@ def test_joined_speech_is_capped() -> None:
     assert joiner.feed([piece(10.0)], 11.5) == []
     (alone,) = joiner.feed([], 11.8)
     assert alone[0] is alone[1]
+
+
+def test_a_full_disk_costs_no_transcript_record(
+    loop_factory, ollama_server: OllamaTestServer, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Records the disk refuses wait in memory and go out, in order, once it takes them."""
+    import errno
+
+    ollama_server.script(
+        Reply(content=["One."]), Reply(content=["Two."]), Reply(content=["Three."])
+    )
+    loop = loop_factory()
+    journal = loop.daemon.journal
+    real_append = journal.append
+    full = threading.Event()
+    full.set()
+    refused = []
+
+    def append(record):
+        if full.is_set():
+            refused.append(record["text"])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(record)
+
+    monkeypatch.setattr(journal, "append", append)
+    loop.say("Computer, first.")
+    loop.wait_for(lambda: len(refused) == 1)
+    loop.say("Computer, second.")
+    loop.wait_for(lambda: len(loop.daemon._unwritten) == 2)
+    assert refused == ["First.", "First."]  # tried again first, in order; the disk still full
+    assert loop.records() == []
+    assert loop.thread.is_alive()
+    full.clear()  # space again
+    loop.say("Computer, third.")
+    loop.wait_for(lambda: len(loop.records()) == 3)
+    assert [r["text"] for r in loop.records()] == ["First.", "Second.", "Third."]
+    assert [r["assistant"] for r in loop.records()] == ["One.", "Two.", "Three."]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write the transcript" in m for m in messages) == 1  # said once
+    assert any("written again" in m for m in messages)
 
 
 def test_a_long_first_sentence_is_spoken_from_its_first_clause(

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.reference import openai_mel_filters
 from tests.speech import synthesize, wer
 from voiced.speech.ggml import ConversionError, convert_ct2_whisper, mel_filters, quantize
 
@@ -167,6 +168,19 @@ def test_weights_are_copied_unchanged(converted: Path, ggml_file: GgmlFile, sour
         np.testing.assert_array_equal(stored, fused[i * 384 : (i + 1) * 384])
     value_bias = ggml_file.tensors["decoder.blocks.1.attn.value.bias"]
     np.testing.assert_array_equal(np.frombuffer(data, "<f4", 384, value_bias.offset), bias[768:])
+
+
+@pytest.mark.parametrize("n_mels", [80, 128])
+def test_mel_filters_are_openais_own(n_mels: int) -> None:
+    """The filterbank OpenAI ships with Whisper (and whisper.cpp copies into ggml files), from
+    the pinned openai-whisper archive: not computed by this project's code."""
+    reference = openai_mel_filters(n_mels)
+    assert reference.shape == (n_mels, 201) and reference.dtype == np.float32
+    np.testing.assert_allclose(mel_filters(n_mels), reference, rtol=1e-6, atol=1e-9)
+
+
+def test_the_model_file_carries_openais_mel_filters(ggml_file: GgmlFile) -> None:
+    np.testing.assert_allclose(ggml_file.filters, openai_mel_filters(80), rtol=1e-6, atol=1e-9)
 
 
 def test_mel_filters_match_an_independent_implementation(ggml_file: GgmlFile) -> None:

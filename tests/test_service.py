@@ -194,3 +194,50 @@ def test_systemd_analyze_is_required_under_ci(
     with pytest.raises(BaseException) as raised:  # a skip would be a BaseException too
         _verify(UNIT, tmp_path)
     assert raised.type is pytest.fail.Exception and "CI must verify" in str(raised.value)
+
+
+SERVE_UNIT = REPO / "systemd" / "voiced-serve.service"
+
+
+def test_repository_serve_unit_is_the_rendered_template() -> None:
+    assert SERVE_UNIT.read_text() == render_unit("%h/.local/bin/voiced serve", role="serve")
+
+
+def test_serve_unit_has_the_same_readiness_watchdog_and_hardening(tmp_path: Path) -> None:
+    run_unit, serve_unit = _directives(UNIT.read_text()), _directives(SERVE_UNIT.read_text())
+    assert serve_unit["ExecStart"] == "%h/.local/bin/voiced serve"
+    assert "ExecReload" not in serve_unit  # serve has no configuration reload on SIGHUP
+    # zeroconf lists the network interfaces over netlink; otherwise the same sandbox.
+    assert serve_unit["RestrictAddressFamilies"].split() == [
+        "AF_UNIX",
+        "AF_INET",
+        "AF_INET6",
+        "AF_NETLINK",
+    ]
+    same = set(run_unit) - {"ExecStart", "ExecReload", "After", "Description"}
+    same -= {"SyslogIdentifier", "RestrictAddressFamilies"}
+    assert {key: serve_unit.get(key) for key in same} == {key: run_unit[key] for key in same}
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "voiced").symlink_to(sys.executable)
+    result = _verify(SERVE_UNIT, home)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+
+
+def test_install_status_uninstall_serve(config_home: Path, tmp_path: Path, systemctl_calls) -> None:
+    result = CliRunner().invoke(main, ["service", "install", "--serve"])
+    assert result.exit_code == 0, result.output
+    assert "systemctl --user enable --now voiced-serve" in result.stdout
+    path = config_home / "systemd" / "user" / "voiced-serve.service"
+    command = shlex.split(_directives(path.read_text())["ExecStart"])
+    assert command == [sys.executable, "-m", "voiced", "serve"]
+    done = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "Wyoming" in done.stdout
+    verified = _verify(path, tmp_path)
+    assert verified.returncode == 0 and verified.stderr.strip() == "", verified.stderr
+    assert not (config_home / "systemd" / "user" / "voiced.service").exists()
+    CliRunner().invoke(main, ["service", "status", "--serve"])
+    assert systemctl_calls()[-1] == "--user status --no-pager --lines=5 voiced-serve.service"
+    removed = CliRunner().invoke(main, ["service", "uninstall", "--serve"])
+    assert removed.exit_code == 0 and not path.exists()
+    assert "--user disable --now voiced-serve.service" in systemctl_calls()

@@ -181,3 +181,26 @@ def test_the_speech_prob_of_a_span_comes_from_the_gate_windows_inside_it() -> No
     assert speech.speech_prob_between(9.9, 11.0) == pytest.approx(0.95)
     assert speech.speech_prob_between(12.0, 14.0) is None  # not scored: unknown, kept
     assert SpeechMap(np.ones(5, bool), np.zeros(5)).speech_prob_between(0, 1) is None
+
+
+def test_max_segment_chars_splits_at_words_with_token_timestamps(stt: SpeechToText) -> None:
+    sentence = "The quick brown fox jumps over the lazy dog and then runs into the forest."
+    audio = synthesize(sentence, seed=8)
+    split = SpeechToText(stt.model_path, model_name="tiny.en", max_segment_chars=16)
+    result = split.transcribe(audio)
+    assert len(result.segments) >= 4, result.segments
+    assert all(len(s.text) <= 16 for s in result.segments), result.segments
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert all(0 <= s.start < s.end <= result.duration for s in result.segments)
+    assert wer(sentence, result.text) <= 0.15, result.text
+
+
+def test_beam_search_goes_through_whisper(stt: SpeechToText) -> None:
+    beam = SpeechToText(stt.model_path, model_name="tiny.en", beam_size=4)
+    for i, sentence in enumerate(SHORT):
+        text = beam.transcribe(synthesize(sentence, seed=40 + i)).text
+        assert wer(sentence, text) <= 0.15, text
+    params = beam._model.get_params()  # what whisper_full was last called with
+    assert params["strategy"].name == "WHISPER_SAMPLING_BEAM_SEARCH"
+    assert params["beam_search"]["beam_size"] == 4

@@ -330,6 +330,31 @@ def test_language_code_is_case_insensitive(media: dict[str, Path]) -> None:
     assert wer(SENTENCES[0], document["text"]) <= 0.1
 
 
+def test_max_len_splits_segments_through_whisper(media: dict[str, Path]) -> None:
+    """--max-len N: whisper.cpp's -ml with token timestamps, segments split at words."""
+    whole = json.loads(voiced("transcribe", "-f", "json", str(media["one"])).stdout)
+    result = voiced("transcribe", "--max-len", "16", "-f", "json", str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    segments = document["segments"]
+    assert len(whole["segments"]) == 1 and len(segments) >= 3, segments
+    assert all(len(s["text"].strip()) <= 16 for s in segments), segments
+    starts = [s["start"] for s in segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)  # token timestamps
+    assert all(s["start"] < s["end"] <= document["duration"] + 0.01 for s in segments)
+    assert wer(SENTENCES[0], " ".join(s["text"] for s in segments)) <= 0.1
+
+
+def test_language_auto_with_an_english_model_is_english(media: dict[str, Path]) -> None:
+    """-l auto goes through whisper; an English-only model reports English (whisper.cpp's
+    language detection needs a multilingual model, and none is available offline)."""
+    result = voiced("transcribe", "-l", "auto", "-f", "json", str(media["one"]))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["language"] == "en"
+    assert wer(SENTENCES[0], document["text"]) <= 0.1
+
+
 def test_channel_option_picks_one_side(tmp_path: Path) -> None:
     speech = synthesize(SENTENCES[1], seed=5)
     stereo = np.stack([speech, noise(speech.size / 16000, dbfs=-60, seed=9)[: speech.size]], axis=1)

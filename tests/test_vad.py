@@ -13,7 +13,6 @@ from voiced.audio.segmenter import (
     Segmenter,
     SpeechPaused,
     SpeechResumed,
-    Timeout,
     UtteranceCancelled,
     UtteranceEnded,
     UtteranceStarted,
@@ -253,14 +252,8 @@ def test_taps_and_clicks_are_cancelled_as_too_short() -> None:
     assert ended(run(a_tap())) == []
 
 
-def test_silence_gives_timeouts_and_no_utterances() -> None:
-    events = run(noise(7.0, seed=9), VadSettings(timeout_s=2.0))
-    assert ended(events) == []
-    timeouts = [e for e in events if isinstance(e, Timeout)]
-    assert len(timeouts) == 3
-    for number, timeout in enumerate(timeouts, start=1):
-        assert 2.0 <= timeout.waited_s < 2.0 + FRAME_S
-        assert timeout.at_s == pytest.approx(number * timeout.waited_s)
+def test_silence_gives_no_events() -> None:
+    assert run(noise(7.0, seed=9)) == []
 
 
 def test_digital_silence_is_not_speech() -> None:
@@ -284,7 +277,7 @@ def test_a_pause_carries_exactly_the_audio_of_the_utterance_that_ends_there() ->
     audio = synthesize(SENTENCES[0], lead_s=1.0, tail_s=1.5)
     settings = VadSettings(post_roll_ms=240, silence_ms=700)
     events = run(audio, settings, report_pauses=True)
-    kinds = [type(e) for e in events if not isinstance(e, Timeout)]
+    kinds = [type(e) for e in events]
     assert kinds == [UtteranceStarted, SpeechPaused, UtteranceEnded]
     paused, utterance = events[1], events[2]
     assert paused.index == utterance.index
@@ -369,9 +362,7 @@ def test_silence_ms_decides_whether_a_pause_ends_the_utterance(
 def test_speech_start_ms_is_the_voiced_run_that_starts_an_utterance() -> None:
     yes = synthesize("Yes.", lead_s=0.5, tail_s=1.0)
     assert len(ended(run(yes))) == 1
-    assert [
-        e for e in run(yes, VadSettings(speech_start_ms=450)) if not isinstance(e, Timeout)
-    ] == []
+    assert run(yes, VadSettings(speech_start_ms=450)) == []
     # A sentence starts at the same onset, decided only after the longer voiced run.
     sentence = synthesize(SENTENCES[0], lead_s=0.5, tail_s=1.0)
     quick = next(e for e in run(sentence) if isinstance(e, UtteranceStarted))

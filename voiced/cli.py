@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "say": ("voiced.commands.say", "say", "Speak text aloud or into a WAV file."),
     "chat": ("voiced.commands.chat", "chat", "Text chat with the assistant."),
     "run": ("voiced.commands.run", "run", "Run the hands-free assistant."),
+    "serve": ("voiced.commands.serve", "serve", "Serve Home Assistant over Wyoming."),
     "models": ("voiced.commands.models", "models", "List, install and check models."),
     "devices": ("voiced.commands.devices", "devices", "List audio input and output devices."),
     "audio": ("voiced.commands.audio", "audio", "Set up the sound server (echo cancellation)."),

@@ -52,7 +52,6 @@ class VadSettings(_Section):
     post_roll_ms: int = Field(300, ge=0, le=2000)
     min_utterance_ms: int = Field(250, ge=0, le=10_000)
     max_utterance_s: float = Field(20.0, ge=1.0, le=120.0)
-    timeout_s: float = Field(15.0, ge=1.0, le=600.0)
     energy_floor_dbfs: float = Field(-50.0, ge=-120.0, le=0.0)
     noise_margin_db: float = Field(10.0, ge=0.0, le=60.0)
     noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
@@ -80,6 +79,7 @@ class SttSettings(_Section):
     chunk_s: float = Field(12.8, ge=0.0, le=28.0)
     window_margin: int = Field(128, ge=0, le=1500)
     start_in_pause: bool = True
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 class TtsSettings(_Section):
@@ -87,6 +87,7 @@ class TtsSettings(_Section):
     length_scale: float = Field(1.0, ge=0.25, le=4.0)
     volume: float = Field(1.0, ge=0.0, le=4.0)
     sentence_silence_s: float = Field(0.2, ge=0.0, le=5.0)
+    server: str = Field("", pattern=r"^$|^(tcp|unix)://\S+$")
 
 
 # Go's time.ParseDuration, which Ollama applies to a keep_alive string: a unit is required.
@@ -373,6 +374,20 @@ class TranscriptsSettings(_Section):
     retention_days: int = Field(30, ge=0, le=36_500)
 
 
+class ServeSettings(_Section):
+    """``voiced serve``: the Wyoming server for Home Assistant and its satellites."""
+
+    uri: str = Field("tcp://0.0.0.0:10300", pattern=r"^(tcp|unix)://\S+$")
+    zeroconf: bool = False
+    zeroconf_name: str = Field("voiced", pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,62}$")
+    conversation: bool = False
+    max_audio_s: float = Field(60.0, ge=1.0, le=3600.0)
+    max_text_chars: int = Field(10_000, ge=100, le=1_000_000)
+    idle_timeout_s: float = Field(60.0, ge=0.1, le=3600.0)
+    workers: int = Field(1, ge=1, le=64)
+    max_pending: int = Field(8, ge=0, le=1000)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -386,6 +401,7 @@ class Settings(_Section):
     wake: WakeSettings = WakeSettings()
     tools: ToolsSettings = ToolsSettings()
     transcripts: TranscriptsSettings = TranscriptsSettings()
+    serve: ServeSettings = ServeSettings()
     logging: LoggingSettings = LoggingSettings()
 
 
@@ -412,6 +428,10 @@ REMOVED_KEYS: dict[tuple[str, str], str] = {
     ("vad", "min_modulation_db"): (
         "the steady-noise rule is gone; the speech gate decides what is noise "
         "(vad.speech_threshold)"
+    ),
+    ("vad", "timeout_s"): (
+        "nothing used it; a spoken yes/no question waits wake.confirm_timeout_s, counted from "
+        "the end of the question, and no answer is taken as a no"
     ),
 }
 

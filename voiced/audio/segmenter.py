@@ -35,7 +35,6 @@ webrtcvad lacks:
   after ``vad.silence_ms`` as usual. Speech that starts within ``vad.silence_ms`` of a
   model-decided end (it would have been the same utterance without the model) takes it
   back (``UtteranceStarted.rejoins``), until :meth:`Segmenter.forget_rejoin`.
-* ``vad.timeout_s``: a :class:`Timeout` event when no utterance started for that long.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
   pause, and :class:`SpeechResumed` if speech comes back before the endpoint. A listener can
@@ -70,6 +69,7 @@ _ONSET_GAP_MS = 200  # stop closures inside a word ("Wha-t time") last up to ~15
 REACH_BACK_MS = 2000
 _REACH_GAP_MS = 200
 _REACH_PAD_MS = 150
+_REACH_PROBE = 16 * WINDOW  # 512 ms: what the gate hears before the pre-roll decides
 
 EndReason = Literal["silence", "model", "max_length", "flush"]
 CancelReason = Literal["too_short", "not_speech"]
@@ -167,17 +167,7 @@ class SpeechResumed:
     at_s: float
 
 
-@dataclass(frozen=True)
-class Timeout:
-    """No utterance started within ``vad.timeout_s`` (repeats while it stays quiet)."""
-
-    at_s: float
-    waited_s: float
-
-
-Event = (
-    UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed | Timeout
-)
+Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -232,7 +222,6 @@ class Segmenter:
         self._min_frames = math.ceil(s.min_utterance_ms / s.frame_ms)
         self._max_frames = max(self._start_frames + 1, int(s.max_utterance_s * 1000 // s.frame_ms))
         self._split_search_frames = max(1, min(self._max_frames // 2, 2000 // s.frame_ms))
-        self._timeout_frames = max(1, math.ceil(s.timeout_s * 1000 / s.frame_ms))
         self._noise_levels: deque[float] = deque(
             maxlen=max(1, int(s.noise_window_s * 1000) // s.frame_ms)
         )
@@ -258,7 +247,6 @@ class Segmenter:
         self._continues = False  # the current utterance goes on after a split
         self._continues_before = 0  # an onset before this frame index continues a split
         self._utterance_count = 0
-        self._quiet_since = 0  # frame index since which no utterance started
         self._gate_from = 0  # frame index of the first frame fed to the gate
 
     # -- public ---------------------------------------------------------------------------
@@ -339,10 +327,6 @@ class Segmenter:
         (call it once the reply to that utterance can be heard)."""
         self._rejoin = None
 
-    def reset_timeout(self) -> None:
-        """Start counting ``vad.timeout_s`` from now (e.g. when a question was asked)."""
-        self._quiet_since = self._next_index
-
     # -- internals ------------------------------------------------------------------------
 
     def _time(self, frame_index: int) -> float:
@@ -385,10 +369,6 @@ class Segmenter:
             self._history.append(earlier)
         self._run = []
         self._history.append(frame)
-        if self._next_index - self._quiet_since >= self._timeout_frames:
-            waited = (self._next_index - self._quiet_since) * self._frame_s
-            self._quiet_since = self._next_index
-            return [Timeout(at_s=self._time(self._next_index), waited_s=waited)]
         return []
 
     def _start(self) -> UtteranceStarted:
@@ -410,7 +390,6 @@ class Segmenter:
         self._paused = False
         self._unfinished = False
         self._continues = onset < self._continues_before
-        self._quiet_since = self._next_index
         self._gate_restart(self._utterance)
         return UtteranceStarted(
             index=self._utterance_count,
@@ -434,7 +413,6 @@ class Segmenter:
         self._paused = False
         self._unfinished = False
         self._continues = True
-        self._quiet_since = self._next_index
         self._gate_restart(frames)
         return UtteranceStarted(
             index=self._utterance_count,
@@ -449,13 +427,14 @@ class Segmenter:
         """The frames of ``before`` to keep: from the pre-roll (``before[pre_roll_at:]``), or
         from where speech the gate hears running on into the pre-roll starts."""
         assert self.gate is not None
-        audio = np.concatenate([f.samples for f in [*before, *self._run]])
-        sure, self.gate.stop_when_sure = self.gate.stop_when_sure, False
-        try:
-            probs = self.gate.probabilities(audio)
-        finally:
-            self.gate.stop_when_sure = sure
-        speech = probs >= self.settings.speech_threshold
+        threshold = self.settings.speech_threshold
+        # Most onsets (a quiet room, a knock) have no speech just before the pre-roll: find
+        # out from a short stretch first, and score the whole reach only when there is.
+        probe = np.concatenate([f.samples for f in before[:pre_roll_at]])[-_REACH_PROBE:]
+        if self._gate_scores(probe)[-1:].tolist() < [threshold]:
+            return before[pre_roll_at:]
+        probs = self._gate_scores(np.concatenate([f.samples for f in [*before, *self._run]]))
+        speech = probs >= threshold
         gap_windows = max(1, _REACH_GAP_MS * SAMPLE_RATE // 1000 // WINDOW)
         window = pre_roll_at * self.frame_samples // WINDOW
         earliest, gap = None, 0
@@ -468,6 +447,15 @@ class Segmenter:
             return before[pre_roll_at:]
         start = max(0, earliest * WINDOW - _REACH_PAD_MS * SAMPLE_RATE // 1000)
         return before[min(pre_roll_at, start // self.frame_samples) :]
+
+    def _gate_scores(self, audio: np.ndarray) -> np.ndarray:
+        """The gate's window probabilities over ``audio`` alone, scored to its end."""
+        assert self.gate is not None
+        sure, self.gate.stop_when_sure = self.gate.stop_when_sure, False
+        try:
+            return self.gate.probabilities(audio)
+        finally:
+            self.gate.stop_when_sure = sure
 
     def _step_speaking(self, frame: _Frame) -> list[Event]:
         assert self._utterance is not None
@@ -574,7 +562,6 @@ class Segmenter:
         self._utterance = None
         self._paused = False
         self._unfinished = False
-        self._quiet_since = self._next_index
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)
         index = self._utterance_count
@@ -634,7 +621,6 @@ class Segmenter:
             speech_prob=prob,
             window_probs=window_probs,
         )
-        self._quiet_since = self._next_index
         speech_frames = [f.index for f in tail if f.speech]
         if not speech_frames:
             # The split fell at the end of the speech: wait for the next onset as usual; one

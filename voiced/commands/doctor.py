@@ -1,7 +1,9 @@
 """``voiced doctor``: check everything ``voiced run`` needs, each with a hint to fix it.
 
 Checks, in order: the configuration, the speech model (loads and runs), the wake word (the
-wake-word models load and run, with ``wake.engine: model``), the voice (loads and speaks),
+wake-word models load and run, with ``wake.engine: model``), the voice (loads and speaks), the
+Wyoming servers of ``stt.server`` and ``tts.server`` (answer, offer that service; a warning
+when not, as voiced then uses its own models),
 the input and output devices (open, deliver / take audio), echo cancellation (a warning
 when voiced does not listen on an echo-cancelled source), the Ollama server
 (reachable), the model (pulled, tool-capable), and the transcript folder (writable). The
@@ -35,6 +37,7 @@ CHECKS = (
     "wake",
     "turn",
     "tts",
+    "servers",
     "input",
     "output",
     "echo",
@@ -77,7 +80,7 @@ def _check_stt(settings: Any, context: dict[str, Any]) -> str:
         raise _Failed(
             f"{settings.stt.model}: {exc}",
             "check stt.model; `voiced models list` shows what is installed and "
-            "`voiced models check` repairs the default model",
+            "`voiced models verify` checks the default model and rebuilds it if damaged",
         ) from None
     return f"{settings.stt.model} loads and runs ({stt.model_path})"
 
@@ -163,6 +166,33 @@ _DEVICE_HINT = (
     "run `voiced devices` and set audio.{key} to the right device (index or part of its "
     "name); is PipeWire or PulseAudio running in this session?"
 )
+
+
+def _check_servers(settings: Any, context: dict[str, Any]) -> str:
+    from voiced.speech.remote import RemoteError, describe
+
+    wanted = [("speech-to-text", "asr", settings.stt.server)]
+    wanted.append(("text-to-speech", "tts", settings.tts.server))
+    found = []
+    for what, kind, uri in wanted:
+        if not uri:
+            continue
+        try:
+            info = describe(uri, what)
+        except (RemoteError, ValueError) as exc:
+            raise _Warning(
+                f"{what} server {uri}: {exc}",
+                f"start it (`voiced serve` on that machine) or correct {kind.replace('asr', 'stt')}"
+                ".server; until then voiced uses its own models",
+            ) from None
+        programs = getattr(info, kind)
+        if not programs:
+            raise _Warning(
+                f"{uri} offers no {what}",
+                f"point {kind.replace('asr', 'stt')}.server at a Wyoming {what} server",
+            )
+        found.append(f"{what}: {programs[0].name} at {uri}")
+    return "; ".join(found) or "none set (stt.server, tts.server): all speech is done here"
 
 
 def _check_input(settings: Any, context: dict[str, Any]) -> str:
@@ -312,6 +342,7 @@ _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "wake": ("wake word", _check_wake),
     "turn": ("end of turn", _check_turn),
     "tts": ("voice", _check_tts),
+    "servers": ("speech servers", _check_servers),
     "input": ("input device", _check_input),
     "output": ("output device", _check_output),
     "echo": ("echo cancel", _check_echo),

@@ -61,10 +61,11 @@ def run(
     if no_wake:
         overrides["wake.engine"] = "text"  # no wake-word model: every transcript counts
         overrides["wake.phrases"] = []
-    settings = app.settings(**overrides)
     root = logging.getLogger()
-    if root.level == logging.WARNING:  # no -v / -q given: the config decides
-        root.setLevel(settings.logging.level)
+    if root.level != logging.WARNING:  # -v or -q: the command line decides, on reloads too
+        overrides["logging.level"] = logging.getLevelName(root.level)
+    settings = app.settings(**overrides)
+    root.setLevel(settings.logging.level)
 
     notifier = Notifier()
     daemon = Daemon(settings, config_path=app.config_path, notifier=notifier, overrides=overrides)

@@ -24,36 +24,31 @@ from voiced import paths
 
 UNIT_NAME = "voiced.service"
 
+SERVE_UNIT_NAME = "voiced-serve.service"
+
 UNIT_TEMPLATE = """\
-# voiced: the hands-free voice assistant as a systemd user service.
-#   voiced service install        (writes this file with the right ExecStart)
-#   systemctl --user enable --now voiced
-#   journalctl --user -u voiced -f
-# See docs/daemon.md (echo cancellation for speakers, sandbox notes).
+{header}
 
 [Unit]
-Description=voiced hands-free voice assistant (whisper.cpp, gpt-oss on Ollama, Piper)
-# The sound server of the session; whichever of them exists.
-After=pipewire.service pipewire-pulse.service pulseaudio.service
-StartLimitIntervalSec=300
+Description={description}
+{after}StartLimitIntervalSec=300
 StartLimitBurst=5
 
 [Service]
 Type=notify
 NotifyAccess=main
 ExecStart={exec_start}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
+{reload}Restart=on-failure
 RestartSec=5
 # voiced pings every WatchdogSec/2 from its main loop; a hung loop gets restarted.
 WatchdogSec=30
 # Loading whisper and Piper takes a few seconds (longer on the first start: model conversion).
 TimeoutStartSec=300
-# SIGTERM: the sentence being spoken is finished, then voiced exits (within 2 s).
+# {stop_note}
 TimeoutStopSec=10
 StandardOutput=journal
 StandardError=journal
-SyslogIdentifier=voiced
+SyslogIdentifier={identifier}
 Environment=PYTHONUNBUFFERED=1{environment}
 
 # Hardening that keeps audio (the sound server's socket under $XDG_RUNTIME_DIR, ALSA devices),
@@ -63,7 +58,7 @@ NoNewPrivileges=yes
 ProtectSystem=strict
 ReadWritePaths={read_write_paths}
 PrivateTmp=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictAddressFamilies={families}
 RestrictNamespaces=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
@@ -81,6 +76,49 @@ WantedBy=default.target
 """
 
 DEFAULT_EXEC_START = "%h/.local/bin/voiced run"
+DEFAULT_SERVE_EXEC_START = "%h/.local/bin/voiced serve"
+
+# What differs between the assistant's unit and the Wyoming server's (``--serve``).
+_ROLES: dict[str, dict[str, str]] = {
+    "run": {
+        "header": (
+            "# voiced: the hands-free voice assistant as a systemd user service.\n"
+            "#   voiced service install        (writes this file with the right ExecStart)\n"
+            "#   systemctl --user enable --now voiced\n"
+            "#   journalctl --user -u voiced -f\n"
+            "# See docs/daemon.md (echo cancellation for speakers, sandbox notes)."
+        ),
+        "description": "voiced hands-free voice assistant (whisper.cpp, gpt-oss on Ollama, Piper)",
+        "after": (
+            "# The sound server of the session; whichever of them exists.\n"
+            "After=pipewire.service pipewire-pulse.service pulseaudio.service\n"
+        ),
+        "reload": "ExecReload=/bin/kill -HUP $MAINPID\n",
+        "stop_note": (
+            "SIGTERM: the sentence being spoken is finished, then voiced exits (within 2 s)."
+        ),
+        "identifier": "voiced",
+        "families": "AF_UNIX AF_INET AF_INET6",
+    },
+    "serve": {
+        "header": (
+            "# voiced serve: the Wyoming speech server for Home Assistant as a systemd user "
+            "service.\n"
+            "#   voiced service install --serve   (writes this file with the right ExecStart)\n"
+            "#   systemctl --user enable --now voiced-serve\n"
+            "#   journalctl --user -u voiced-serve -f\n"
+            "# To keep it running without a login session: loginctl enable-linger $USER.\n"
+            "# Settings: serve.* in the config (README: Home Assistant)."
+        ),
+        "description": "voiced Wyoming speech server for Home Assistant (whisper.cpp, Piper)",
+        "after": "",
+        "reload": "",
+        "stop_note": "SIGTERM: open connections are closed and voiced serve exits.",
+        "identifier": "voiced-serve",
+        # AF_NETLINK: zeroconf lists the network interfaces (serve.zeroconf).
+        "families": "AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+    },
+}
 DEFAULT_READ_WRITE = ("%h/.local/share/voiced", "%h/.local/state/voiced")
 
 
@@ -92,13 +130,19 @@ def render_unit(
     exec_start: str = DEFAULT_EXEC_START,
     read_write: tuple[str, ...] = DEFAULT_READ_WRITE,
     environment: dict[str, str] | None = None,
+    role: str = "run",
 ) -> str:
-    """The unit text; ``read_write`` folders may be missing (``-`` prefix)."""
+    """The unit text; ``read_write`` folders may be missing (``-`` prefix).
+
+    ``role`` is ``run`` (the assistant, voiced.service) or ``serve`` (the Wyoming server,
+    voiced-serve.service).
+    """
     extra = "".join(
         f"\nEnvironment={shlex.quote(f'{key}={value}')}"
         for key, value in (environment or {}).items()
     )
     return UNIT_TEMPLATE.format(
+        **_ROLES[role],
         exec_start=exec_start,
         read_write_paths=" ".join(f"-{folder}" for folder in read_write),
         environment=extra,
@@ -113,21 +157,21 @@ def _home_relative(path: Path) -> str:
         return _unit_value(str(path.resolve()))
 
 
-def installed_unit(config_path: Path | None = None) -> str:
+def installed_unit(config_path: Path | None = None, role: str = "run") -> str:
     """The unit for this installation: its interpreter, its data folders, its VOICED_HOME."""
     folders = tuple(dict.fromkeys(_home_relative(p) for p in (paths.data_dir(), paths.state_dir())))
     environment = {}
     if paths.home() is not None:
         environment["VOICED_HOME"] = _unit_value(str(paths.home().resolve()))
-    return render_unit(exec_start(config_path), folders, environment)
+    return render_unit(exec_start(config_path, role), folders, environment, role)
 
 
-def exec_start(config_path: Path | None = None) -> str:
-    """The command that runs ``voiced run`` from this installation."""
+def exec_start(config_path: Path | None = None, role: str = "run") -> str:
+    """The command that runs ``voiced run`` (or ``voiced serve``) from this installation."""
     command = [sys.executable, "-m", "voiced"]
     if config_path is not None:
         command += ["--config", str(Path(config_path).expanduser().resolve())]
-    command.append("run")
+    command.append(role)
     # systemd unquotes like a shell for simple words; "%" must be doubled in unit files.
     return _unit_value(" ".join(shlex.quote(part) for part in command))
 
@@ -138,8 +182,15 @@ def unit_dir() -> Path:
     return base / "systemd" / "user"
 
 
-def unit_path() -> Path:
-    return unit_dir() / UNIT_NAME
+def unit_path(role: str = "run") -> Path:
+    return unit_dir() / (SERVE_UNIT_NAME if role == "serve" else UNIT_NAME)
+
+
+_SERVE_OPTION = click.option(
+    "--serve",
+    is_flag=True,
+    help="The Wyoming server (voiced serve, voiced-serve.service) instead of the assistant.",
+)
 
 
 def _systemctl(*args: str) -> subprocess.CompletedProcess[str] | None:
@@ -173,12 +224,14 @@ def service() -> None:
 
 @service.command()
 @click.option("--force", is_flag=True, help="Overwrite a unit that differs from this one.")
+@_SERVE_OPTION
 @click.pass_obj
-def install(app: Any, force: bool) -> None:
-    """Write ~/.config/systemd/user/voiced.service for this installation."""
+def install(app: Any, force: bool, serve: bool) -> None:
+    """Write ~/.config/systemd/user/voiced.service (or voiced-serve.service) for this install."""
     app.settings()  # refuse to install a service over a broken config
-    text = installed_unit(app.config_path)
-    path = unit_path()
+    role = "serve" if serve else "run"
+    text = installed_unit(app.config_path, role)
+    path = unit_path(role)
     if path.exists() and path.read_text() != text and not force:
         raise click.ClickException(f"{path} exists and differs; use --force to replace it")
     for folder in (paths.data_dir(), paths.state_dir()):
@@ -189,17 +242,19 @@ def install(app: Any, force: bool) -> None:
     os.replace(tmp, path)
     click.echo(f"wrote {path}")
     _daemon_reload()
-    click.echo("start it now and at every login with: systemctl --user enable --now voiced")
+    name = path.name.removesuffix(".service")
+    click.echo(f"start it now and at every login with: systemctl --user enable --now {name}")
 
 
 @service.command()
-def uninstall() -> None:
+@_SERVE_OPTION
+def uninstall(serve: bool) -> None:
     """Stop and disable the service and remove its unit file."""
-    path = unit_path()
+    path = unit_path("serve" if serve else "run")
     if not path.exists():
         click.echo(f"{path} is not installed")
         return
-    result = _systemctl("disable", "--now", UNIT_NAME)
+    result = _systemctl("disable", "--now", path.name)
     if result is not None and result.returncode != 0:
         click.echo(f"could not stop the service: {result.stderr.strip()}", err=True)
     path.unlink()
@@ -208,17 +263,19 @@ def uninstall() -> None:
 
 
 @service.command()
-def status() -> None:
+@_SERVE_OPTION
+def status(serve: bool) -> None:
     """Show whether the unit is installed, and what systemd says about it."""
-    path = unit_path()
+    path = unit_path("serve" if serve else "run")
     if not path.exists():
-        click.echo(f"not installed ({path} missing); run: voiced service install")
+        flag = " --serve" if serve else ""
+        click.echo(f"not installed ({path} missing); run: voiced service install{flag}")
         raise SystemExit(3)
     click.echo(f"unit: {path}")
     for line in path.read_text().splitlines():
         if line.startswith("ExecStart="):
             click.echo(f"runs: {line.removeprefix('ExecStart=')}")
-    result = _systemctl("status", "--no-pager", "--lines=5", UNIT_NAME)
+    result = _systemctl("status", "--no-pager", "--lines=5", path.name)
     if result is None:
         click.echo("systemctl not found: cannot ask systemd about it")
         return

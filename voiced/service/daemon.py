@@ -73,6 +73,8 @@ from voiced.transcripts import Journal, make_record
 
 log = logging.getLogger(__name__)
 
+# Spoken when a yes/no question got no answer within wake.confirm_timeout_s.
+UNANSWERED = "I'll take that as a no."
 UTTERANCE_QUEUE = 4
 EVENT_QUEUE = 256
 TURN_QUEUE = 4
@@ -84,9 +86,12 @@ IDLE_LOOP_S = 0.5
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
 CAPTURE_RESTART_S = 5.0
+MIC_REOPEN_WAIT_S = 5.0
 # A reload that takes longer than this is hung: the watchdog pings stop, systemd restarts us.
 RELOAD_WATCHDOG_LIMIT_S = 600.0
 STOP_REPORT_WAIT_S = 2.0
+# Turn records kept in memory while the disk refuses them (full, read-only).
+UNWRITTEN_MAX = 1000
 # Split pieces of one utterance are joined up to this length for transcription.
 MAX_JOINED_S = 60.0
 # An utterance with a wake-word detection is transcribed from this long before the detection.
@@ -287,6 +292,9 @@ class Daemon:
         self.journal = journal
         if journal is None and settings.transcripts.enabled:
             self.journal = Journal.from_settings(settings)
+        self._unwritten: collections.deque[dict[str, Any]] = collections.deque(maxlen=UNWRITTEN_MAX)
+        self._records_lock = threading.Lock()
+        self._journal_failing = False
         self.machine = TurnMachine(settings.wake)
         # Utterances starting before this (monotonic) are transcribed without a wake word;
         # the main thread publishes the machine's answer, the capture thread reads it.
@@ -318,7 +326,8 @@ class Daemon:
         # cancels the turn and stops the speaker: no sentence slips in after the stop.
         self._speak_lock = threading.Lock()
         self._confirm_ids = itertools.count(1)
-        self._confirmations: dict[int, tuple[threading.Event, list[bool]]] = {}
+        # request id -> (answered, [(approved, reason)])
+        self._confirmations: dict[int, tuple[threading.Event, list[tuple[bool, str]]]] = {}
         self._confirm_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._capture_thread: threading.Thread | None = None
@@ -338,10 +347,14 @@ class Daemon:
             ensure_routed()
         self.notifier.status("loading models")
         close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
-        self.stt = SpeechToText.from_settings(
+        from voiced.speech.remote import remote_stt
+
+        local = SpeechToText.from_settings(
             self.settings.stt, flash_attention=False, vad=self.settings.vad
         )
-        self.stt.warm_up()  # the first utterance then skips whisper's buffer set-up
+        local.warm_up()  # the first utterance then skips whisper's buffer set-up
+        # With stt.server, utterances go to that Wyoming server; the local model is the fallback.
+        self.stt = remote_stt(self.settings.stt, local)
         self._check_speech_gate(self.settings)
         self._load_turn_model(self.settings)
         self._load_voice(self.settings)
@@ -369,11 +382,14 @@ class Daemon:
             self._turn_model = TurnModel()
 
     def _load_voice(self, settings: Settings) -> None:
+        from voiced.speech.remote import remote_tts
         from voiced.speech.tts import TextToSpeech
 
-        tts = TextToSpeech.from_settings(settings.tts)
-        tts.synthesize("Ready.")  # onnxruntime's first run is slower: not on the first reply
-        self._open_output(tts, settings)
+        local = TextToSpeech.from_settings(settings.tts)
+        local.synthesize("Ready.")  # onnxruntime's first run is slower: not on the first reply
+        # With tts.server, sentences are spoken by that Wyoming server; the local voice is the
+        # fallback (and sets the player's sample rate).
+        self._open_output(remote_tts(settings.tts, local), settings)
 
     def _open_output(self, tts: Any, settings: Settings) -> None:
         """A fresh player and speaker (the device is opened on the first sentence)."""
@@ -400,7 +416,7 @@ class Daemon:
             settings,
             confirm=self._confirm,
             source="daemon",
-            stt=self.stt,
+            stt=getattr(self.stt, "local", self.stt),  # files are transcribed here
             audio_devices=list_devices,
         )
         self.assistant = Assistant(settings.llm, registry)
@@ -586,7 +602,9 @@ class Daemon:
             with self._confirm_lock:
                 pending = self._confirmations.pop(action.request_id, None)
             if pending is not None:
-                pending[1].append(action.approved)
+                if action.reason == "timeout":
+                    self.speaker.say(UNANSWERED)  # before the reply the turn goes on to speak
+                pending[1].append((action.approved, action.reason))
                 pending[0].set()
         elif isinstance(action, Ignore):
             log.info("not for me (%s)", action.reason)
@@ -1100,20 +1118,52 @@ class Daemon:
                 else None
             ),
         )
-        try:
-            self.journal.append(record)
-        except (OSError, ValueError) as exc:
-            log.error("cannot write the transcript: %s", exc)
+        with self._records_lock:
+            if len(self._unwritten) == UNWRITTEN_MAX:
+                log.error(
+                    "%d transcript records wait for the disk; dropping the oldest", UNWRITTEN_MAX
+                )
+            self._unwritten.append(record)
+            self._write_records()
+
+    def _write_records(self) -> None:
+        """Write the records waiting, oldest first; stop at the first the disk refuses.
+
+        A full or read-only disk costs no record: they wait in memory (up to
+        :data:`UNWRITTEN_MAX`) and go out with the next record once it takes them.
+        """
+        journal = self.journal
+        while journal is not None and self._unwritten:
+            try:
+                journal.append(self._unwritten[0])
+            except ValueError as exc:  # the record itself cannot be written, ever
+                log.error("cannot write a transcript record: %s", exc)
+            except OSError as exc:
+                if not self._journal_failing:
+                    log.error(
+                        "cannot write the transcript (%s); keeping the records in memory "
+                        "until the disk takes them",
+                        exc,
+                    )
+                self._journal_failing = True
+                return
+            self._unwritten.popleft()
+        if self._journal_failing and not self._unwritten:
+            log.warning("the transcript is written again")
+            self._journal_failing = False
 
     # -- confirmation (called on the turn thread, inside a tool call) -----------------------
 
     def _confirm(self, request: Any) -> bool:
+        """The spoken answer to ``request``; raises ConfirmationUnanswered when none came."""
+        from voiced.brain.tools.registry import ConfirmationUnanswered
+
         if self._stop.is_set():
             return False
         job = self._current
         request_id = next(self._confirm_ids)
         done = threading.Event()
-        answer: list[bool] = []
+        answer: list[tuple[bool, str]] = []
         with self._confirm_lock:
             self._confirmations[request_id] = (done, answer)
         self.post(ConfirmationRequested(request_id, request.question, time.monotonic()))
@@ -1124,7 +1174,12 @@ class Daemon:
                 with self._confirm_lock:
                     self._confirmations.pop(request_id, None)
                 return False
-        return bool(answer and answer[0])
+        approved, reason = answer[0]
+        if reason == "timeout":
+            raise ConfirmationUnanswered(
+                f"no answer within {self.settings.wake.confirm_timeout_s:g} s of the question"
+            )
+        return approved
 
     # -- reload and shutdown -----------------------------------------------------------------
 
@@ -1138,6 +1193,8 @@ class Daemon:
             return
         old = self.settings
         self.settings = settings
+        if settings.logging != old.logging:  # first, so that the reload logs at the new level
+            logging.getLogger().setLevel(settings.logging.level)
         changed = [
             name
             for name in type(settings).model_fields
@@ -1193,12 +1250,14 @@ class Daemon:
                 self._ears_until = self.machine.ears_open_until()
                 restart_capture = _detector_settings(old) != _detector_settings(settings.wake)
         if "stt" in changed:
+            from voiced.speech.remote import remote_stt
             from voiced.speech.stt import SpeechToText
 
-            self.stt = SpeechToText.from_settings(
+            local = SpeechToText.from_settings(
                 settings.stt, flash_attention=False, vad=settings.vad
             )
-            self.stt.warm_up()
+            local.warm_up()
+            self.stt = remote_stt(settings.stt, local)
         elif "vad" in changed and self.stt is not None:
             self.stt.vad = settings.vad
         if "vad" in changed:
@@ -1215,6 +1274,10 @@ class Daemon:
             if self._capture_thread is not None:
                 self._capture_thread.join(2.0)
             self._start_capture()
+            # READY=1 follows once the microphone is open again (its process takes a moment
+            # to start): speech said after `systemctl reload` returns is heard whole.
+            if not self._mic_open.wait(MIC_REOPEN_WAIT_S):
+                log.warning("the microphone did not reopen within %.0f s", MIC_REOPEN_WAIT_S)
 
     def _shutdown(self) -> None:
         self.notifier.stopping("stopping")
@@ -1243,6 +1306,12 @@ class Daemon:
                 thread.join(max(0.0, join_until - time.monotonic()))
         if self.player is not None:
             self.player.close()
+        with self._records_lock:
+            self._write_records()
+            if self._unwritten:
+                log.error(
+                    "%d transcript records are lost: the disk never took them", len(self._unwritten)
+                )
         self.notifier.close()
 
 

@@ -279,6 +279,13 @@ def _looks_wrong(raw: list, duration: float, speech_seconds: float) -> bool:
     return len(words) > _MAX_WORDS_PER_S * duration + 2 or _repeats(words)
 
 
+def whisper_languages() -> list[str]:
+    """The language codes a multilingual Whisper model knows ("en", "zh", "de", ...)."""
+    import _pywhispercpp as pw
+
+    return [pw.whisper_lang_str(i) for i in range(pw.whisper_lang_max_id() + 1)]
+
+
 def default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -316,6 +323,7 @@ class SpeechToText:
             )
         self.model_path = Path(model_path)
         self.model_name = model_name or self.model_path.name
+        self.multilingual = info.multilingual
         self.language = "en" if not info.multilingual else language
         self.threads = threads or default_threads()
         self.beam_size = beam_size
@@ -399,6 +407,7 @@ class SpeechToText:
         on_progress: Callable[[float], None] | None = None,
         abort: Callable[[], bool] | None = None,
         gate_windows: list[tuple[int, np.ndarray]] | None = None,
+        language: str | None = None,
     ) -> Transcription:
         """Transcribe mono float32 16 kHz audio.
 
@@ -411,7 +420,11 @@ class SpeechToText:
         (empty when it ran without a gate). Such audio is not searched for speech again;
         without it, the audio is searched as a file is (see :func:`find_speech`), or not at
         all with ``vad_filter`` off.
+
+        ``language`` overrides the model's language for this call (a multilingual model
+        only; an English-only model takes "en" or "auto" and hears English either way).
         """
+        language = self.resolve_language(language)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.size / SAMPLE_RATE
         if gate_windows is not None:
@@ -425,18 +438,20 @@ class SpeechToText:
             log.debug("no speech in %.1f s of audio; not decoding", duration)
             if on_progress:
                 on_progress(duration)
-            return Transcription((), duration, self.language, self.model_name, 0.0)
+            return Transcription((), duration, language, self.model_name, 0.0)
 
         raw: list[tuple[float, float, str, float]] = []  # start, end, text, logprob
         with self._lock:
             for first, last in speech.chunks(self.chunk_s or _FULL_CHUNK_S):
                 offset = first / SAMPLE_RATE
                 chunk = audio[first:last]
-                for t0, t1, text, logprob in self._decode_chunk(chunk, speech, offset, abort):
+                for t0, t1, text, logprob in self._decode_chunk(
+                    chunk, speech, offset, abort, language
+                ):
                     raw.append((t0 + offset, t1 + offset, text, logprob))
                 if on_progress:
                     on_progress(last / SAMPLE_RATE)
-            language = self._detected_language()
+            language = self._detected_language(language)
         segments = []
         for start, end, text, logprob in raw:
             text = clean_text(text)
@@ -467,18 +482,21 @@ class SpeechToText:
         speech: SpeechMap,
         offset: float,
         abort: Callable[[], bool] | None = None,
+        language: str | None = None,
     ) -> list[tuple[float, float, str, float]]:
         """Decode one chunk in a window cut to its length; redo it in the full window if wrong."""
         duration = chunk.size / SAMPLE_RATE
         heard = speech.speech_between(offset, offset + duration)
         raw = None
         if self.chunk_s > 0:
-            raw = self._decode(chunk, audio_ctx=self._short_ctx(duration), abort=abort)
+            raw = self._decode(
+                chunk, audio_ctx=self._short_ctx(duration), abort=abort, language=language
+            )
             if _looks_wrong(raw, duration, heard):
                 log.debug("short-window result %r looks wrong; using the full window", raw)
                 raw = None
         if raw is None:
-            raw = self._decode(chunk, audio_ctx=0, abort=abort)
+            raw = self._decode(chunk, audio_ctx=0, abort=abort, language=language)
         logprobs = self._segment_logprobs(len(raw))
         return [
             (r.t0 / 100, min(r.t1 / 100, duration), r.text, lp)
@@ -507,7 +525,12 @@ class SpeechToText:
         return min(_FULL_CTX, frames)
 
     def _decode(
-        self, audio: np.ndarray, *, audio_ctx: int, abort: Callable[[], bool] | None = None
+        self,
+        audio: np.ndarray,
+        *,
+        audio_ctx: int,
+        abort: Callable[[], bool] | None = None,
+        language: str | None = None,
     ) -> list:
         """One whisper_full call on a chunk of at most 30 s.
 
@@ -519,7 +542,7 @@ class SpeechToText:
         segments = self._model.transcribe(
             audio,
             abort_callback=abort,
-            language=self.language,
+            language=language or self.language,
             n_threads=self.threads,
             audio_ctx=audio_ctx,
             max_tokens=_max_tokens(duration),
@@ -562,9 +585,25 @@ class SpeechToText:
             result.append(sum(logs) / len(logs) if logs else float("nan"))
         return result
 
-    def _detected_language(self) -> str:
-        if self.language != "auto":
+    def resolve_language(self, language: str | None) -> str:
+        """The language to decode in: ``language`` if given and usable, else the model's."""
+        if not language:
             return self.language
+        language = language.strip().lower()
+        if not self.multilingual:
+            if language not in ("en", "auto"):
+                raise SttError(
+                    f"model {self.model_name} is English-only; it cannot hear {language!r}"
+                )
+            return "en"
+        if language != "auto" and language not in whisper_languages():
+            raise SttError(f"whisper knows no language {language!r}")
+        return language
+
+    def _detected_language(self, language: str | None = None) -> str:
+        language = language or self.language
+        if language != "auto":
+            return language
         import _pywhispercpp as pw
 
         return pw.whisper_lang_str(pw.whisper_full_lang_id(self._model._ctx))

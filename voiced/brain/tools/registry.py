@@ -179,6 +179,13 @@ class ConfirmationRequest:
     question: str
 
 
+class ConfirmationUnanswered(Exception):
+    """Raised by a confirmation callback when nobody answered the question in time.
+
+    The call is declined, as for a no, and the outcome says that it went unanswered.
+    """
+
+
 # The outcome's decision, as recorded in transcripts and the audit log.
 OUTCOME_DECISIONS = ("allowed", "confirmed", "declined", "refused", "invalid", "unknown")
 
@@ -594,9 +601,12 @@ class ToolRegistry:
             question = tool.question(values) if tool.question else f"Run {tool.name}?"
             request = ConfirmationRequest(tool=tool.name, arguments=values, question=question)
             approved = False
+            error = "the user did not confirm this action, so nothing was changed"
             if self.confirm is not None:
                 try:
                     approved = bool(self.confirm(request))
+                except ConfirmationUnanswered as exc:
+                    error = f"the user did not answer ({exc}), taken as a no: nothing was changed"
                 except Exception:
                     log.exception("confirmation callback failed")
             if not approved:
@@ -604,7 +614,7 @@ class ToolRegistry:
                     name=tool.name,
                     arguments=values,
                     decision="declined",
-                    error="the user did not confirm this action, so nothing was changed",
+                    error=error,
                     reason=verdict.reason,
                 )
             decision = "confirmed"
@@ -749,6 +759,7 @@ __all__ = [
     "CallHook",
     "Confirm",
     "ConfirmationRequest",
+    "ConfirmationUnanswered",
     "Decision",
     "Policy",
     "PolicyDecision",
