@@ -35,6 +35,12 @@ PYTHON=${PYTHON:-python3}
 # setuptools warns on every editable install ("Editable installation ... be careful with
 # folders ... with the same name as your package"); voiced has no such folder: keep it quiet.
 PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[test]'
+# The end-of-turn model (vad.end_of_turn: model): Pipecat's Smart Turn v3.2 ONNX file (BSD-2,
+# 8.7 MB) ships inside pipecat-ai. voiced only reads that file and the numpy feature module
+# beside it (onnxruntime comes with piper-tts), so the package goes in without its heavy
+# dependencies (numba, openai, Pillow, aiohttp, ...). `pip install -e '.[turn]'` is the same
+# with all of them.
+.venv/bin/python -m pip install -q --no-deps 'pipecat-ai>=1.14,<2'
 
 .venv/bin/voiced models install tiny.en-q8_0 >&2
 

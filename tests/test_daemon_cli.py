@@ -56,7 +56,11 @@ def journal() -> Journal:
             ],
             error=None,
             interrupted=False,
-            timings={"first_audio_ms": 812, "total_ms": 2400},
+            timings={
+                "first_audio_ms": 112,
+                "speech_end_to_first_audio_ms": 812,
+                "total_ms": 2400,
+            },
         )
     )
     journal.append(
@@ -68,7 +72,7 @@ def journal() -> Journal:
             assistant="The moon is…",
             error=None,
             interrupted=True,
-            timings={},
+            timings={"first_audio_ms": 95, "total_ms": 700},  # a record from before issue 19
         )
     )
     return journal
@@ -100,13 +104,15 @@ def test_show_a_day_readably_and_as_json(journal: Journal) -> None:
     assert "2026-03-01 09:35:05  you: What time is it?" in text
     assert 'tool: current_time({"timezone": null}) allowed -> 09:35' in text
     assert "voiced: It is nine thirty-five." in text
-    assert "first audio 812 ms" in text
+    # What the user felt: from the end of their speech, not from the endpoint decision.
+    assert "first audio 812 ms after you stopped" in text
     as_json = invoke("transcripts", "show", "2026-03-01", "--json")
     records = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [r["kind"] for r in records] == ["dictation", "turn"]
     assert records[1]["tool_calls"][0]["name"] == "current_time"
     interrupted = invoke("transcripts", "show", "2026-03-02").stdout
     assert "voiced: The moon is… [interrupted]" in interrupted
+    assert "first audio 95 ms after the end of your turn was decided" in interrupted
 
 
 def test_show_today_and_bad_dates(journal: Journal) -> None:
@@ -182,6 +188,7 @@ def test_doctor_passes_when_everything_works(
         "ok   config",
         "ok   speech model",
         "ok   wake word",
+        "ok   end of turn",
         "ok   voice",
         "ok   speech servers",
         "ok   input device",
@@ -240,7 +247,38 @@ def test_doctor_unwritable_transcripts(
 ONLY_WAKE = (
     *SKIP_HEAVY,
     *("--skip", "echo", "--skip", "ollama", "--skip", "model", "--skip", "transcripts"),
+    *("--skip", "turn"),
 )
+ONLY_TURN = (
+    *SKIP_HEAVY,
+    *("--skip", "echo", "--skip", "ollama", "--skip", "model", "--skip", "transcripts"),
+    *("--skip", "wake"),
+)
+
+
+def test_doctor_checks_the_end_of_turn_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tmp_path, "wake:\n  engine: text\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert result.exit_code == 0, result.output
+    assert "ok   end of turn: the Smart Turn model (in pipecat-ai " in result.stdout
+
+    config = _config(tmp_path, "vad:\n  end_of_turn: silence\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert "ok   end of turn: after 700 ms of silence" in result.stdout
+
+    import importlib.metadata
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    config = _config(tmp_path, "wake:\n  engine: text\n")
+    result = invoke("--config", str(config), "doctor", *ONLY_TURN)
+    assert result.exit_code == 1
+    assert "FAIL end of turn: pipecat-ai is not installed" in result.stdout
+    assert "fix: the end-of-turn model ships inside" in result.stdout
 
 
 def test_doctor_checks_the_wake_word_model(tmp_path: Path) -> None:

@@ -795,3 +795,25 @@ def test_a_full_disk_costs_no_transcript_record(
     messages = [r.getMessage() for r in caplog.records]
     assert sum("cannot write the transcript" in m for m in messages) == 1  # said once
     assert any("written again" in m for m in messages)
+
+
+def test_a_long_first_sentence_is_spoken_from_its_first_clause(
+    ollama_server: OllamaTestServer, tmp_path: Path
+) -> None:
+    # Piper's time grows with the text: the first sound comes sooner when the first sentence
+    # is spoken from its first clause boundary on; later sentences are spoken whole.
+    first = "Sure, the capital of France is Paris, a city of about two million people."
+    second = "It lies on the Seine, in the north of the country."
+    ollama_server.script(Reply(content=[first[:20], first[20:], " ", second]))
+    loop = Loop(make_settings(ollama_server.url), None, tmp_path / "config.yaml")
+    try:
+        loop.say("Computer, what is the capital of France?")
+        loop.wait_for(lambda: len(loop.records()) == 1)
+        assert loop.speaker.said == [
+            "Sure, the capital of France is Paris,",
+            "a city of about two million people.",
+            second,
+        ]
+        assert loop.records()[0]["assistant"] == f"{first} {second}"
+    finally:
+        loop.stop()

@@ -15,9 +15,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.speech import wer
+from voiced.audio.playback import SpokenReport
 from voiced.cli import main
 from voiced.config import SttSettings, TtsSettings
 from voiced.decode import decode_file
+from voiced.speech.speaker import Speaker
 from voiced.speech.tts import (
     BUNDLED_VOICE,
     TextToSpeech,
@@ -356,3 +358,56 @@ def test_say_to_wav_puts_the_configured_silence_between_sentences(tmp_path: Path
     edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
     longest = int(np.max(edges[1::2] - edges[::2]))
     assert rate <= longest < 1.5 * rate
+
+
+# --- the speaker ----------------------------------------------------------------------------
+
+
+class _QueueingPlayer:
+    """Takes what a Speaker queues (no device)."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, np.ndarray]] = []
+        self.speaking = False
+
+    def play(self, audio: np.ndarray, text: str = "") -> None:
+        self.queued.append((text, audio))
+
+    def wait(self, timeout: float | None = None) -> SpokenReport:
+        return SpokenReport(spoken=[text for text, _ in self.queued])
+
+    def stop(self) -> SpokenReport:
+        return SpokenReport()
+
+
+def _loud_ms(audio: np.ndarray, rate: int, dbfs: float = -45.0) -> np.ndarray:
+    """Start times (ms) of the 5 ms frames louder than ``dbfs``."""
+    frame = rate // 200
+    frames = audio[: audio.size // frame * frame].reshape(-1, frame).astype(np.float64)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    return np.flatnonzero(level > dbfs) * 5.0
+
+
+def _first_loud_ms(audio: np.ndarray, rate: int) -> float:
+    return float(_loud_ms(audio, rate)[0])
+
+
+def test_speaker_queues_each_sentence_without_pipers_leading_silence(tts: TextToSpeech) -> None:
+    # Piper opens each sentence with 40-60 ms of near silence: the reply's first sound (and
+    # speech_end_to_first_audio_ms, which counts to the first sample played) came that late.
+    sentence = "It is three o'clock in the afternoon."
+    raw = tts.synthesize(sentence)
+    assert _first_loud_ms(raw, tts.sample_rate) >= 30  # what Piper gives
+    player = _QueueingPlayer()
+    speaker = Speaker(tts, player)  # type: ignore[arg-type]
+    try:
+        speaker.say(sentence + " Anything else?")
+        report = speaker.wait(60)
+    finally:
+        speaker.close()
+    assert report.spoken == [sentence, "Anything else?"]
+    for _, audio in player.queued:
+        assert _first_loud_ms(audio, tts.sample_rate) <= 15
+    # Only the silence went: the speech is all there (Piper varies a little between runs).
+    raw_span, span = (np.ptp(_loud_ms(a, tts.sample_rate)) for a in (raw, player.queued[0][1]))
+    assert abs(raw_span - span) < 150

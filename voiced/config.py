@@ -57,6 +57,13 @@ class VadSettings(_Section):
     noise_window_s: float = Field(3.0, ge=0.1, le=60.0)
     # Silero VAD's verdict below which a candidate utterance is noise; 0 = no speech gate.
     speech_threshold: float = Field(0.45, ge=0.0, le=1.0)
+    # The end of a turn: after silence_ms of silence, or judged by the end-of-turn model
+    # (voiced.audio.end_of_turn) after turn_pause_ms, waiting up to turn_max_silence_ms when
+    # it hears an unfinished sentence.
+    end_of_turn: Literal["silence", "model"] = "model"
+    turn_pause_ms: int = Field(240, ge=30, le=2000)
+    turn_max_silence_ms: int = Field(1500, ge=100, le=10_000)
+    turn_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class SttSettings(_Section):

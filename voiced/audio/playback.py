@@ -19,6 +19,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +76,7 @@ class _Item:
     text: str
     audio: np.ndarray  # float32, at the device rate, mono
     played: int = 0  # frames handed to the device
+    heard_at: float | None = None  # time.monotonic() at which its first frame leaves the speaker
 
 
 def _device_info(device: int | str | None) -> dict[str, Any]:
@@ -103,6 +105,10 @@ class Player:
     ``sample_rate`` is the rate of the audio given to :meth:`play`. When the device does not
     accept it (or ``device_rate`` asks for another), audio is resampled to the device's rate.
     The stream is opened on first use and kept until :meth:`close`.
+
+    ``on_heard`` is called from the audio callback (keep it quick) with each item's text and
+    the ``time.monotonic()`` at which its first frame leaves the speaker: the callback's time
+    plus the device's output latency plus the frames ahead of it in the block.
     """
 
     def __init__(
@@ -113,8 +119,10 @@ class Player:
         device_rate: int | None = None,
         block_ms: int = BLOCK_MS,
         latency: float = LATENCY_S,
+        on_heard: Callable[[str, float], None] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
+        self.on_heard = on_heard
         self.device = device
         self.block_ms = block_ms
         self.latency = latency
@@ -312,22 +320,34 @@ class Player:
             self._status_errors += 1
         out = outdata[:, 0] if self._channels == 1 else np.empty(frames, np.float32)
         written = 0
+        started: list[_Item] = []
         with self._lock:
+            if self._items:
+                now = time.monotonic()
+                delay = time_info.outputBufferDacTime - time_info.currentTime
+                if not 0.0 < delay < 1.0:
+                    delay = self._output_delay
             while written < frames and self._items:
                 item = self._items[0]
                 take = min(frames - written, item.audio.size - item.played)
+                if item.played == 0 and item.heard_at is None and item.audio.size:
+                    item.heard_at = now + delay + written / self.device_rate
+                    started.append(item)
                 out[written : written + take] = item.audio[item.played : item.played + take]
                 item.played += take
                 written += take
                 if item.played >= item.audio.size:
                     self._done.append(self._items.popleft())
             if written:
-                delay = time_info.outputBufferDacTime - time_info.currentTime
-                if not 0.0 < delay < 1.0:
-                    delay = self._output_delay
-                self._last_sound_end = time.monotonic() + delay + written / self.device_rate
+                self._last_sound_end = now + delay + written / self.device_rate
             if not self._items:
                 self._idle.set()
         out[written:] = 0.0
         if self._channels != 1:
             outdata[:] = out[:, np.newaxis]
+        if self.on_heard is not None:
+            for item in started:
+                try:
+                    self.on_heard(item.text, item.heard_at or 0.0)
+                except Exception:
+                    log.exception("the on_heard callback failed")

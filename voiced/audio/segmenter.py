@@ -26,6 +26,15 @@ webrtcvad lacks:
   utterances, never dropped. Speech that goes on after a split (at once, or after less than
   ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
   cancelled, however short: without the split it would have been part of the one before.
+* ``judge_turns`` (the daemon with ``vad.end_of_turn: model``): pauses are always reported,
+  after ``vad.turn_pause_ms`` of silence (which is then also the post-roll), and the
+  listener has the pause judged by an end-of-turn model off this thread, handing the verdict
+  back with :meth:`Segmenter.verdict`: finished ends the utterance at once (reason ``model``,
+  with exactly the pause's audio), not finished makes it wait up to
+  ``vad.turn_max_silence_ms`` of silence for more speech, and with no verdict yet it ends
+  after ``vad.silence_ms`` as usual. Speech that starts within ``vad.silence_ms`` of a
+  model-decided end (it would have been the same utterance without the model) takes it
+  back (``UtteranceStarted.rejoins``), until :meth:`Segmenter.forget_rejoin`.
 * with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
   follows the speech, carrying exactly the audio the utterance will have if it ends at this
   pause, and :class:`SpeechResumed` if speech comes back before the endpoint. A listener can
@@ -62,7 +71,7 @@ _REACH_GAP_MS = 200
 _REACH_PAD_MS = 150
 _REACH_PROBE = 16 * WINDOW  # 512 ms: what the gate hears before the pre-roll decides
 
-EndReason = Literal["silence", "max_length", "flush"]
+EndReason = Literal["silence", "model", "max_length", "flush"]
 CancelReason = Literal["too_short", "not_speech"]
 
 
@@ -79,6 +88,7 @@ class UtteranceStarted:
     audio_start_s: float
     detected_s: float  # stream time at which the onset was decided
     continues: bool = False
+    rejoins: int | None = None  # the model-ended utterance this one takes back (see verdict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class UtteranceCancelled:
 class SpeechPaused:
     """``vad.post_roll_ms`` of silence followed the speech of utterance ``index``.
 
+    With ``vad.end_of_turn: model`` the pause comes after ``vad.turn_pause_ms``.
     If no speech comes back before the endpoint, the :class:`UtteranceEnded` that follows has
     the same ``index``, ``audio_start_s`` and ``audio_end_s``, and exactly this ``audio``.
     Not reported when that utterance would be cancelled (too short, or not speech to the
@@ -183,6 +194,7 @@ class Segmenter:
         *,
         report_pauses: bool = False,
         gate: SpeechGate | None = None,
+        judge_turns: bool = False,
     ) -> None:
         if sample_rate not in (8000, 16000, 32000, 48000):
             raise ValueError(f"webrtcvad needs 8, 16, 32 or 48 kHz audio, got {sample_rate} Hz")
@@ -193,13 +205,19 @@ class Segmenter:
         self.gate = gate
         s = self.settings
         self.frame_ms = s.frame_ms
-        self.report_pauses = report_pauses
+        # The listener judges pauses with the end-of-turn model (vad.end_of_turn: model).
+        self.model_turns = judge_turns
+        self.report_pauses = report_pauses or self.model_turns
         self.frame_samples = sample_rate * s.frame_ms // 1000
         self._frame_s = s.frame_ms / 1000.0
         self._vad = webrtcvad.Vad(s.aggressiveness)
         self._start_frames = max(1, math.ceil(s.speech_start_ms / s.frame_ms))
         self._silence_frames = max(1, math.ceil(s.silence_ms / s.frame_ms))
-        self._post_roll_frames = min(self._silence_frames, s.post_roll_ms // s.frame_ms)
+        post_roll_ms = min(s.post_roll_ms, s.turn_pause_ms) if self.model_turns else s.post_roll_ms
+        self._post_roll_frames = min(self._silence_frames, post_roll_ms // s.frame_ms)
+        self._max_silence_frames = max(
+            self._silence_frames, math.ceil(s.turn_max_silence_ms / s.frame_ms)
+        )
         self._gap_frames = max(1, _ONSET_GAP_MS // s.frame_ms)
         self._min_frames = math.ceil(s.min_utterance_ms / s.frame_ms)
         self._max_frames = max(self._start_frames + 1, int(s.max_utterance_s * 1000 // s.frame_ms))
@@ -219,6 +237,13 @@ class Segmenter:
         self._last_speech = 0  # frame index of the last speech frame in the utterance
         self._silent_run = 0
         self._paused = False  # a SpeechPaused was reported for the current utterance
+        self._unfinished = False  # the end-of-turn model heard this pause as unfinished
+        # After a model-decided end: that utterance's frames and every frame since, until
+        # vad.silence_ms after its speech; speech starting before then takes it back.
+        self._rejoin: list[_Frame] | None = None
+        self._rejoin_index = 0
+        self._rejoin_start = 0
+        self._rejoin_until = 0
         self._continues = False  # the current utterance goes on after a split
         self._continues_before = 0  # an onset before this frame index continues a split
         self._utterance_count = 0
@@ -269,6 +294,39 @@ class Segmenter:
             self._pending = np.zeros(0, dtype=np.int16)
         return [self._end("flush")]
 
+    def verdict(self, index: int, audio_end_s: float, finished: bool) -> list[Event]:
+        """The end-of-turn model's verdict on the pause of utterance ``index`` whose audio
+        ended at ``audio_end_s`` (as its :class:`SpeechPaused` said).
+
+        Finished: the utterance ends now (an :class:`UtteranceEnded` with reason ``model``).
+        Not finished: it waits up to ``vad.turn_max_silence_ms`` for more speech. A verdict on
+        a pause that speech has since broken (or on another utterance) changes nothing.
+        """
+        if (
+            self._utterance is None
+            or not self._paused
+            or index != self._utterance_count
+            or abs(audio_end_s - self._time(self._kept(self._utterance)[0][-1].index + 1)) > 1e-6
+        ):
+            return []
+        if finished:
+            frames = self._utterance
+            start = self._utterance_start
+            # Speech within vad.silence_ms would have been this utterance without the model.
+            until = self._last_speech + 1 + self._silence_frames
+            ended = self._end("model")
+            if isinstance(ended, UtteranceEnded):
+                self._rejoin, self._rejoin_index = frames, ended.index
+                self._rejoin_start, self._rejoin_until = start, until
+            return [ended]
+        self._unfinished = True
+        return []
+
+    def forget_rejoin(self) -> None:
+        """Speech from now on starts a new utterance, even soon after a model-decided end
+        (call it once the reply to that utterance can be heard)."""
+        self._rejoin = None
+
     # -- internals ------------------------------------------------------------------------
 
     def _time(self, frame_index: int) -> float:
@@ -292,6 +350,13 @@ class Segmenter:
         return self._step_speaking(frame)
 
     def _step_idle(self, frame: _Frame) -> list[Event]:
+        if self._rejoin is not None:
+            # What counts is when the speech starts, not when the onset is decided.
+            onset = self._run[0].index if self._run else frame.index
+            if onset < self._rejoin_until:
+                self._rejoin.append(frame)
+            else:
+                self._rejoin = None
         if frame.speech:
             self._run.append(frame)
             if sum(f.speech for f in self._run) >= self._start_frames:
@@ -307,6 +372,8 @@ class Segmenter:
         return []
 
     def _start(self) -> UtteranceStarted:
+        if self._rejoin is not None:
+            return self._start_rejoined()
         onset = self._run[0].index
         before = list(self._history)
         pre_roll = before[len(before) - self._pre_roll_frames :] if self._pre_roll_frames else []
@@ -321,6 +388,7 @@ class Segmenter:
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
         self._paused = False
+        self._unfinished = False
         self._continues = onset < self._continues_before
         self._gate_restart(self._utterance)
         return UtteranceStarted(
@@ -329,6 +397,30 @@ class Segmenter:
             audio_start_s=self._time(self._utterance[0].index),
             detected_s=self._time(self._next_index),
             continues=self._continues,
+        )
+
+    def _start_rejoined(self) -> UtteranceStarted:
+        """Speech came back soon after a model-decided end: the new utterance holds that one
+        and everything since (it is never cancelled, however short the new part)."""
+        assert self._rejoin is not None
+        frames, self._rejoin = self._rejoin, None
+        self._utterance = frames
+        self._history.clear()
+        self._run = []
+        self._utterance_start = self._rejoin_start
+        self._last_speech = frames[-1].index
+        self._silent_run = 0
+        self._paused = False
+        self._unfinished = False
+        self._continues = True
+        self._gate_restart(frames)
+        return UtteranceStarted(
+            index=self._utterance_count,
+            start_s=self._time(self._rejoin_start),
+            audio_start_s=self._time(frames[0].index),
+            detected_s=self._time(self._next_index),
+            continues=True,
+            rejoins=self._rejoin_index,
         )
 
     def _reach_back(self, before: list[_Frame], pre_roll_at: int) -> list[_Frame]:
@@ -374,15 +466,18 @@ class Segmenter:
         if frame.speech:
             self._last_speech = frame.index
             self._silent_run = 0
+            self._unfinished = False
             if self._paused:
                 self._paused = False
                 events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
         else:
             self._silent_run += 1
-        if self._silent_run >= self._silence_frames:
+        limit = self._max_silence_frames if self._unfinished else self._silence_frames
+        if self._silent_run >= limit:
             return [*events, self._end("silence")]
         if frame.index + 1 - self._utterance_start >= self._max_frames:
             self._paused = False
+            self._unfinished = False
             return [*events, *self._split()]
         # From here on the kept audio cannot change unless speech comes back. (After a split
         # the silence may already be longer than the post-roll: report the pause at once.)
@@ -466,6 +561,7 @@ class Segmenter:
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
         self._paused = False
+        self._unfinished = False
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)
         index = self._utterance_count

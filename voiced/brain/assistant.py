@@ -591,6 +591,14 @@ class Assistant:
                 return
             self._turns[-1].assistant = spoken_text.strip()
 
+    def forget_last_turn(self, user: str) -> None:
+        """Forget the last turn if it was the question ``user`` (the daemon withdrew it: the
+        user went on speaking, and the question is asked again, whole)."""
+        with self._lock:
+            if self._last_ask_saved and self._turns and self._turns[-1].user == user:
+                self._turns.pop()
+                self._last_ask_saved = False
+
     def _commit(self, user: str, assistant: str) -> None:
         with self._lock:
             if self._pending_clip is not None:

@@ -35,6 +35,7 @@ CHECKS = (
     "config",
     "stt",
     "wake",
+    "turn",
     "tts",
     "servers",
     "input",
@@ -118,6 +119,29 @@ def _check_wake(settings: Any, context: dict[str, Any]) -> str:
     if len(infos) > 1:
         return f'{detail}; stop word {infos[1].name} ("{infos[1].phrase}")'
     return f"{detail}; it is also the stop word"
+
+
+def _check_turn(settings: Any, context: dict[str, Any]) -> str:
+    import importlib.metadata
+
+    import numpy as np
+
+    from voiced.audio.end_of_turn import DISTRIBUTION, EndOfTurnError, TurnModel
+
+    vad = settings.vad
+    if vad.end_of_turn == "silence":
+        return f"after {vad.silence_ms} ms of silence (vad.end_of_turn: silence)"
+    try:
+        probability = TurnModel().probability(np.zeros(16000, dtype=np.float32))
+    except EndOfTurnError as exc:
+        raise _Failed(str(exc).split(";")[0], str(exc).split("; ", 1)[-1]) from None
+    if not 0.0 <= probability <= 1.0:
+        raise _Failed(f"the end-of-turn model gave {probability}", "reinstall pipecat-ai")
+    version = importlib.metadata.version(DISTRIBUTION)
+    return (
+        f"the Smart Turn model (in {DISTRIBUTION} {version}) loads and runs; it judges pauses "
+        f"of {vad.turn_pause_ms} ms"
+    )
 
 
 def _check_tts(settings: Any, context: dict[str, Any]) -> str:
@@ -316,6 +340,7 @@ def _check_transcripts(settings: Any, context: dict[str, Any]) -> str:
 _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "stt": ("speech model", _check_stt),
     "wake": ("wake word", _check_wake),
+    "turn": ("end of turn", _check_turn),
     "tts": ("voice", _check_tts),
     "servers": ("speech servers", _check_servers),
     "input": ("input device", _check_input),

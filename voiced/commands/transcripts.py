@@ -74,10 +74,18 @@ def format_record(record: dict[str, Any]) -> str:
     if record.get("error"):
         lines.append(f"{pad}  error: {record['error']}")
     timings = record.get("timings") or {}
-    if timings.get("first_audio_ms") is not None:
+    felt = timings.get("speech_end_to_first_audio_ms")
+    if felt is not None:
         lines.append(
-            f"{pad}  timing: first audio {timings['first_audio_ms']} ms after you stopped,"
+            f"{pad}  timing: first audio {felt} ms after you stopped,"
             f" {timings.get('total_ms')} ms in all"
+        )
+    elif timings.get("first_audio_ms") is not None:
+        # Records from before speech_end_to_first_audio_ms: counted from the endpoint decision,
+        # which came vad.silence_ms after the user stopped.
+        lines.append(
+            f"{pad}  timing: first audio {timings['first_audio_ms']} ms after the end of your"
+            f" turn was decided, {timings.get('total_ms')} ms in all"
         )
     return "\n".join(lines)
 

@@ -99,6 +99,11 @@ MAX_JOINED_S = 60.0
 # word of a request said without a pause ("Hey Jarvis what time" -> "time is it"), 0.15 s
 # before it kept every request whole and left nothing of the phrase (Piper speech, 4 models).
 WAKE_CUT_BACK_S = 0.15
+# The reply's first sentence is spoken from its first clause boundary (a comma, semicolon or
+# colon followed by a space) at or after this many characters: Piper's time grows with the
+# text, and a long first sentence would hold up the first sound (issue 19).
+FIRST_CLAUSE_CHARS = 24
+SENTENCE_CHARS = 300
 
 
 @dataclass
@@ -149,6 +154,8 @@ class Utterance:
     gate_windows: list[tuple[int, np.ndarray]] = field(default_factory=list)
     wake: str | None = None  # the wake-word model that fired in it (audio cut after it)
     wake_at: float | None = None  # monotonic time of that detection
+    # (capture run, segmenter index) of its last piece: a later utterance may take it back.
+    key: tuple[int, int] | None = None
 
 
 @dataclass
@@ -160,7 +167,11 @@ class _TurnJob:
     heard: list[str] = field(default_factory=list)  # what was heard of the reply so far
     # Set once a barge-in's stop report is in ``heard`` (the stop wakes the turn up earlier).
     stop_reported: threading.Event = field(default_factory=threading.Event)
-    first_audio_at: float | None = None
+    first_audio_at: float | None = None  # the first reply sentence was queued for playback
+    first_heard_at: float | None = None  # its first sample left the speaker
+    # Taken back: the user went on speaking after the end-of-turn model ended the utterance;
+    # nothing of this turn is spoken, recorded or remembered.
+    withdrawn: bool = False
 
 
 class SplitJoiner:
@@ -293,6 +304,12 @@ class Daemon:
         self.player: Any = None
         self.speaker: Any = None
         self.assistant: Any = None
+        self._turn_model: Any = None  # vad.end_of_turn: model
+        # Utterances taken back by speech that went on (Utterance.key), and the capture
+        # run that numbers them; the capture thread hears when a reply became audible.
+        self._withdrawn: set[tuple[int, int]] = set()
+        self._capture_runs = itertools.count(1)
+        self._reply_heard = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE)
         self._utterances: queue.Queue[Utterance | EarlyTranscript | None] = queue.Queue(
             UTTERANCE_QUEUE
@@ -339,6 +356,7 @@ class Daemon:
         # With stt.server, utterances go to that Wyoming server; the local model is the fallback.
         self.stt = remote_stt(self.settings.stt, local)
         self._check_speech_gate(self.settings)
+        self._load_turn_model(self.settings)
         self._load_voice(self.settings)
         self._load_assistant(self.settings)
 
@@ -353,22 +371,34 @@ class Daemon:
         if gate is not None:
             gate.close()
 
+    def _load_turn_model(self, settings: Settings) -> None:
+        """Load the end-of-turn model that ``vad.end_of_turn: model`` needs (a missing one
+        fails here, with what to install), or drop it."""
+        if settings.vad.end_of_turn != "model":
+            self._turn_model = None
+        elif self._turn_model is None:
+            from voiced.audio.end_of_turn import TurnModel
+
+            self._turn_model = TurnModel()
+
     def _load_voice(self, settings: Settings) -> None:
         from voiced.speech.remote import remote_tts
         from voiced.speech.tts import TextToSpeech
 
+        local = TextToSpeech.from_settings(settings.tts)
+        local.synthesize("Ready.")  # onnxruntime's first run is slower: not on the first reply
         # With tts.server, sentences are spoken by that Wyoming server; the local voice is the
         # fallback (and sets the player's sample rate).
-        self._open_output(
-            remote_tts(settings.tts, TextToSpeech.from_settings(settings.tts)), settings
-        )
+        self._open_output(remote_tts(settings.tts, local), settings)
 
     def _open_output(self, tts: Any, settings: Settings) -> None:
         """A fresh player and speaker (the device is opened on the first sentence)."""
         from voiced.audio.playback import Player
         from voiced.speech.speaker import Speaker
 
-        player = Player(tts.sample_rate, settings.audio.output_device)
+        player = Player(
+            tts.sample_rate, settings.audio.output_device, on_heard=self._on_sentence_heard
+        )
         speaker = Speaker(tts, player, on_sentence=self._on_sentence_playing)
         old_speaker, old_player = self.speaker, self.player
         self.tts, self.player, self.speaker = tts, player, speaker
@@ -547,7 +577,12 @@ class Daemon:
                 between_turns = all(job.cancel.is_set() for job in self._jobs.values())
             if between_turns:
                 self._forget_speech()
-            job = _TurnJob(action.turn_id, action.text, action.heard.context)
+            context = action.heard.context
+            if context is not None and context.key in self._withdrawn:
+                log.info("turn %d withdrawn before it started", action.turn_id)
+                self.post(TurnFinished(action.turn_id, time.monotonic()))
+                return
+            job = _TurnJob(action.turn_id, action.text, context)
             try:
                 self._turns.put_nowait(job)
                 with self._current_lock:
@@ -574,6 +609,26 @@ class Daemon:
         elif isinstance(action, Ignore):
             log.info("not for me (%s)", action.reason)
             log.debug("not for me: %r", action.heard.text)
+
+    def _withdraw(self, key: tuple[int, int]) -> None:
+        """Speech went on after utterance ``key`` was ended by the end-of-turn model: the
+        utterance that goes on holds it, so drop every trace of its own turn (called on the
+        capture thread; nothing of that turn has been heard yet)."""
+        self._withdrawn.add(key)
+        with self._current_lock:
+            jobs = [
+                job
+                for job in self._jobs.values()
+                if job.utterance is not None and job.utterance.key == key
+            ]
+        for job in jobs:
+            with self._speak_lock:
+                job.withdrawn = True
+                job.cancel.set()
+                if job is self._current:
+                    self.speaker.stop()
+            job.stop_reported.set()
+            log.info("turn %d: the user goes on speaking; dropping its reply", job.turn_id)
 
     def _forget_speech(self) -> None:
         """Stop and forget what was said between turns (an acknowledgement, still playing or
@@ -623,13 +678,30 @@ class Daemon:
             SpeechResumed,
             UtteranceCancelled,
             UtteranceEnded,
+            UtteranceStarted,
             speech_gate,
         )
 
+        run = next(self._capture_runs)
         gate = speech_gate(settings.vad)  # back to the pool when the loop ends (restarts)
-        segmenter = Segmenter(settings.vad, report_pauses=settings.stt.start_in_pause, gate=gate)
+        judging = settings.vad.end_of_turn == "model" and self._turn_model is not None
+        segmenter = Segmenter(
+            settings.vad,
+            report_pauses=settings.stt.start_in_pause,
+            gate=gate,
+            judge_turns=judging,
+        )
         clock = _StreamClock()
         early: EarlyTranscript | None = None
+        # vad.end_of_turn: model: pauses are judged on the judge's thread; its verdicts come
+        # back here and are handed to the segmenter with the next block (at most one block
+        # late). The thread sleeps while nobody pauses.
+        judge = None
+        verdicts: collections.deque[Any] = collections.deque()
+        if judging:
+            from voiced.audio.end_of_turn import TurnJudge
+
+            judge = TurnJudge(settings.vad.turn_threshold, verdicts.append, self._turn_model)
         try:
             detector = open_detector(settings)
         except Exception:  # checked at start-up and on reload: something broke since
@@ -693,10 +765,19 @@ class Daemon:
                 return None
             return job
 
+        def wanted(paused: SpeechPaused) -> bool:
+            """Whether the utterance can be for the assistant (otherwise its end does not
+            matter, and nobody pays for judging it)."""
+            if detector is None or ears_open(paused.audio_start_s):
+                return True
+            return detection_in(paused.audio_start_s, paused.audio_end_s) is not None
+
         def handle(events: list) -> None:
             nonlocal early
             decided = time.monotonic()
             for event in events:
+                if isinstance(event, UtteranceStarted) and event.rejoins is not None:
+                    self._withdraw((run, event.rejoins))
                 if isinstance(event, UtteranceEnded | UtteranceCancelled):
                     log.debug(
                         "%s %d at %.2f-%.2f s: speech_prob %s",
@@ -710,7 +791,10 @@ class Daemon:
                     early.abandoned.set()
                     early = None
                 if isinstance(event, SpeechPaused):
-                    early = start_early(event)
+                    if settings.stt.start_in_pause:
+                        early = start_early(event)
+                    if judge is not None and wanted(event):
+                        judge.judge(event.index, event.audio_end_s, event.audio)
             for first, last, audio, windows in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
                 wake_s = wake_at = None
@@ -752,6 +836,7 @@ class Daemon:
                     gate_windows=windows,
                     wake=wake_model if wake_s is not None else None,
                     wake_at=wake_at,
+                    key=(run, last.index),
                 )
                 try:
                     self._utterances.put_nowait(utterance)
@@ -772,10 +857,18 @@ class Daemon:
                         if detection.model == wake_model:
                             wake_times.append((wake_s, at))
                         self.post(WakeWordDetected(detection.model, at, detection.probability))
+                if self._reply_heard.is_set():
+                    self._reply_heard.clear()
+                    segmenter.forget_rejoin()
                 handle(segmenter.feed(block.samples))
+                while verdicts:
+                    verdict = verdicts.popleft()
+                    handle(segmenter.verdict(verdict.index, verdict.audio_end_s, verdict.finished))
         except Exception:
             log.exception("the capture thread failed")
         finally:
+            if judge is not None:
+                judge.close()
             self._mic_open.clear()
             if gate is not None:
                 gate.close()
@@ -819,6 +912,9 @@ class Daemon:
                 ", in the pause" if early is not None else "",
             )
             log.debug("heard: %r", text)
+            if utterance.key in self._withdrawn:
+                log.info("speech went on after this utterance: not a turn of its own")
+                continue
             context = dataclasses.replace(
                 utterance, stt_ms=stt_ms, stt_ready_ms=_ms(ready, utterance.endpoint_at) or 0
             )
@@ -865,6 +961,15 @@ class Daemon:
             job.first_audio_at = now
         self.post(PlaybackStarted(now, sentence))
 
+    def _on_sentence_heard(self, sentence: str, at: float) -> None:
+        """From the audio callback: the first sample of ``sentence`` leaves the speaker at
+        ``at`` (monotonic)."""
+        self._reply_heard.set()  # speech that goes on from now on is a new utterance
+        job = self._current
+        reply = sentence != LOADING_SENTENCE
+        if job is not None and job.first_heard_at is None and not job.cancel.is_set() and reply:
+            job.first_heard_at = at
+
     def _turn_loop(self) -> None:
         while True:
             job = self._turns.get()
@@ -888,7 +993,7 @@ class Daemon:
     def _run_turn(self, job: _TurnJob) -> None:
         utterance = job.utterance
         reference = utterance.endpoint_at if utterance else time.monotonic()
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(max_chars=FIRST_CLAUSE_CHARS)
         marks: dict[str, float] = {}
         speaker = self.speaker
 
@@ -905,6 +1010,7 @@ class Daemon:
                 return
             marks.setdefault("first_token", time.monotonic())
             for sentence in splitter.feed(piece):
+                splitter.max_chars = SENTENCE_CHARS  # only the first is cut at a clause
                 say(sentence)
 
         def say_what_was_given() -> None:
@@ -946,6 +1052,10 @@ class Daemon:
             except Exception as reopen_error:
                 log.error("the output device cannot be reopened yet: %s", reopen_error)
         ended = time.monotonic()
+        if job.withdrawn:
+            self.assistant.forget_last_turn(job.text)
+            log.info("turn %d withdrawn: the user went on speaking", job.turn_id)
+            return
         interrupted = job.cancel.is_set()
         if interrupted:
             job.stop_reported.wait(STOP_REPORT_WAIT_S)
@@ -973,6 +1083,11 @@ class Daemon:
             "llm_first_token_ms": _ms(marks.get("first_token"), reference),
             "llm_first_sentence_ms": _ms(marks.get("first_sentence"), reference),
             "first_audio_ms": _ms(job.first_audio_at, reference),
+            # What the user feels: from the end of their last speech frame (as the segmenter
+            # judged it) to the first sample of the reply leaving the speaker.
+            "speech_end_to_first_audio_ms": (
+                _ms(job.first_heard_at, utterance.end) if utterance else None
+            ),
             "total_ms": _ms(ended, reference),
         }
         tool_calls = [
@@ -1147,6 +1262,7 @@ class Daemon:
             self.stt.vad = settings.vad
         if "vad" in changed:
             self._check_speech_gate(settings)
+            self._load_turn_model(settings)
         if "tts" in changed or "audio" in changed:
             self._load_voice(settings)
         if {"llm", "tools"} & set(changed):

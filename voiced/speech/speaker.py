@@ -25,6 +25,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Piper starts every sentence with 40-60 ms of near silence; played as is, it delays the
+# first sound of a reply by that much. Frames of 5 ms quieter than this are cut from the
+# front, keeping LEAD_KEEP_MS before the first louder one.
+LEAD_FLOOR_DBFS = -50.0
+LEAD_KEEP_MS = 10
+
+
+def trim_lead(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` without its leading near-silence (see :data:`LEAD_FLOOR_DBFS`)."""
+    frame = max(1, sample_rate // 200)
+    whole = audio[: audio.size // frame * frame].reshape(-1, frame)
+    if not whole.size:
+        return audio
+    power = np.mean(np.square(whole, dtype=np.float64), axis=1)
+    loud = np.flatnonzero(power > 10 ** (LEAD_FLOOR_DBFS / 10))
+    if not loud.size:
+        return audio
+    start = max(0, loud[0] * frame - sample_rate * LEAD_KEEP_MS // 1000)
+    return audio[start:]
+
 
 class Speaker:
     """Speaks text as it arrives: sentences are synthesised on a worker thread and queued.
@@ -141,6 +161,8 @@ class Speaker:
                 text = speakable(sentence)
                 began = time.perf_counter()
                 pieces = list(self.tts.sentences(text)) if text else []
+                if pieces:
+                    pieces[0] = trim_lead(pieces[0], self.tts.sample_rate)
                 log.debug(
                     "synthesised %d characters in %.0f ms",
                     len(text),

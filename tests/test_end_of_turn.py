@@ -1,0 +1,285 @@
+"""The end of a turn judged from the audio (``vad.end_of_turn: model``, issue 19).
+
+First the segmenter with the real Smart Turn model on Piper speech (the verdict handed back
+as the daemon does, without its thread), then ``voiced run`` end to end: real PulseAudio,
+whisper, Piper and the scripted Ollama server, one daemon for the module.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import pulse as pulse_fixtures
+from tests.ollama_server import OllamaTestServer, Reply
+from tests.speech import synthesize, wer
+from tests.store import seed_models
+from tests.test_daemon_e2e import DaemonHandle, _collect, heard_speech
+from voiced.audio.end_of_turn import TurnModel
+from voiced.audio.segmenter import (
+    Segmenter,
+    SpeechPaused,
+    UtteranceEnded,
+    UtteranceStarted,
+    speech_gate,
+)
+from voiced.config import VadSettings
+
+pulse_server = pulse_fixtures.pulse_server
+
+QUESTION = "Computer, what time is it?"
+PAUSE_S = 0.9
+
+
+def hesitation() -> np.ndarray:
+    """ "Computer, set a timer for, um," then a 0.9 s pause, then "ten minutes." (a -60 dBFS
+    noise floor throughout)."""
+    first = synthesize("Computer, set a timer for, um,", seed=3, tail_s=PAUSE_S)
+    return np.concatenate([first, synthesize("ten minutes.", seed=4, lead_s=0.0)])
+
+
+@pytest.fixture(scope="module")
+def model() -> TurnModel:
+    return TurnModel()
+
+
+def run_segmenter(audio: np.ndarray, settings: VadSettings, model: TurnModel) -> list:
+    """Feed 60 ms blocks; judge each pause at once and hand the verdict back."""
+    segmenter = Segmenter(
+        settings, gate=speech_gate(settings), judge_turns=settings.end_of_turn == "model"
+    )
+    events: list = []
+    block = 960
+    for offset in range(0, audio.size, block):
+        new = segmenter.feed(audio[offset : offset + block])
+        for event in list(new):
+            if isinstance(event, SpeechPaused):
+                finished = model.probability(event.audio) >= settings.turn_threshold
+                new += segmenter.verdict(event.index, event.audio_end_s, finished)
+        events += new
+    return events + segmenter.flush()
+
+
+def final_utterances(events: list) -> list[UtteranceEnded]:
+    """The utterances no later one took back."""
+    taken_back = {e.rejoins for e in events if isinstance(e, UtteranceStarted)} - {None}
+    return [e for e in events if isinstance(e, UtteranceEnded) and e.index not in taken_back]
+
+
+def test_a_finished_question_ends_after_a_short_pause(model: TurnModel) -> None:
+    audio = synthesize(QUESTION, seed=1, tail_s=1.5)
+    settings = VadSettings(end_of_turn="model")
+    (ended,) = final_utterances(run_segmenter(audio, settings, model))
+    assert ended.reason == "model"
+    assert ended.start_s < 0.7  # it holds the whole question
+    assert ended.endpoint_wait_ms <= settings.turn_pause_ms + settings.frame_ms
+    # With silence alone, the same speech waits vad.silence_ms.
+    (by_silence,) = [
+        e
+        for e in run_segmenter(audio, VadSettings(end_of_turn="silence"), model)
+        if isinstance(e, UtteranceEnded)
+    ]
+    assert by_silence.reason == "silence" and by_silence.endpoint_wait_ms >= 700
+
+
+def test_a_hesitation_keeps_the_turn_open(model: TurnModel, stt) -> None:
+    audio = hesitation()
+    events = run_segmenter(audio, VadSettings(end_of_turn="model"), model)
+    # A pause the model heard as finished ("for,") may end an utterance early; the speech that
+    # goes on takes it back, so the last utterance holds all of it.
+    final = final_utterances(events)
+    assert len(final) == 1, [(e.index, e.start_s, e.end_s, e.reason) for e in final]
+    text = stt.transcribe(final[0].audio).text.lower()
+    assert "timer" in text and "minutes" in text, text
+    assert final[0].audio.size / 16000 >= audio.size / 16000 - 1.0
+    # By silence alone, the 0.9 s pause splits it in two.
+    by_silence = run_segmenter(audio, VadSettings(end_of_turn="silence"), model)
+    assert len([e for e in by_silence if isinstance(e, UtteranceEnded)]) == 2
+
+
+def test_no_model_installed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from voiced.audio import end_of_turn
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(end_of_turn.importlib.metadata, "distribution", missing)
+    with pytest.raises(end_of_turn.EndOfTurnError, match="pip install --no-deps pipecat-ai"):
+        TurnModel()
+
+
+# --- voiced run ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[OllamaTestServer]:
+    server = OllamaTestServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def speech() -> dict[str, np.ndarray]:
+    return {"question": synthesize(QUESTION, seed=1), "hesitation": hesitation()}
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    pulse_server, ollama: OllamaTestServer, whisper_store: Path, tmp_path_factory, speech
+) -> Iterator[DaemonHandle]:
+    home = tmp_path_factory.mktemp("turn_daemon_home")
+    seed_models(home, whisper_store)
+    (home / "config.yaml").write_text(
+        f"llm:\n  host: {ollama.url}\n"
+        "wake:\n  engine: text\n  follow_up_s: 0.0\n"
+        "tools:\n  enabled: [time]\n"
+        "stt:\n  threads: 1\n"
+        "vad:\n  end_of_turn: model\n"
+    )
+    sock_path = home / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    log_path = home / "daemon.log"
+    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
+    env.pop("VOICED_CONFIG", None)
+    env.pop("OLLAMA_HOST", None)
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "voiced", "-vv", "run"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    handle = DaemonHandle(proc, home, log_path, ollama)
+    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not handle.messages("READY=1"):
+        assert proc.poll() is None, handle.log()
+        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
+        time.sleep(0.05)
+    try:
+        yield handle
+    finally:
+        pulse_fixtures.end_process(proc, grace_s=10)
+        sock.close()
+
+
+@pytest.mark.pulse
+def test_voiced_run_ends_a_finished_question_soon(daemon: DaemonHandle, pulse_server, speech):
+    daemon.ollama.script(Reply(content=["It is noon."]))
+    pulse_server.play_into_mic(speech["question"])
+    (record,) = daemon.wait_for_records(1)
+    assert wer("what time is it", record["user"]) <= 0.25, record["user"]
+    # Ended by the model after the short pause, not after vad.silence_ms (700 ms).
+    assert record["timings"]["endpoint_wait_ms"] < 600, record["timings"]
+
+
+@pytest.mark.pulse
+def test_voiced_run_keeps_a_hesitant_request_in_one_turn(
+    daemon: DaemonHandle, pulse_server, speech, stt
+) -> None:
+    reply = "The timer is set for ten minutes."
+    daemon.ollama.script(Reply(content=[reply]))  # a second turn would get the default one
+    before = len(daemon.records())
+    recording = pulse_server.start_speaker_recording()
+    pulse_server.play_into_mic(speech["hesitation"])
+    records = daemon.wait_for_records(before + 1)
+    time.sleep(3.0)  # a second turn, if there were one, would be recorded by now
+    audio = recording.stop()
+    records = daemon.records()
+    assert len(records) == before + 1, records[before:]
+    user = records[-1]["user"].lower()
+    assert "timer" in user and "minutes" in user, user
+    assert records[-1]["assistant"] == reply
+    heard = heard_speech(stt, audio).lower()
+    assert wer(reply, heard) <= 0.25, heard  # one reply, and only one
+
+
+@pytest.mark.pulse
+def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
+    daemon: DaemonHandle, pulse_server, stt
+) -> None:
+    # "what time is it?" sounds finished: the turn starts (its request waits in the LLM
+    # server) or at least its transcription does. Speech that goes on about 0.5 s later (within
+    # vad.silence_ms) takes it back: one turn, asked whole.
+    release = threading.Event()
+    withdrawn = "You should never hear this."
+    reply = "It is noon in Paris."
+    daemon.ollama.script(
+        Reply(content=[withdrawn], gate=release, gate_after=0), Reply(content=[reply])
+    )
+    audio = np.concatenate(
+        [
+            synthesize("Computer, what time is it?", seed=5, tail_s=0.3),
+            synthesize("In Paris, I mean.", seed=6, lead_s=0.0),
+        ]
+    )
+    before, requests = len(daemon.records()), len(daemon.conversation_requests())
+    recording = pulse_server.start_speaker_recording()
+    pulse_server.play_into_mic(audio)
+    daemon.wait_for_records(before + 1)
+    release.set()
+    time.sleep(2.0)
+    heard = recording.stop()
+    records = daemon.records()
+    assert len(records) == before + 1, records[before:]
+    user = records[-1]["user"].lower()
+    assert "time" in user and "paris" in user, user
+    assert records[-1]["assistant"] == reply
+    asked = daemon.conversation_requests()[requests:]
+    # At most the withdrawn request, then the whole question; the withdrawn one is not
+    # remembered: the whole one takes its place.
+    assert 1 <= len(asked) <= 2, asked
+    users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in asked]
+    assert len(users[-1]) == len(users[0]) and users[-1][:-1] == users[0][:-1], users
+    spoken = heard_speech(stt, heard).lower()
+    assert "never" not in spoken and "paris" in spoken, spoken
+    assert "withdrawn" in daemon.log()
+
+
+def _ended_with(verdict: Callable[[SpeechPaused], tuple[float, bool] | None]) -> UtteranceEnded:
+    """The one utterance of a question with 2.5 s of silence after it, with ``verdict`` (the
+    pause's audio_end_s to give, and finished) handed back for its pause, or none."""
+    settings = VadSettings(end_of_turn="model")
+    segmenter = Segmenter(settings, judge_turns=True)
+    audio = synthesize("What time is it right now?", seed=2, tail_s=2.5)  # one pause only
+    events: list = []
+    for offset in range(0, audio.size, 960):
+        new = segmenter.feed(audio[offset : offset + 960])
+        for event in list(new):
+            given = verdict(event) if isinstance(event, SpeechPaused) else None
+            if given is not None:
+                new += segmenter.verdict(event.index, *given)
+        events += new
+    ended = [e for e in events if isinstance(e, UtteranceEnded)]
+    assert len(ended) == 1, events
+    return ended[0]
+
+
+def test_the_verdict_decides_how_long_the_silence_may_be() -> None:
+    settings = VadSettings()
+    # No verdict (a slow or failed model): vad.silence_ms, as without the model.
+    late = _ended_with(lambda paused: None)
+    assert late.reason == "silence" and late.endpoint_wait_ms == 720
+    # Not finished: up to vad.turn_max_silence_ms.
+    waiting = _ended_with(lambda paused: (paused.audio_end_s, False))
+    assert waiting.reason == "silence"
+    assert waiting.endpoint_wait_ms >= settings.turn_max_silence_ms
+    # Finished: at once, with exactly the audio of the pause.
+    paused_at: list[float] = []
+    now = _ended_with(lambda paused: paused_at.append(paused.audio_end_s) or (paused_at[-1], True))
+    assert now.reason == "model" and now.audio_end_s == paused_at[-1]
+    # A verdict on other audio (a pause that speech broke since) changes nothing.
+    stale = _ended_with(lambda paused: (paused.audio_end_s - 0.3, True))
+    assert stale.reason == "silence" and stale.endpoint_wait_ms == 720
