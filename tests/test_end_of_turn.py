@@ -118,6 +118,31 @@ def test_no_model_installed_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) ->
         TurnModel()
 
 
+def test_without_the_model_the_daemon_ends_turns_on_silence(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing pipecat-ai makes a slower assistant, not a service that cannot start."""
+    import importlib.metadata
+
+    from voiced.audio import end_of_turn
+    from voiced.config import Settings
+    from voiced.service.daemon import Daemon
+
+    def missing(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(end_of_turn.importlib.metadata, "distribution", missing)
+    daemon = Daemon.__new__(Daemon)
+    daemon._turn_model = None
+    daemon._load_turn_model(Settings())
+    assert daemon._turn_model is None
+    assert any(
+        "cannot load the end-of-turn model" in r.getMessage()
+        and "700 ms of silence" in r.getMessage()
+        for r in caplog.records
+    )
+
+
 # --- voiced run ------------------------------------------------------------------------------
 
 

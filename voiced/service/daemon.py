@@ -372,14 +372,25 @@ class Daemon:
             gate.close()
 
     def _load_turn_model(self, settings: Settings) -> None:
-        """Load the end-of-turn model that ``vad.end_of_turn: model`` needs (a missing one
-        fails here, with what to install), or drop it."""
+        """Load the end-of-turn model that ``vad.end_of_turn: model`` needs, or drop it.
+
+        A model that cannot be loaded (pipecat-ai not installed) is said in the log, and turns
+        end after ``vad.silence_ms`` of silence: a slower assistant, not a dead service.
+        ``voiced doctor`` fails the check and says what to install.
+        """
         if settings.vad.end_of_turn != "model":
             self._turn_model = None
         elif self._turn_model is None:
-            from voiced.audio.end_of_turn import TurnModel
+            from voiced.audio.end_of_turn import EndOfTurnError, TurnModel
 
-            self._turn_model = TurnModel()
+            try:
+                self._turn_model = TurnModel()
+            except EndOfTurnError as exc:
+                log.warning(
+                    "cannot load the end-of-turn model (%s); turns end after %d ms of silence",
+                    exc,
+                    settings.vad.silence_ms,
+                )
 
     def _load_voice(self, settings: Settings) -> None:
         from voiced.speech.remote import remote_tts
