@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 
 from tests.notify_socket import NotifySocket
-from tests.ollama_server import OllamaTestServer
+from tests.ollama_server import OllamaTestServer, Reply
 from tests.pulse import PulseServer, _missing_tools, _unavailable
+from tests.speech import synthesize
 from tests.store import seed_models
+from voiced.transcripts import Journal
 
 pytestmark = pytest.mark.pulse
+
+_QUESTION = synthesize("Hey Jarvis, what time is it?", seed=2)
 
 
 def _tail(log: Path, size: int = 3000) -> str:
@@ -38,7 +42,19 @@ def _wait(condition, what: str, log: Path, timeout: float = 90.0) -> None:
         time.sleep(0.05)
 
 
+def _turn(server: PulseServer, ollama: OllamaTestServer, home: Path, log: Path) -> dict:
+    """Ask a question aloud; the turn's record once the reply has been spoken."""
+    journal = Journal(home / "transcripts")
+    before = len(list(journal.records()))
+    ollama.script(Reply(content=["It is noon."]))
+    server.play_into_mic(_QUESTION)
+    _wait(lambda: len(list(journal.records())) > before, "a turn record", log, timeout=60.0)
+    return list(journal.records())[before]
+
+
 def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
+    """The sound server stops and starts again (as when PipeWire restarts): the microphone
+    comes back, and so does the speaker: the first reply after it is heard whole."""
     if _missing_tools():
         _unavailable(f"{', '.join(_missing_tools())} not found")  # fails under CI
     server = PulseServer(Path(tempfile.mkdtemp(prefix="voiced-pulse-own-")))
@@ -65,6 +81,7 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
         )
         try:
             _wait(lambda: "READY=1" in messages, "READY=1", log)
+            assert _turn(server, ollama, home, log)["assistant"] == "It is noon."  # speaker open
             ready_at = len(messages)
             server.stop()  # the microphone disappears
             _wait(
@@ -79,6 +96,8 @@ def test_microphone_lost_and_back(whisper_store: Path, tmp_path: Path) -> None:
             server.start()  # ... and comes back
             _wait(lambda: "STATUS=idle" in messages[lost_at:], "status after the return", log)
             assert "audio input is back" in _tail(log, 1_000_000)
+            after = _turn(server, ollama, home, log)
+            assert after["assistant"] == "It is noon." and not after.get("error"), after
             # PortAudio 19.6 may loop printing one error line without end once the server is
             # gone; that loop lives in the capture process, which is killed: no flood here.
             assert log.stat().st_size < 1_000_000

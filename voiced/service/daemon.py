@@ -294,6 +294,8 @@ class Daemon:
             self.journal = Journal.from_settings(settings)
         self._unwritten: collections.deque[dict[str, Any]] = collections.deque(maxlen=UNWRITTEN_MAX)
         self._records_lock = threading.Lock()
+        # Set when the microphone came back after a loss: reopen the output before speaking.
+        self._output_stale = threading.Event()
         self._journal_failing = False
         self.machine = TurnMachine(settings.wake)
         # Utterances starting before this (monotonic) are transcribed without a wake word;
@@ -736,12 +738,18 @@ class Daemon:
         def ears_open(audio_start_s: float) -> bool:
             return clock.monotonic(audio_start_s) <= self._ears_until
 
+        lost: list[str] = []
+
         def on_state(state: str, message: str) -> None:
             if state == "open":
                 log.info("microphone: %s", message)
                 self._mic_open.set()
+                if lost:
+                    self._output_stale.set()  # the sound server may have restarted
+                lost.clear()
             else:
                 self._mic_open.clear()
+                lost.append(message)
                 if settings.audio.echo_cancel:
                     # A restarted sound server forgets loaded modules: load the pair again.
                     from voiced.audio.echo_cancel import ensure_routed
@@ -1006,6 +1014,15 @@ class Daemon:
         reference = utterance.endpoint_at if utterance else time.monotonic()
         splitter = SentenceSplitter(max_chars=FIRST_CLAUSE_CHARS)
         marks: dict[str, float] = {}
+        if self._output_stale.is_set() and self.tts is not None:
+            # The sound server went away and came back since the last reply: the player's
+            # stream belongs to the old one, and its first sentence would be lost.
+            self._output_stale.clear()
+            log.info("the sound server came back: reopening the output device")
+            try:
+                self._open_output(self.tts, self.settings)
+            except Exception as exc:
+                log.error("the output device cannot be reopened yet: %s", exc)
         speaker = self.speaker
 
         def say(text: str, *, sentence: bool = True) -> None:
