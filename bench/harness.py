@@ -86,17 +86,20 @@ def voiced_run(
     name: str,
     config: str = "",
     wake_engine: str = "text",
+    llm_config: str = "",
 ) -> Iterator[Daemon]:
     """Start `voiced run` with the given extra YAML config; yields once it reports READY.
 
     ``wake_engine`` is wake.engine: "text" (the wake phrase "Computer" found by Whisper,
     which the scripted turns say) or "model" (the hey_jarvis wake-word model).
+    ``llm_config``: more indented lines for the ``llm`` section.
     """
     home = folder / name
     home.mkdir(exist_ok=True)  # a caller may have prepared it (a tmpfs for the transcripts)
     ModelStore(home / "models").ensure_default()  # converted before timing starts
     (home / "config.yaml").write_text(
-        f"llm:\n  host: {ollama.url}\nwake:\n  engine: {wake_engine}\n  follow_up_s: 0.0\n"
+        f"llm:\n  host: {ollama.url}\n{llm_config}"
+        f"wake:\n  engine: {wake_engine}\n  follow_up_s: 0.0\n"
         f"tools:\n  enabled: [time]\n{config}"
     )
     notify_path = folder / f"{name}.notify"

@@ -1161,6 +1161,12 @@ class OllamaTestServer:
         with self._lock:
             self._replies.extend(replies)
 
+    def clear_script(self) -> int:
+        """Drop the scripted replies nobody asked for; returns how many there were."""
+        with self._lock:
+            left, self._replies = len(self._replies), []
+        return left
+
     @property
     def pending_replies(self) -> int:
         with self._lock:
