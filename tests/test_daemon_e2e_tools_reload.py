@@ -281,7 +281,8 @@ def test_sighup_restarts_the_capture_with_the_new_vad(daemon: Handle, pulse_serv
     """vad.silence_ms is the segmenter's: only a restarted capture waits the new time."""
     files, ollama = daemon.files, daemon.ollama
     assert turn(daemon, pulse_server)["timings"]["endpoint_wait_ms"] < 1200  # 700 ms
-    daemon.reload(base_config(ollama, files, vad="  silence_ms: 1800\n"))
+    # By silence alone: the end-of-turn model (the default) would end the turn sooner.
+    daemon.reload(base_config(ollama, files, vad="  silence_ms: 1800\n  end_of_turn: silence\n"))
     assert turn(daemon, pulse_server)["timings"]["endpoint_wait_ms"] >= 1800
     daemon.reload(base_config(ollama, files))
 
