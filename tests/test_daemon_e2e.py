@@ -9,6 +9,7 @@ go to a NOTIFY_SOCKET the fixture opens.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import signal
 import socket
@@ -362,5 +363,7 @@ def test_sigterm_while_speaking_exits_zero_promptly(
     assert any(m.startswith("STOPPING=1") for _, m in daemon.notifications[seen:])
     heard = [w.strip(".,!?").lower() for w in heard_speech(stt, audio).split()]
     log.info("heard before the exit: %s", " ".join(heard))
-    assert heard and heard[-1] in FRUIT.values(), heard  # the sentence in flight was finished
+    # The sentence in flight was finished: it ends on its last word (tiny.en may hear "red"
+    # as "read", so the match is close, not exact; a cut sentence ends on "are").
+    assert heard and difflib.get_close_matches(heard[-1], FRUIT.values(), cutoff=0.8), heard
     assert "pears" not in heard and "soft" not in heard, heard  # the rest was dropped
