@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from typing import ClassVar
 import pytest
 from click.testing import CliRunner
 
-from voiced import paths
+from voiced import paths, transcripts
 from voiced.cli import main
 from voiced.config import Settings, TranscriptsSettings
 from voiced.transcripts import Journal, _ends_with_newline, make_record, read_file
@@ -233,6 +234,28 @@ def test_a_torn_last_line_is_skipped_and_the_next_record_starts_clean() -> None:
     second = journal.add("dictation", "second")
     assert list(journal.records()) == [first, second]
     assert len(path.read_bytes().splitlines()) == 3
+
+
+def test_a_full_disk_leaves_no_part_of_the_refused_record(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal()
+    first = journal.add("dictation", "first")
+    path = journal.path_for(dt.date.today())
+
+    def half_then_full(fd: int, data: bytes) -> None:
+        os.write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transcripts, "_write_all", half_then_full)
+        refused = make_record("dictation", "refused")
+        with pytest.raises(OSError):
+            journal.append(refused)
+    assert path.read_bytes().endswith(b"\n")
+    journal.append(refused)  # the daemon's retry, once there is space
+    assert list(journal.records()) == [first, refused]
+    assert "incomplete" not in caplog.text
 
 
 BIG = 8_000_000

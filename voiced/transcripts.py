@@ -4,7 +4,8 @@ Layout: one JSON object per line in daily files ``YYYY-MM-DD.jsonl`` (the local 
 the record's start) under :func:`voiced.paths.transcripts_dir`; the folder is 0700, the
 files 0600. Every record is written with one ``write`` and then ``fsync``-ed, so after a
 crash or ``kill -9`` at most the last line of a file is incomplete; readers skip it (with a
-warning) and the next append starts on a fresh line. Files older than
+warning) and the next append starts on a fresh line. What a full disk took of a refused
+record is cut off again, so the retry leaves no broken line behind. Files older than
 ``transcripts.retention_days`` are deleted when a writer opens the journal
 (:meth:`Journal.from_settings`: ``voiced listen``, ``voiced run``) and on the first append of
 each day; readers (``voiced transcripts``) delete nothing.
@@ -25,6 +26,7 @@ keys they do not know.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -144,8 +146,16 @@ class Journal:
                 if not created and not _ends_with_newline(path):
                     # A previous writer died mid-line: close that line off, keep ours whole.
                     data = b"\n" + data
-                _write_all(fd, data)
-                os.fsync(fd)
+                size = os.fstat(fd).st_size
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk takes part of a line: take it back, so the retry that
+                    # follows is not preceded by a broken line every reader warns about.
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)
+                    raise
             finally:
                 os.close(fd)
             if created:
