@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiced import paths
-from voiced.brain.tools.registry import ToolError, current_call
+from voiced.brain.tools.registry import CallContext, ToolError, current_call
 from voiced.config import ToolsSettings
 
 log = logging.getLogger(__name__)
@@ -285,6 +285,21 @@ def human_size(size: float) -> str:
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``plural(2, "entry", "entries")`` -> ``"2 entries"``."""
     return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+
+
+def _realpath(path: str | Path, shown: str) -> Path:
+    """:func:`os.path.realpath`, or a :class:`SandboxError` when a link changes under it.
+
+    A symlink replaced by a folder between its ``lstat`` and its ``readlink`` makes
+    ``realpath`` raise ``EINVAL``: the path is being changed right now, and is refused.
+    """
+    try:
+        return Path(os.path.realpath(path))
+    except OSError as exc:
+        raise SandboxError(
+            f"{printable(shown.strip())!r} changed while it was being looked up "
+            f"({exc.strerror}); nothing was done"
+        ) from None
 
 
 def _nfc(text: str) -> str:
@@ -599,7 +614,7 @@ class Sandbox:
         """
         absolute = self._absolute(raw, base)
         lexical = Path(os.path.normpath(absolute))
-        real = Path(os.path.realpath(absolute))
+        real = _realpath(absolute, raw)
         self._check(raw, lexical, real)
         try:
             info = os.stat(real)
@@ -645,14 +660,14 @@ class Sandbox:
         head, name = os.path.split(absolute.rstrip("/") if absolute != "/" else absolute)
         if name in ("", ".", ".."):
             raise SandboxError(f"{raw!r} does not name a file")
-        parent = Path(os.path.realpath(head))
+        parent = _realpath(head, raw)
         target = parent / name
         lexical = Path(os.path.normpath(absolute))
         self._check(raw, lexical, target, changing=True)
         if target.is_symlink():
             # Replacing or removing a link never touches its target, but don't let a link be
             # the way to name a secret in a question or result either.
-            self._check(raw, target, Path(os.path.realpath(target)))
+            self._check(raw, target, _realpath(target, raw))
         if not parent.is_dir():
             raise SandboxError(f"folder {self.display(parent)} does not exist")
         return target
@@ -697,6 +712,47 @@ class Sandbox:
                 raise SandboxError(f"{self.display(path)} is not a regular file")
             self._refuse_hard_links(path, info)
             yield fd
+        finally:
+            os.close(fd)
+
+    def open_path(self, path: Path, *, folder: bool = False) -> int:
+        """An ``O_PATH`` descriptor of real ``path``, checked after opening; the caller closes it.
+
+        It pins the object that was checked (for a Landlock rule, or ``fchdir``). A private file
+        with other names is refused as for reading. ``FileNotFoundError`` when nothing is there.
+        """
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if folder else 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SandboxError(f"cannot open {self.display(path)}: {exc.strerror}") from None
+        try:
+            self._verify_fd(fd, str(path))
+            info = os.fstat(fd)
+            if stat.S_ISLNK(info.st_mode):
+                raise SandboxError(f"{self.display(path)} changed while it was being checked")
+            self._refuse_hard_links(path, info)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def open_folder(self, path: Path) -> Iterator[tuple[int, Path]]:
+        """A descriptor of the folder at real ``path`` and where it really is, checked after
+        opening: what is listed through it is that folder, whatever its name leads to later."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise SandboxError(f"{self.display(path)} does not exist") from None
+        except OSError as exc:
+            raise SandboxError(f"cannot open folder {self.display(path)}: {exc.strerror}") from None
+        try:
+            real = self._verify_fd(fd, str(path))
+            yield fd, real
         finally:
             os.close(fd)
 
@@ -802,12 +858,20 @@ class Sandbox:
 
 
 class Walk:
-    """Entries under a folder, depth first, never following symlinks, skipping denied ones.
+    """Entries under a folder, never following symlinks, skipping denied ones.
 
-    Iterating yields ``(folder, entry)`` pairs. It stops quietly after ``max_entries`` entries
-    or ``budget_s`` seconds, or when the tool call it runs in is past its time limit;
-    :attr:`complete` then is False, so results can say so.
+    Iterating yields ``(folder, entry)`` pairs: every entry of a folder, then each subfolder in
+    turn. It stops quietly after ``max_entries`` entries or ``budget_s`` seconds, or when the
+    tool call it runs in is past its time limit; :attr:`complete` then is False, so results
+    can say so.
+
+    The walk works on descriptors: the top folder is opened and checked where it really is,
+    and every subfolder is opened relative to its parent's descriptor with ``O_NOFOLLOW``, so
+    a folder swapped for a symlink while the walk runs is skipped, never followed. An entry's
+    ``stat`` is taken relative to its folder's descriptor too (use it while iterating).
     """
+
+    MAX_DEPTH = 256
 
     def __init__(self, sandbox: Sandbox, top: Path, *, max_entries: int, budget_s: float) -> None:
         self.sandbox = sandbox
@@ -819,36 +883,55 @@ class Walk:
 
     def __iter__(self) -> Iterator[tuple[Path, os.DirEntry[str]]]:
         deadline = time.monotonic() + self.budget_s
-        call = current_call()
-        stack = [self.top]
-        while stack:
-            folder = stack.pop()
-            if call.cancelled():
+        with self.sandbox.open_folder(self.top) as (fd, _real), contextlib.suppress(_WalkStopped):
+            yield from self._folder(self.top, fd, 0, deadline, current_call())
+
+    def _folder(
+        self, folder: Path, fd: int, depth: int, deadline: float, call: CallContext
+    ) -> Iterator[tuple[Path, os.DirEntry[str]]]:
+        if call.cancelled():
+            self.complete = False
+            raise _WalkStopped
+        try:
+            with os.scandir(fd) as entries:
+                listing = list(entries)
+        except OSError:
+            return
+        subfolders = []
+        for entry in listing:
+            self.entries_seen += 1
+            if (
+                self.entries_seen > self.max_entries
+                or time.monotonic() > deadline
+                or call.cancelled()
+            ):
                 self.complete = False
-                return
+                raise _WalkStopped
+            if self.sandbox.denied_at((folder / entry.name).parts) is not None:
+                continue
+            yield folder, entry
             try:
-                with os.scandir(folder) as entries:
-                    listing = list(entries)
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.name)
             except OSError:
                 continue
-            for entry in listing:
-                self.entries_seen += 1
-                if (
-                    self.entries_seen > self.max_entries
-                    or time.monotonic() > deadline
-                    or call.cancelled()
-                ):
-                    self.complete = False
-                    return
-                path = folder / entry.name
-                if self.sandbox.denied_at(path.parts) is not None:
-                    continue
-                yield folder, entry
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(path)
-                except OSError:
-                    continue
+        for name in subfolders:
+            if depth >= self.MAX_DEPTH:
+                self.complete = False
+                return
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                child = os.open(name, flags, dir_fd=fd)
+            except OSError:
+                continue  # gone, or replaced by a symlink since it was listed: not followed
+            try:
+                yield from self._folder(folder / name, child, depth + 1, deadline, call)
+            finally:
+                os.close(child)
+
+
+class _WalkStopped(Exception):
+    """Raised inside a walk to unwind it at a limit."""
 
 
 __all__ = [
