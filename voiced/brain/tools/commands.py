@@ -47,7 +47,7 @@ from voiced.brain.tools.confine import (
     limit_resources,
 )
 from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError, current_call
-from voiced.brain.tools.sandbox import Sandbox, SandboxError, printable
+from voiced.brain.tools.sandbox import Sandbox, SandboxError, printable, printable_lines
 from voiced.config import CommandRule, ToolsSettings, file_changing_option
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -107,6 +107,15 @@ def _warn_unconfined() -> None:
         "this kernel has no Landlock: run_command is confined by voiced's checks only, not by "
         "the kernel (a folder swapped for a symlink between the check and the run is not caught)"
     )
+
+
+def _names(line: str, name: str) -> bool:
+    """Whether an ``ls`` output line is the entry ``name`` (alone, or last after its details,
+    with ``-F``'s type mark or not)."""
+    for text in (line, line[:-1] if line[-1:] in "/*@|=" else None):
+        if text is not None and (text == name or text.endswith(" " + name)):
+            return True
+    return False
 
 
 class CommandRunner:
@@ -278,6 +287,10 @@ class CommandRunner:
         if command == "sed":
             # GNU sed's script commands w, r and e write files, read any file and run programs.
             argv.insert(0, "--sandbox")
+        if command == "ls":
+            # Names with control characters (escape sequences, line breaks) in C quotes, so
+            # one name is one line; other names (spaces, accents) as they are.
+            argv.insert(0, "--quoting-style=c-maybe")
         return PreparedCommand(executable, tuple(argv), folder, tuple(operands))
 
     # ------------------------------------------------------------------ running
@@ -395,14 +408,62 @@ class CommandRunner:
         status = stopped or f"exit status {returncode}"
         stdout = outputs["stdout"][:limit].decode("utf-8", errors="replace")
         stderr = outputs["stderr"][: max(0, limit - len(outputs["stdout"]))]
+        hidden_note = ""
+        if Path(prepared.executable).name == "ls" and stdout:
+            stdout, hidden = self._hide_denied_entries(prepared, stdout)
+            if hidden:
+                hidden_note = f"[{hidden} off-limits entries not shown]"
         lines = [f"$ {prepared.shown()}", status]
         if stdout:
-            lines.append(stdout.rstrip("\n"))
+            lines.append(printable_lines(stdout.rstrip("\n")))
+        if hidden_note:
+            lines.append(hidden_note)
         if stderr:
-            lines.append("[stderr] " + stderr.decode("utf-8", errors="replace").rstrip("\n"))
+            text = stderr.decode("utf-8", errors="replace").rstrip("\n")
+            lines.append("[stderr] " + printable_lines(text))
         if not stdout and not stderr:
             lines.append("(no output)")
         return "\n".join(lines)
+
+    def _listed_folders(self, prepared: PreparedCommand) -> list[Path]:
+        folders = [operand for operand in prepared.operands if operand.is_dir()]
+        return folders if prepared.operands else [prepared.cwd]
+
+    def _hide_denied_entries(self, prepared: PreparedCommand, output: str) -> tuple[str, int]:
+        """``ls`` output without the entries ``list_directory`` hides, and their number.
+
+        Entries on the deny list go (one name per line, as ``ls`` writes to a pipe), and a
+        link's target is not shown where it leads outside the roots or to a denied place.
+        """
+        hidden: set[str] = set()
+        bad_links: set[str] = set()
+        for folder in self._listed_folders(prepared):
+            try:
+                with self.sandbox.open_folder(folder) as (fd, real), os.scandir(fd) as listing:
+                    for entry in listing:
+                        path = real / entry.name
+                        if self.sandbox.denied_by(path) is not None:
+                            hidden.add(entry.name)
+                        elif entry.is_symlink():
+                            target = os.readlink(entry.name, dir_fd=fd)
+                            if not self.sandbox.allowed(Path(os.path.realpath(real / target))):
+                                bad_links.add(entry.name)
+            except (OSError, ToolError):
+                continue
+        if not hidden and not bad_links:
+            return output, 0
+        kept = []
+        dropped = 0
+        for line in output.split("\n"):
+            name_part, arrow, _target = line.partition(" -> ")
+            shown = name_part.rstrip()
+            if any(_names(shown, name) for name in hidden):
+                dropped += 1
+                continue
+            if arrow and any(_names(shown, name) for name in bad_links):
+                line = f"{name_part} -> (a place I may not use)"
+            kept.append(line)
+        return "\n".join(kept), dropped
 
     def _killed_by(self, signal_number: int, cpu_s: float | None) -> str:
         """Why a command died of a signal; SIGKILL is the CPU hard limit only after its time."""

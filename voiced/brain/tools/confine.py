@@ -213,6 +213,29 @@ def confine_command(confinement: Confinement, executable: str, argv: Sequence[st
     return [sys.executable, "-I", "-S", os.path.abspath(__file__), spec, executable, *argv]
 
 
+def probe(timeout_s: float = 10.0) -> str:
+    """Start a confined ``true``: what confines ``run_command`` here, or OSError why not."""
+    abi = landlock_abi()
+    if abi < 1:
+        raise OSError(38, "this kernel has no Landlock (Linux 5.13+ with landlock in lsm=)")
+    import shutil
+    import subprocess
+
+    true = shutil.which("true", path="/usr/bin:/bin")
+    if true is None:
+        raise OSError(2, "no `true` program to try it with")
+    done = subprocess.run(
+        confine_command(Confinement(), true, ["true"]),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    if done.returncode != 0:
+        raise OSError(1, done.stderr.strip() or f"exit status {done.returncode}")
+    return f"run_command runs confined by Landlock (ABI {abi})"
+
+
 def limit_resources(cpu_s: int, memory_bytes: int, nice: int) -> None:
     """CPU seconds, address space, no file writing, no core dumps, a lower priority."""
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
+import itertools
 import logging
 import os
 import re
@@ -108,8 +110,7 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".config/VSCodium/User/globalStorage",
     ".vscode-server/data/User/globalStorage",
     # environment files
-    ".env",
-    ".env.*",
+    ".env*",  # .env, .env.local, .env~, .env-prod, .envrc (direnv's exports)
     "*.env",
     # browser and mail profiles
     ".mozilla",
@@ -149,6 +150,29 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".irb_history",
     ".viminfo",
     ".lesshst",
+    # more stored credentials: database clients, cloud tools, model hubs, git remotes
+    ".my.cnf",
+    ".mylogin.cnf",
+    ".s3cfg",
+    ".boto",
+    ".cache/huggingface/token",
+    ".cache/huggingface/stored_tokens",
+    ".huggingface/token",
+    ".config/git/credentials",
+    ".git/config",  # remote URLs may carry a user:token
+    ".gem/credentials",
+    ".composer/auth.json",
+    ".config/composer/auth.json",
+    ".config/containers/auth.json",
+    ".dockercfg",
+    ".config/sops",
+    ".config/doctl",
+    ".gradle/gradle.properties",
+    ".ivy2/.credentials",
+    ".sbt/.credentials",
+    ".smbcredentials",
+    ".config/filezilla",
+    ".local/share/python_keyring",
 )
 
 # What makes code run later, never written or deleted (reading is harmless).
@@ -221,6 +245,15 @@ STARTUP_PATTERNS: tuple[str, ...] = (
     "crontab",
     "crontabs",
     ".crontab",
+    # project hooks and per-folder start-up that run on commit or on entering the folder
+    ".husky",
+    ".githooks",
+    ".lefthook",
+    "lefthook.yml",
+    ".lefthook.yml",
+    ".pre-commit-config.yaml",
+    ".envrc",
+    ".vscode/tasks.json",
 )
 
 MAX_PATH_CHARS = 4096
@@ -258,6 +291,18 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
+
+
+def printable_lines(text: str) -> str:
+    """Program output for the model: as :func:`printable`, but line breaks and tabs stay."""
+    if text.isprintable():
+        return text
+    return "\n".join(
+        line
+        if line.isprintable()
+        else "".join(_escape(ch) if ch != "\t" and _unsafe(ch) else ch for ch in line)
+        for line in text.split("\n")
+    )
 
 
 def _escape(ch: str) -> str:
@@ -370,6 +415,66 @@ def _linked_homes(patterns: Iterable[str], source: str) -> list[_Rule]:
         real = os.path.realpath(place)
         if real != os.path.normpath(place):
             rules.append(_Rule(Path(real).parts, True, source))
+    return rules
+
+
+def _config_places() -> list[Path]:
+    """The XDG config, data and state folders and ``~/.local/bin``, as set and as they really
+    are: what they hold configures (and starts) programs, whatever the folders are called."""
+    home = Path.home()
+    places = [home / ".config", home / ".local" / "share", home / ".local" / "state"]
+    places.append(home / ".local" / "bin")
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        value = os.environ.get(variable, "")
+        if os.path.isabs(value):
+            places.append(Path(value))
+    return _below_home_or_elsewhere(Path(p) for p in _as_given_and_resolved(places))
+
+
+def _linked_dotfiles(config_places: Iterable[Path], limit: int = 2000) -> list[Path]:
+    """Where the symlinks among ``~/.*`` and directly in the config folders lead.
+
+    Dotfile managers (GNU stow, yadm, chezmoi's symlink mode) keep the real files elsewhere,
+    named without the dot (``~/.config -> ~/dotfiles/config``,
+    ``~/.config/i3 -> ~/dotfiles/i3/.config/i3``): those targets are start-up files too.
+    """
+    home = Path.home()
+    folders = [(home, True), *((place, False) for place in config_places)]
+    found = []
+    seen = 0
+    for folder, dotted_only in folders:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > limit:
+                return found
+            if dotted_only and not entry.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_symlink():
+                    found.append(Path(os.path.realpath(entry.path)))
+    return _below_home_or_elsewhere(found)
+
+
+def _xdg_secret_rules(places: Iterable[Path]) -> list[_Rule]:
+    """The ``.config/...`` and ``.local/share/...`` secrets where those folders really are
+    (``XDG_CONFIG_HOME=~/xdgconf`` keeps ``gh``'s token in ``~/xdgconf/gh``)."""
+    home = Path.home()
+    prefixes = {".config": [home / ".config"], ".local/share": [home / ".local" / "share"]}
+    for variable, prefix in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        value = os.environ.get(variable, "")
+        if os.path.isabs(value):
+            prefixes[prefix].append(Path(value))
+    rules = []
+    for prefix, folders in prefixes.items():
+        reals = {Path(variant) for variant in _as_given_and_resolved(folders)}
+        for pattern in SECRET_PATTERNS:
+            if pattern.startswith(prefix + "/"):
+                rest = pattern[len(prefix) + 1 :].split("/")
+                rules += [_Rule((*real.parts, *rest), True, "secrets") for real in reals]
     return rules
 
 
@@ -491,6 +596,7 @@ class Sandbox:
         self._root_forms = tuple(Path(_nfc(str(root))) for root in resolved)
         deny = list(deny)
         rules = _rules(SECRET_PATTERNS, "secrets") + _linked_homes(SECRET_PATTERNS, "secrets")
+        rules += _xdg_secret_rules(_config_places())
         rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
         rules += _rules(deny, "tools.deny") + _linked_homes(deny, "tools.deny")
         self._write_rules = tuple(
@@ -501,6 +607,11 @@ class Sandbox:
             + _rules(_as_given_and_resolved(_python_installation()), "the Python installation")
             + _rules([".git"], "git internals")
         )
+        config_places = _config_places()
+        self._config_places = tuple(
+            _Rule(place.parts, True, "configuration")
+            for place in dict.fromkeys([*config_places, *_linked_dotfiles(config_places)])
+        )
         self._hidden_in_home = tuple(
             _Rule((*Path(home).parts, ".*"), True, "hidden in the home folder")
             for home in dict.fromkeys(_as_given_and_resolved([Path.home()]))
@@ -510,6 +621,63 @@ class Sandbox:
         self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
         combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
         self._single_names = re.compile(combined or "(?!)", re.IGNORECASE)
+
+    @functools.cached_property
+    def _secret_inodes_cache(self) -> frozenset[tuple[int, int]]:
+        return frozenset(self._find_secret_inodes())
+
+    def _secret_inodes(self) -> frozenset[tuple[int, int]]:
+        """(device, inode) of the protected files in the home folder that have other names."""
+        return self._secret_inodes_cache
+
+    def _find_secret_inodes(self, limit: int = 5000) -> Iterator[tuple[int, int]]:
+        # Denied entries in the home folder, and in the folders that lead to the named
+        # secrets (.config, .local/share, .cache...), two levels into each denied folder.
+        home = Path(os.path.realpath(Path.home()))
+        leads = {
+            "/".join(pattern.split("/")[:depth])
+            for pattern in SECRET_PATTERNS
+            for depth in range(1, pattern.count("/") + 1)
+        }
+        budget = [limit]
+
+        def entries(folder: Path) -> list[os.DirEntry[str]]:
+            try:
+                with os.scandir(folder) as listing:
+                    found = list(itertools.islice(listing, max(0, budget[0])))
+            except OSError:
+                return []
+            budget[0] -= len(found)
+            return found
+
+        def files_below(folder: Path, depth: int) -> Iterator[tuple[int, int]]:
+            for entry in entries(folder):
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        if info.st_nlink > 1:
+                            yield info.st_dev, info.st_ino
+                    elif depth and entry.is_dir(follow_symlinks=False):
+                        yield from files_below(Path(entry.path), depth - 1)
+
+        def search(folder: Path, relative: str) -> Iterator[tuple[int, int]]:
+            for entry in entries(folder):
+                path = Path(entry.path)
+                inner = f"{relative}/{entry.name}" if relative else entry.name
+                with contextlib.suppress(OSError):
+                    if self.denied_by(path) is not None:
+                        if entry.is_dir(follow_symlinks=False):
+                            yield from files_below(path, 2)
+                        elif entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            if info.st_nlink > 1:
+                                yield info.st_dev, info.st_ino
+                    elif entry.is_dir(follow_symlinks=False) and any(
+                        fnmatch.fnmatch(inner, lead) for lead in leads
+                    ):
+                        yield from search(path, inner)
+
+        yield from search(home, "")
 
     @classmethod
     def from_settings(cls, settings: ToolsSettings) -> Sandbox:
@@ -544,13 +712,20 @@ class Sandbox:
                 return rule
         return None
 
-    def protected_from_changes(self, path: Path) -> str | None:
-        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
+    def _startup_rule(self, path: Path) -> str | None:
         parts = path.parts
         for end in range(1, len(parts) + 1):
             for rule in self._write_rules:
                 if rule.matches_ending_at(parts[:end]):
                     return f"it makes programs run ({printable(rule.source)}: {rule.text})"
+        return None
+
+    def protected_from_changes(self, path: Path) -> str | None:
+        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
+        parts = path.parts
+        why = self._startup_rule(path)
+        if why is not None:
+            return why
         for folder in path.parents:
             if (folder / "pyvenv.cfg").is_file():
                 return f"it makes programs run (a Python environment: {self.display(folder)})"
@@ -559,6 +734,11 @@ class Sandbox:
         for end in range(1, len(parts) + 1):
             if any(rule.matches_ending_at(parts[:end]) for rule in self._hidden_in_home):
                 return HIDDEN_IN_HOME
+        for end in range(1, len(parts) + 1):
+            for rule in self._config_places:
+                if rule.matches_ending_at(parts[:end]):
+                    where = self.display(Path(*rule.parts))
+                    return f"it configures or starts programs (a configuration folder: {where})"
         return None
 
     def display(self, path: Path) -> str:
@@ -594,6 +774,15 @@ class Sandbox:
             raise SandboxError(
                 f"{raw!r} is outside the folders I may use{where}; allowed: {self.roots_text()}"
             )
+        if changing:
+            # A start-up file that also holds secrets (.git/config) is refused as what it is
+            # to a change: a way to make programs run.
+            for candidate in (lexical, real):
+                why = self._startup_rule(candidate)
+                if why is not None:
+                    raise SandboxError(
+                        f"{self.display(candidate)} is off limits for changes: {why}"
+                    )
         for candidate in (lexical, real):
             rule = self.denied_by(candidate)
             if rule is not None:
@@ -625,9 +814,15 @@ class Sandbox:
 
     def _refuse_hard_links(self, path: Path, info: os.stat_result) -> None:
         # Media libraries, package caches, git clones and backups hard-link ordinary files;
-        # a secret is private to its owner (keys are 0600), so only such a file is refused.
+        # a secret is private to its owner (keys are 0600), so only such a file is refused,
+        # and any other name of a protected file in the home folder (a readable ~/.env).
         if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
             return
+        if (info.st_dev, info.st_ino) in self._secret_inodes():
+            raise SandboxError(
+                f"{self.display(path)} is another name (a hard link) of a protected file, "
+                "so I do not open it"
+            )
         if info.st_mode & 0o077 == 0 or info.st_uid != os.geteuid():
             raise SandboxError(
                 f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links) "
@@ -945,4 +1140,5 @@ __all__ = [
     "human_size",
     "plural",
     "printable",
+    "printable_lines",
 ]
