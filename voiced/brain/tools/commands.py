@@ -287,10 +287,6 @@ class CommandRunner:
         if command == "sed":
             # GNU sed's script commands w, r and e write files, read any file and run programs.
             argv.insert(0, "--sandbox")
-        if command == "ls":
-            # Names with control characters (escape sequences, line breaks) in C quotes, so
-            # one name is one line; other names (spaces, accents) as they are.
-            argv.insert(0, "--quoting-style=c-maybe")
         return PreparedCommand(executable, tuple(argv), folder, tuple(operands))
 
     # ------------------------------------------------------------------ running
@@ -346,7 +342,11 @@ class CommandRunner:
         call = current_call()
         deadline = min(time.monotonic() + self.timeout_s, call.deadline)
         memory = self.settings.command_memory_mb * 1024 * 1024
-        argv = [Path(prepared.executable).name, *prepared.argv]
+        name = Path(prepared.executable).name
+        # ls: names with control characters (escape sequences, line breaks) in C quotes, so
+        # one name is one line; other names (spaces, accents) as they are.
+        extra = ["--quoting-style=c-maybe"] if name == "ls" else []
+        argv = [name, *extra, *prepared.argv]
         common: dict[str, Any] = {
             "env": self._environment(),
             "stdin": subprocess.DEVNULL,
