@@ -22,14 +22,11 @@ confined call costs one small interpreter start. The daemon itself is never conf
 from __future__ import annotations
 
 import ctypes
-import functools
-import json
 import os
 import resource
 import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 # Syscall numbers (the same on x86_64 and arm64: generic table).
 _CREATE_RULESET = 444
@@ -82,25 +79,34 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-@functools.cache
+# Caches by hand: functools costs the helper's every start a few milliseconds.
+_cached: dict[str, object] = {}
+
+
 def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+    if "libc" not in _cached:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _cached["libc"] = libc
+    return _cached["libc"]  # type: ignore[return-value]
 
 
-@functools.cache
 def landlock_abi() -> int:
     """The Landlock ABI version this kernel offers; 0 when there is none (old or disabled)."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    try:
-        version = _libc().syscall(
-            ctypes.c_long(_CREATE_RULESET), None, ctypes.c_size_t(0), _CREATE_RULESET_VERSION
-        )
-    except (OSError, AttributeError):
-        return 0
-    return max(0, int(version))
+    if "abi" not in _cached:
+        version = 0
+        if sys.platform.startswith("linux"):
+            try:
+                version = _libc().syscall(
+                    ctypes.c_long(_CREATE_RULESET),
+                    None,
+                    ctypes.c_size_t(0),
+                    _CREATE_RULESET_VERSION,
+                )
+            except (OSError, AttributeError):
+                version = 0
+        _cached["abi"] = max(0, int(version))
+    return _cached["abi"]  # type: ignore[return-value]
 
 
 def _handled_fs(abi: int) -> int:
@@ -182,35 +188,65 @@ def _open_path(path: str) -> int | None:
         return None
 
 
-@dataclass
 class Confinement:
-    """What the child may touch: descriptors opened (and checked) by the parent, and limits."""
+    """What the child may touch: descriptors opened (and checked) by the parent, and limits.
 
-    read_files: list[int] = field(default_factory=list)
-    list_dirs: list[int] = field(default_factory=list)
-    cwd: int = -1
-    cpu_s: int = 5
-    memory_bytes: int = 512 * 1024 * 1024
-    nice: int = 10
+    A plain class (no dataclass, no json): the helper imports as little as it can, since every
+    confined call pays for its start.
+    """
+
+    def __init__(
+        self,
+        read_files: list[int] | None = None,
+        list_dirs: list[int] | None = None,
+        cwd: int = -1,
+        cpu_s: int = 5,
+        memory_bytes: int = 512 * 1024 * 1024,
+        nice: int = 10,
+    ) -> None:
+        self.read_files = list(read_files or [])
+        self.list_dirs = list(list_dirs or [])
+        self.cwd = cwd
+        self.cpu_s = cpu_s
+        self.memory_bytes = memory_bytes
+        self.nice = nice
 
     def fds(self) -> list[int]:
         return [*self.read_files, *self.list_dirs, *([self.cwd] if self.cwd >= 0 else [])]
 
+    def encode(self) -> str:
+        """``files=3,4;dirs=5;cwd=6;cpu=5;memory=536870912;nice=10``, for the helper's argv."""
+        fields = {
+            "files": ",".join(map(str, self.read_files)),
+            "dirs": ",".join(map(str, self.list_dirs)),
+            "cwd": str(self.cwd),
+            "cpu": str(self.cpu_s),
+            "memory": str(self.memory_bytes),
+            "nice": str(self.nice),
+        }
+        return ";".join(f"{key}={value}" for key, value in fields.items())
+
+    @classmethod
+    def decode(cls, text: str) -> Confinement:
+        fields = dict(item.split("=", 1) for item in text.split(";"))
+
+        def numbers(key: str) -> list[int]:
+            return [int(value) for value in fields[key].split(",") if value]
+
+        return cls(
+            numbers("files"),
+            numbers("dirs"),
+            int(fields["cwd"]),
+            int(fields["cpu"]),
+            int(fields["memory"]),
+            int(fields["nice"]),
+        )
+
 
 def confine_command(confinement: Confinement, executable: str, argv: Sequence[str]) -> list[str]:
     """The command line that runs ``argv`` (``executable``) confined; pass ``fds()`` along."""
-    spec = json.dumps(
-        {
-            "files": confinement.read_files,
-            "dirs": confinement.list_dirs,
-            "cwd": confinement.cwd,
-            "cpu": confinement.cpu_s,
-            "memory": confinement.memory_bytes,
-            "nice": confinement.nice,
-        },
-        separators=(",", ":"),
-    )
-    return [sys.executable, "-I", "-S", os.path.abspath(__file__), spec, executable, *argv]
+    helper = os.path.abspath(__file__)
+    return [sys.executable, "-I", "-S", helper, confinement.encode(), executable, *argv]
 
 
 def probe(timeout_s: float = 10.0) -> str:
@@ -248,21 +284,19 @@ def limit_resources(cpu_s: int, memory_bytes: int, nice: int) -> None:
 def main(args: Sequence[str]) -> int:
     """In the child: limits, Landlock, working folder, then ``exec``; 126 if that fails."""
     try:
-        spec = json.loads(args[0])
+        spec = Confinement.decode(args[0])
         executable, argv = args[1], list(args[2:])
         system = [fd for fd in map(_open_path, SYSTEM_READ) if fd is not None]
         system += [fd for fd in map(_open_path, PROC_FILES) if fd is not None]
         self_proc = _open_path(f"/proc/{os.getpid()}")
         if self_proc is not None:
             system.append(self_proc)
-        cwd = int(spec["cwd"])
-        if cwd >= 0:
-            os.fchdir(cwd)
-        dirs = list(spec["dirs"]) + ([cwd] if cwd >= 0 else [])
-        restrict_self(list(spec["files"]), dirs, system)
-        for fd in {*spec["files"], *spec["dirs"], *system, *([cwd] if cwd >= 0 else [])}:
+        if spec.cwd >= 0:
+            os.fchdir(spec.cwd)
+        restrict_self(spec.read_files, spec.fds()[len(spec.read_files) :], system)
+        for fd in {*spec.fds(), *system}:
             os.close(fd)
-        limit_resources(int(spec["cpu"]), int(spec["memory"]), int(spec["nice"]))
+        limit_resources(spec.cpu_s, spec.memory_bytes, spec.nice)
         os.execv(executable, argv)
     except (OSError, ValueError, KeyError, IndexError) as exc:
         sys.stderr.write(f"voiced: the command was not started: cannot confine it: {exc}\n")

@@ -388,6 +388,12 @@ class _Rule:
         )
 
 
+def _combined(rules: Iterable[_Rule], flags: int) -> re.Pattern[str]:
+    """One pattern matching any of the rules' last parts."""
+    ends = "|".join(f"(?:{fnmatch.translate(rule.parts[-1])})" for rule in rules)
+    return re.compile(ends or "(?!)", flags)
+
+
 def _rules(patterns: Iterable[str], source: str) -> list[_Rule]:
     return [rule for pattern in patterns if (rule := _rule(pattern, source))]
 
@@ -618,9 +624,20 @@ class Sandbox:
         )
         self._rules = tuple(rules)
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
-        self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
         combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
         self._single_names = re.compile(combined or "(?!)", re.IGNORECASE)
+        # Walks check every entry: the other rules are looked at only where their last part
+        # can match (name runs: one combined pattern; absolute places: by their depth).
+        self._order = {id(rule): index for index, rule in enumerate(rules)}
+        self._runs = tuple(r for r in rules if not r.anchored and len(r.parts) > 1)
+        self._run_ends = _combined(self._runs, re.IGNORECASE)
+        by_depth: dict[int, list[_Rule]] = {}
+        for rule in rules:
+            if rule.anchored:
+                by_depth.setdefault(len(rule.parts), []).append(rule)
+        self._places = {
+            depth: (_combined(places, 0), tuple(places)) for depth, places in by_depth.items()
+        }
 
     @functools.cached_property
     def _secret_inodes_cache(self) -> frozenset[tuple[int, int]]:
@@ -703,14 +720,18 @@ class Sandbox:
 
     def denied_at(self, parts: tuple[str, ...]) -> _Rule | None:
         """The deny rule matching ``parts`` at its last component (its folders not checked)."""
-        if self._single_names.match(_nfc(parts[-1])):
+        last = _nfc(parts[-1])
+        if self._single_names.match(last):
             for rule in self._single:
                 if rule.matches_ending_at(parts):
                     return rule
-        for rule in self._other:
-            if rule.matches_ending_at(parts):
-                return rule
-        return None
+        found = []
+        if self._run_ends.match(last):
+            found += [rule for rule in self._runs if rule.matches_ending_at(parts)][:1]
+        ends, places = self._places.get(len(parts), (None, ()))
+        if ends is not None and ends.match(last):
+            found += [rule for rule in places if rule.matches_ending_at(parts)][:1]
+        return min(found, key=lambda rule: self._order[id(rule)]) if found else None
 
     def _startup_rule(self, path: Path) -> str | None:
         parts = path.parts
