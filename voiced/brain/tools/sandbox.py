@@ -35,14 +35,23 @@ Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open
 really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
 and deleting open the resolved parent folder the same way and work relative to that
 descriptor (``openat``/``renameat``/``unlinkat``): the last component is never followed, so
-writing over a symlink replaces the link, never its target.
+writing over a symlink replaces the link, never its target. Listings and walks
+(:meth:`Sandbox.open_folder`, :class:`Walk`) work the same way: the folder is opened and then
+checked, and each subfolder is opened relative to its parent with ``O_NOFOLLOW``.
+:meth:`Sandbox.open_path` pins a checked file or folder for ``run_command``'s Landlock rules
+(:mod:`voiced.brain.tools.confine`).
+
+Protected places are also found where they really are: the XDG config, data and state
+folders (as set and resolved) and what the symlinks among ``~/.*`` and in those folders lead
+to are never changed, the ``.config/...`` secrets are denied under a custom
+``XDG_CONFIG_HOME`` too, and a hard link to a protected file in the home folder is refused
+under any name, private or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import functools
 import itertools
 import logging
 import os
@@ -51,6 +60,7 @@ import site
 import stat
 import sys
 import sysconfig
+import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -257,6 +267,8 @@ STARTUP_PATTERNS: tuple[str, ...] = (
 )
 
 MAX_PATH_CHARS = 4096
+# How long the list of protected files with other names (hard links) is trusted.
+SECRET_INODES_TTL_S = 30.0
 
 HIDDEN_IN_HOME = "hidden configuration folders and files are not changed by voiced"
 
@@ -623,6 +635,8 @@ class Sandbox:
             for home in dict.fromkeys(_as_given_and_resolved([Path.home()]))
         )
         self._rules = tuple(rules)
+        self._inodes: tuple[float, frozenset[tuple[int, int]] | None] = (0.0, None)
+        self._inodes_lock = threading.Lock()
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
         combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
         self._single_names = re.compile(combined or "(?!)", re.IGNORECASE)
@@ -639,13 +653,18 @@ class Sandbox:
             depth: (_combined(places, 0), tuple(places)) for depth, places in by_depth.items()
         }
 
-    @functools.cached_property
-    def _secret_inodes_cache(self) -> frozenset[tuple[int, int]]:
-        return frozenset(self._find_secret_inodes())
-
     def _secret_inodes(self) -> frozenset[tuple[int, int]]:
-        """(device, inode) of the protected files in the home folder that have other names."""
-        return self._secret_inodes_cache
+        """(device, inode) of the protected files in the home folder that have other names.
+
+        Looked for only when a file with several names is opened, and again after
+        :data:`SECRET_INODES_TTL_S`, so a link made while the daemon runs is found too.
+        """
+        with self._inodes_lock:
+            found_at, inodes = self._inodes
+            if inodes is None or time.monotonic() - found_at > SECRET_INODES_TTL_S:
+                inodes = frozenset(self._find_secret_inodes())
+                self._inodes = (time.monotonic(), inodes)
+            return inodes
 
     def _find_secret_inodes(self, limit: int = 5000) -> Iterator[tuple[int, int]]:
         # Denied entries in the home folder, and in the folders that lead to the named
