@@ -6,8 +6,9 @@ checked operands as open descriptors. In the child, that script sets the resourc
 ``PR_SET_NO_NEW_PRIVS`` and a Landlock ruleset, changes into the working folder by its
 descriptor, and ``exec``\\ s the command. The ruleset allows:
 
-* reading and running the system (``/usr``, ``/bin``, ``/lib*``, ``/etc``) and the few
-  ``/proc`` files ``df``, ``free`` and ``uptime`` read;
+* reading and running the system (``/usr``, ``/bin``, ``/lib*``, ``/etc``, ``/opt``,
+  ``/sys``, the logs) and the few ``/proc`` files ``df``, ``free`` and ``uptime`` read (its
+  own ``/proc/self``, not other processes');
 * reading exactly the operand files the sandbox checked (the inodes, not their names);
 * listing (not reading files in) the operand folders and the working folder, and below them;
 * nothing else: no writing anywhere, no TCP, no signals or abstract sockets outside.
@@ -50,9 +51,26 @@ _SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals: ABI 6
 # Rights that make sense on a file (a rule for a file with others is EINVAL).
 _FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | _TRUNCATE | _IOCTL_DEV
 
-# What every command may read (and run from): the system, not the user's files.
-SYSTEM_READ = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# What every command may read (and run from): the system, not the user's files. Logs and
+# /sys are there for allow-listed commands such as journalctl, lsblk or sensors.
+SYSTEM_READ = (
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/sys",
+    "/var/log",
+    "/run/log",
+    "/run/udev",
+)
 # Single /proc files the default commands read (df, free, uptime); /proc/self is added too.
+# Not all of /proc: another process's environ or cmdline (the daemon's) may hold secrets, so
+# commands that read other processes (ps, top) see only themselves.
 PROC_FILES = (
     "/proc/uptime",
     "/proc/loadavg",
