@@ -441,15 +441,13 @@ class CommandRunner:
             try:
                 with self.sandbox.open_folder(folder) as (fd, real), os.scandir(fd) as listing:
                     for entry in listing:
-                        path = real / entry.name
-                        if self.sandbox.denied_by(path) is not None:
+                        if self.sandbox.denied_by(real / entry.name) is not None:
                             hidden.add(entry.name)
-                        elif entry.is_symlink():
-                            target = os.readlink(entry.name, dir_fd=fd)
-                            if not self.sandbox.allowed(Path(os.path.realpath(real / target))):
-                                bad_links.add(entry.name)
+                        elif entry.is_symlink() and not self._link_allowed(fd, real, entry.name):
+                            bad_links.add(entry.name)
             except (OSError, ToolError):
-                continue
+                # The folder changed while it was listed: what ls saw cannot be checked.
+                return "(the listing is not shown: the folder changed while it was listed)", 0
         if not hidden and not bad_links:
             return output, 0
         kept = []
@@ -464,6 +462,10 @@ class CommandRunner:
                 line = f"{name_part} -> (a place I may not use)"
             kept.append(line)
         return "\n".join(kept), dropped
+
+    def _link_allowed(self, fd: int, folder: Path, name: str) -> bool:
+        real = self.sandbox.link_target(fd, folder, name)
+        return real is not None and self.sandbox.allowed(real)
 
     def _killed_by(self, signal_number: int, cpu_s: float | None) -> str:
         """Why a command died of a signal; SIGKILL is the CPU hard limit only after its time."""

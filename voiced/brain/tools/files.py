@@ -12,7 +12,6 @@ import fnmatch
 import os
 import stat
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError
@@ -115,7 +114,7 @@ class FileTools:
                     continue
                 name = printable(entry.name)
                 if stat.S_ISLNK(info.st_mode):
-                    real = self._link_target(fd, folder, entry.name)
+                    real = self.sandbox.link_target(fd, folder, entry.name)
                     if real is not None and self.sandbox.allowed(real):
                         files.append(f"{name} -> {self.sandbox.display(real)} (link)")
                     else:
@@ -134,15 +133,6 @@ class FileTools:
         if len(entries_text) > MAX_LISTED:
             lines.append(f"[{len(entries_text) - MAX_LISTED} more entries not listed]")
         return "\n".join(lines)
-
-    @staticmethod
-    def _link_target(fd: int, folder: Path, name: str) -> Path | None:
-        """Where the link ``name`` in the open folder leads, or None if that cannot be told."""
-        try:
-            target = os.readlink(name, dir_fd=fd)
-            return Path(os.path.realpath(folder / target))
-        except (OSError, ValueError):
-            return None
 
     def find_files(self, pattern: str, path: str | None = None) -> str:
         """Find files whose names match a pattern, searching all folders below a folder.

@@ -991,6 +991,15 @@ class Sandbox:
         finally:
             os.close(fd)
 
+    @staticmethod
+    def link_target(dir_fd: int, folder: Path, name: str) -> Path | None:
+        """Where the symlink ``name`` in the open folder ``folder`` really leads, or None when
+        that cannot be told (it changed meanwhile)."""
+        try:
+            return Path(os.path.realpath(folder / os.readlink(name, dir_fd=dir_fd)))
+        except (OSError, ValueError):
+            return None
+
     def read_bytes(self, path: Path, limit: int) -> tuple[bytes, int]:
         """Up to ``limit`` bytes of the regular file at real ``path``, and its full size."""
         with self.open_file(path) as fd:
