@@ -462,7 +462,8 @@ def _linked_dotfiles(config_places: Iterable[Path], limit: int = 2000) -> list[P
     seen = 0
     for folder, dotted_only in folders:
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as listing:
+                entries = list(listing)
         except OSError:
             continue
         for entry in entries:
