@@ -474,8 +474,10 @@ def test_listing_and_searching_hide_secrets(world: dict[str, Path]) -> None:
         assert outcome.ok
         for hidden in (".ssh", "id_ed25519", ".env", ".gnupg", "logins.json", "private.pem"):
             assert hidden not in outcome.result, (hidden, outcome.result)
-    assert "todo.txt" in found.result and "big.txt" in large.result
+    assert "big.txt" in large.result
     assert "off-limits entries not shown" in listing.result
+    # The '*' listing is cut at the tool's output limit, which a longer temp path reaches sooner.
+    assert "todo.txt" in registry.call("find_files", {"pattern": "todo*"}).result
 
 
 def test_registry_without_the_policy_still_checks_inside_the_tools(world: dict[str, Path]) -> None:
