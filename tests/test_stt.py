@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +207,42 @@ def test_beam_search_goes_through_whisper(stt: SpeechToText) -> None:
     params = beam._model.get_params()  # what whisper_full was last called with
     assert params["strategy"].name == "WHISPER_SAMPLING_BEAM_SEARCH"
     assert params["beam_search"]["beam_size"] == 4
+
+
+# Loads the model as the daemon does, warms it up, then decodes in the full window (the
+# fallback of a short window that looks wrong) and prints how much the process grew.
+_GROWTH_AFTER_WARM_UP = """
+import sys
+import numpy as np
+import psutil
+from pathlib import Path
+from voiced.config import SttSettings
+from voiced.speech.models import ModelStore
+from voiced.speech.stt import SpeechToText
+
+store = ModelStore(Path(sys.argv[1]))
+stt = SpeechToText.from_settings(SttSettings(), store, flash_attention=False)
+stt.warm_up()
+before = psutil.Process().memory_info().rss
+noise = (np.random.default_rng(0).standard_normal(3 * 16000) * 0.05).astype(np.float32)
+stt._decode(noise, audio_ctx=0)
+print((psutil.Process().memory_info().rss - before) / 2**20)
+"""
+
+
+def test_the_full_window_fallback_adds_no_memory_after_the_warm_up(whisper_store: Path) -> None:
+    """A daemon's memory must not step up at its first full-window decode, hours in.
+
+    The 60-minute soak of `voiced run` saw one step of ~95 MiB at minute 17: the first
+    fallback touched whisper's full-window compute buffers. Measured in a fresh process, so
+    no other test's models count.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _GROWTH_AFTER_WARM_UP, str(whisper_store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    grown_mib = float(done.stdout.strip().splitlines()[-1])
+    assert grown_mib < 20, f"the first full-window decode after warm_up() added {grown_mib:.0f} MiB"

@@ -504,10 +504,19 @@ class SpeechToText:
         ]
 
     def warm_up(self) -> None:
-        """Run one tiny decode so the first real utterance does not pay for buffer set-up."""
+        """Decode one second of silence in the full window: every buffer is touched at start.
+
+        whisper.cpp reserves its compute buffers for the full window when it loads, but
+        only the pages a decode touches become resident, and without flash attention the
+        encoder's attention grows with the square of the window: a short window touches a
+        few MiB of it, the full one (the fallback of :meth:`_decode_chunk`) about 95 MiB more
+        (tiny.en). Touched here, that memory is part of the baseline rather than a step in a
+        long-running daemon's memory at its first fallback, and no utterance pays for setting
+        it up.
+        """
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         with self._lock:
-            self._decode(silence, audio_ctx=self._short_ctx(1.0))
+            self._decode(silence, audio_ctx=0)  # 0: the full window, as the fallback decodes
 
     def _short_ctx(self, duration: float) -> int:
         """Encoder frames for a short clip: its length (50 per second) plus a margin.
