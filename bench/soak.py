@@ -64,12 +64,31 @@ class Sample:
     rss_mib: float
     threads: int
     fds: int
+    uss_mib: float = 0.0
+
+
+def private_mib(process: psutil.Process) -> float:
+    """Pages only the process and its children hold (USS summed): unlike RSS and PSS, it
+    does not move when other processes that map the same libraries start or end."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            total += member.memory_full_info().uss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
 
 
 def sample(process: psutil.Process, started: float) -> Sample:
     children = process.children(recursive=True)
     fds = process.num_fds() + sum(child.num_fds() for child in children)
-    return Sample(time.monotonic() - started, tree_rss_mib(process), process.num_threads(), fds)
+    return Sample(
+        time.monotonic() - started,
+        tree_rss_mib(process),
+        process.num_threads(),
+        fds,
+        private_mib(process),
+    )
 
 
 def noises() -> itertools.cycle:
@@ -142,14 +161,22 @@ def report(
     first, last = warm[0], samples[-1]
     growth = 100.0 * (last.rss_mib - first.rss_mib) / first.rss_mib
     print(f"soak of `voiced run`: {samples[-1].at_s / 60:.1f} min, {asked} requests said")
-    print("\n| minute | memory MiB (PSS, with the capture child) | threads | open fds |")
-    print("|---|---|---|---|")
-    for s in samples:
-        print(f"| {s.at_s / 60:.1f} | {s.rss_mib:.0f} | {s.threads} | {s.fds} |")
+    private_growth = 100.0 * (last.uss_mib - first.uss_mib) / first.uss_mib
+    print(
+        "\n| minute | memory MiB (PSS, with the capture child) | private MiB (USS) | threads "
+        "| open fds |"
+    )
+    print("|---|---|---|---|---|")
+    step = max(1, len(samples) // 15)
+    for index, s in enumerate(samples):
+        if index % step == 0 or index == len(samples) - 1:
+            row = f"{s.rss_mib:.0f} | {s.uss_mib:.0f} | {s.threads} | {s.fds}"
+            print(f"| {s.at_s / 60:.1f} | {row} |")
     print(
         f"\nafter warm-up ({warm_up_s / 60:.0f} min): memory {first.rss_mib:.0f} -> "
-        f"{last.rss_mib:.0f} MiB ({growth:+.1f} %, target < 5 %), threads {first.threads} -> "
-        f"{last.threads}, fds {first.fds} -> {last.fds}"
+        f"{last.rss_mib:.0f} MiB ({growth:+.1f} %, target < 5 %), private "
+        f"{first.uss_mib:.0f} -> {last.uss_mib:.0f} MiB ({private_growth:+.1f} %), threads "
+        f"{first.threads} -> {last.threads}, fds {first.fds} -> {last.fds}"
     )
     answered = sum(1 for r in records if r.get("assistant") and not r.get("error"))
     print(
