@@ -168,22 +168,24 @@ def test_silence_and_noise_give_no_text(
     pulse_server: PulseServer, listen_process, model_path: Path, voiced_home: Path
 ) -> None:
     listen = listen_process("-m", str(model_path))
-    t = np.arange(3 * 16000) / 16000
+    # Each sound long enough to open the energy gate and be judged (the in-process tests of
+    # test_speech_gate.py and test_hearing_real.py play longer and real ones).
+    t = np.arange(2 * 16000) / 16000
     hum = (0.05 * np.sin(2 * np.pi * 50 * t) + 0.02 * np.sin(2 * np.pi * 150 * t)).astype(
         np.float32
     )
     sounds = np.concatenate(
         [
-            np.zeros(16000, dtype=np.float32),  # digital silence
-            noise(2.0, dbfs=-60, seed=3),  # a quiet room
-            noise(3.0, dbfs=-30, seed=4),  # a fan switching on
-            noise(3.0, dbfs=-20, seed=5),  # a loud one
-            hum + noise(3.0, seed=6),  # mains hum
-            noise(2.0, dbfs=-60, seed=7),
+            np.zeros(8000, dtype=np.float32),  # digital silence
+            noise(1.0, dbfs=-60, seed=3),  # a quiet room
+            noise(2.0, dbfs=-30, seed=4),  # a fan switching on
+            noise(2.0, dbfs=-20, seed=5),  # a loud one
+            hum + noise(2.0, seed=6),  # mains hum
+            noise(1.0, dbfs=-60, seed=7),
             car_horn(),  # what whisper writes "Beep beep beep ..." for
-            beeps(),
-            alarm(),
-            knocks(),
+            beeps(2.0),
+            alarm(2.0),
+            knocks(2.0),
         ]
     )
     pulse_server.play_into_mic(sounds)
