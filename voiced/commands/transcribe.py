@@ -92,6 +92,37 @@ def _plan(files: tuple[Path, ...], fmt: str, output_dir: Path | None) -> _Plan:
     "--no-vad: the whole file.",
 )
 @click.option(
+    "--translate",
+    is_flag=True,
+    help="English text for speech in any language (whisper's translate task; multilingual "
+    "models such as base).",
+)
+@click.option(
+    "--language-per-segment",
+    is_flag=True,
+    help="Detect the language of each stretch of speech, for files that switch language "
+    "(implies -l auto; json reports it per segment).",
+)
+@click.option(
+    "--word-timestamps",
+    is_flag=True,
+    help="Time every word (json: 'words' per segment; srt/vtt with --max-len break cues "
+    "between words).",
+)
+@click.option(
+    "--speakers",
+    type=click.Choice(["none", "channels"]),
+    default="none",
+    show_default=True,
+    help="channels: a stereo call with one person per channel; each channel is transcribed "
+    "and the turns are merged in time order with their speaker.",
+)
+@click.option(
+    "--speaker-names",
+    metavar="A,B",
+    help="Names of the left and right channel's speakers  [default: left,right]",
+)
+@click.option(
     "--progress/--no-progress",
     default=True,
     help="Progress bar on stderr (only shown when stderr is a terminal).",
@@ -108,6 +139,11 @@ def transcribe(
     channel: str,
     max_len: int | None,
     vad: bool | None,
+    translate: bool,
+    language_per_segment: bool,
+    word_timestamps: bool,
+    speakers: str,
+    speaker_names: str | None,
     progress: bool,
 ) -> None:
     """Transcribe audio FILES (wav, mp3, flac, ogg, m4a, ... anything ffmpeg reads).
@@ -131,11 +167,31 @@ def transcribe(
       voiced transcribe talk.mp3
       voiced transcribe *.mp3 -f srt -o subs/
       voiced transcribe -m ~/models/ggml-base.en.bin -f all -o out/ interview.m4a
+      voiced transcribe -m base -l auto -f json -o out/ interviews/*.mp3
+      voiced transcribe -m base --language-per-segment -f json lecture.mp3
+      voiced transcribe --speakers channels --speaker-names Agent,Caller -f srt call.wav
     """
-    from voiced.decode import DecodeError, decode_file
+    from voiced.decode import DecodeError
+    from voiced.speech.files import SpeakerError
+    from voiced.speech.files import speaker_names as parse_names
     from voiced.speech.models import ModelError, atomic_output
-    from voiced.speech.stt import SpeechToText, SttError
+    from voiced.speech.stt import LanguageError, SpeechToText, SttError
 
+    if speaker_names is not None:
+        if speakers != "channels":
+            raise click.UsageError("--speaker-names needs --speakers channels")
+        try:
+            parse_names(speaker_names)
+        except ValueError as exc:
+            raise click.UsageError(f"--speaker-names: {exc}") from None
+    if speakers == "channels" and channel != "mix":
+        raise click.UsageError("--speakers channels transcribes both channels; drop --channel")
+    if language_per_segment:
+        if language is not None and language.strip().lower() != "auto":
+            raise click.UsageError(
+                f"--language-per-segment detects the language; it cannot be used with -l {language}"
+            )
+        language = "auto"
     plan = _plan(files, fmt, output_dir)
     if plan.output_dir is not None:
         _prepare_output_dir(plan.output_dir)
@@ -149,17 +205,29 @@ def transcribe(
         }
     )
     try:
-        stt = SpeechToText.from_settings(settings.stt, vad=settings.vad)
+        stt = SpeechToText.from_settings(
+            settings.stt,
+            vad=settings.vad,
+            word_timestamps=word_timestamps,
+            translate=translate,
+            language_per_segment=language_per_segment,
+        )
+    except LanguageError as exc:
+        raise click.UsageError(str(exc)) from None
     except (ModelError, SttError) as exc:
         click.echo(f"voiced: error: {exc}", err=True)
         sys.exit(1)
 
     show_progress = progress and sys.stderr.isatty()
     failures = 0
+    detecting = stt.language == "auto"
     for index, path in enumerate(files, start=1):
+        label = f"[{index}/{len(files)}] {path.name}" if len(files) > 1 else path.name
         try:
-            audio = decode_file(path, channel=channel)  # type: ignore[arg-type]
-        except DecodeError as exc:
+            result = _transcribe_one(
+                stt, path, label, show_progress, channel, speakers, speaker_names
+            )
+        except (DecodeError, SpeakerError) as exc:
             click.echo(f"voiced: error: {path}: {exc}", err=True)
             failures += 1
             continue
@@ -170,10 +238,11 @@ def transcribe(
             )
             failures += 1
             continue
-        label = f"[{index}/{len(files)}] {path.name}" if len(files) > 1 else path.name
-        result = _transcribe_one(stt, audio, label, show_progress)
         if plan.output_dir is None:
-            header = f"==> {path} <==\n" if len(files) > 1 else ""
+            header = ""
+            if len(files) > 1:
+                found = f" [language: {result.language}]" if detecting else ""
+                header = f"==> {path} <=={found}\n"
             _print(header + formats.render(plan.formats[0], result, path))
             continue
         for chosen in plan.formats:
@@ -218,21 +287,28 @@ def _print(text: str) -> None:
         sys.exit(1)
 
 
-def _transcribe_one(stt, audio, label: str, show_progress: bool):
-    from voiced.decode import SAMPLE_RATE
+def _transcribe_one(
+    stt,
+    path: Path,
+    label: str,
+    show_progress: bool,
+    channel: str,
+    speakers: str,
+    names: str | None,
+):
+    from voiced.speech.files import transcribe_path
 
-    duration = audio.size / SAMPLE_RATE
+    options = {"channel": channel, "speakers": speakers, "names": names}
     if not show_progress:
-        return stt.transcribe(audio)
+        return transcribe_path(stt, path, **options)
     from tqdm import tqdm
 
     with tqdm(
-        total=round(duration, 1),
+        total=None,
         desc=label,
         unit="s",
         unit_scale=False,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s audio "
-        "[{elapsed}<{remaining}]",
+        bar_format="{desc}: {n:.0f} s audio [{elapsed}]",
         file=sys.stderr,
         leave=False,
     ) as bar:
@@ -240,4 +316,4 @@ def _transcribe_one(stt, audio, label: str, show_progress: bool):
         def advance(done: float) -> None:
             bar.update(round(done, 1) - bar.n)
 
-        return stt.transcribe(audio, on_progress=advance)
+        return transcribe_path(stt, path, on_progress=advance, **options)
