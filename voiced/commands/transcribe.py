@@ -192,6 +192,8 @@ def transcribe(
                 f"--language-per-segment detects the language; it cannot be used with -l {language}"
             )
         language = "auto"
+    if translate and language is None:
+        language = "auto"  # the language to translate from (stt.language is for listening)
     plan = _plan(files, fmt, output_dir)
     if plan.output_dir is not None:
         _prepare_output_dir(plan.output_dir)

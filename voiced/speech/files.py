@@ -136,14 +136,15 @@ def transcribe_file(
     """Transcribe one audio file as ``voiced transcribe`` does; options as its flags.
 
     Options left at None come from the configuration (``stt.model``, ``stt.language``, ...).
-    ``language_per_segment`` implies ``language="auto"``. The model stays loaded for the next
-    call with the same options. Raises :class:`voiced.decode.DecodeError` (unreadable file),
+    ``language_per_segment`` and ``translate`` imply ``language="auto"``. The model stays
+    loaded for the next call with the same options. Raises
+    :class:`voiced.decode.DecodeError` (unreadable file),
     :class:`voiced.speech.models.ModelError` (model missing) and
     :class:`voiced.speech.stt.SttError` (a language the model cannot do).
     """
     from voiced import config
 
-    if language_per_segment and language is None:
+    if (language_per_segment or translate) and language is None:
         language = "auto"
     overrides = {
         "stt.model": model,

@@ -468,6 +468,7 @@ class SpeechToText:
         self.vad_filter = vad_filter
         self.vad = vad or VadSettings()
         self._lock = threading.Lock()
+        self._last_ctx: int | None = None  # the audio_ctx of the last whisper_full call
         self._model = self._load()
         if word_timestamps:
             self.flash_attention = False  # whisper.cpp turns it off for DTW alignment
@@ -670,6 +671,8 @@ class SpeechToText:
         """
         duration = chunk.size / SAMPLE_RATE
         heard = speech.speech_between(offset, offset + duration)
+        if (language or self.language) == "auto":
+            self._prime()
         raw = None
         if self.chunk_s > 0:
             raw = self._decode(
@@ -705,17 +708,24 @@ class SpeechToText:
         switches language inside it keeps the first language's label (and often its words).
         """
         result: list[_Piece] = []
+        found_in: list[tuple[str, float] | None] = []
+        # In the window of the chunk's decode (left by it): a short one, so each costs little.
         for piece in pieces:
             first = max(0, int((piece.start - 0.1) * SAMPLE_RATE))
             last = min(chunk.size, int((piece.end + 0.1) * SAMPLE_RATE))
             if last - first < SAMPLE_RATE // 2:
+                found_in.append(None)
+                continue
+            found, probability = self._model.auto_detect_language(chunk[first:last], 0)[0]
+            found_in.append((found, float(probability)))
+        for piece, verdict in zip(pieces, found_in, strict=True):
+            if verdict is None or verdict[0] == piece.language:
                 result.append(piece)
                 continue
+            found, probability = verdict
+            first = max(0, int((piece.start - 0.1) * SAMPLE_RATE))
+            last = min(chunk.size, int((piece.end + 0.1) * SAMPLE_RATE))
             part = chunk[first:last]
-            (found, probability), _ = self._model.auto_detect_language(part, offset_ms=0)
-            if found == piece.language:
-                result.append(piece)
-                continue
             log.debug(
                 "segment %.2f-%.2f s is %s (p=%.2f), not %s; decoding it again",
                 piece.start + offset,
@@ -762,6 +772,21 @@ class SpeechToText:
                 result.append(Word(text, float("nan"), end, float(np.mean(probs))))
         return tuple(result)
 
+    def _prime(self) -> None:
+        """Make whisper.cpp's next language detection look at a full 30 s window.
+
+        whisper_full detects the language before it applies its own ``audio_ctx``, in the
+        window the previous call left behind: the same chunk would be judged differently
+        depending on what was decoded before it. Whisper was trained to detect on 30 s
+        windows, and shorter ones measured less sure (a Spanish prompt was called Catalan in
+        a 768-frame window, Spanish in the full one). A decode of a little silence in the
+        full window first makes the verdict depend on the chunk alone.
+        """
+        audio_ctx = 0
+        if self._last_ctx != audio_ctx:
+            silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+            self._decode(silence, audio_ctx=audio_ctx, language="en")
+
     def warm_up(self) -> None:
         """Run one tiny decode so the first real utterance does not pay for buffer set-up."""
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
@@ -798,6 +823,7 @@ class SpeechToText:
         caught by _looks_wrong instead.
         """
         duration = audio.size / SAMPLE_RATE
+        self._last_ctx = audio_ctx
         segments = self._model.transcribe(
             audio,
             abort_callback=abort,
