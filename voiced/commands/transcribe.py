@@ -133,10 +133,8 @@ def _plan(items: list, fmt: str, output_dir: Path | None) -> _Plan:
     "-j",
     "--jobs",
     type=click.IntRange(min=1, max=64),
-    default=1,
-    show_default=True,
     help="Worker processes, each with its own model; the cores are shared out between them "
-    "unless -t is given.",
+    "unless -t is given  [default: 1, or one per core (up to 4) for 16 files or more]",
 )
 @click.option(
     "--skip-existing",
@@ -167,7 +165,7 @@ def transcribe(
     speakers: str,
     speaker_names: str | None,
     glob: str | None,
-    jobs: int,
+    jobs: int | None,
     skip_existing: bool,
     progress: bool,
 ) -> None:
@@ -231,6 +229,7 @@ def transcribe(
             "stt.vad_filter": vad,
         }
     )
+    jobs = jobs or batch.default_jobs(len(items))
     threads_each = batch.split_threads(jobs, threads)
     job = batch.Job(
         settings_json=settings.model_dump_json(),
