@@ -17,7 +17,10 @@ After every fault a probe question must be answered (a turn record with the scri
 and no error). At the end: faults injected, probes answered, the daemon alive, and every turn
 that finished (each question said) in the journal. Needs root for the tmpfs (``mount``).
 
-    python -m bench.fault_storm [--faults 100]
+A probe that fails is asked once more (does the daemon recover, or was it one lost
+question?), and the daemon's debug log of that round goes to ``--failures``.
+
+    python -m bench.fault_storm [--faults 100] [--failures FILE]
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Storm:
         return record
 
     def probe(self) -> bool:
+        """Ask the probe question; True when it got the scripted answer and no error."""
         before = len(self.daemon.records())
         self.daemon.ollama.script(ANSWER)
         self.say(PROBE)
@@ -180,6 +184,11 @@ def tmpfs(path: Path) -> Iterator[None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faults", type=int, default=100)
+    parser.add_argument(
+        "--failures",
+        type=Path,
+        help="write the daemon's debug log of each failed probe's round here",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     kinds = [
@@ -195,33 +204,51 @@ def main() -> None:
     ]
     injected: Counter[str] = Counter()
     survived: Counter[str] = Counter()
+    answered_again: Counter[str] = Counter()
+    failures: list[str] = []
     with audio_and_llm() as (pulse, ollama, folder):
         transcripts = folder / "storm" / "transcripts"
         with (
             tmpfs(transcripts),
             voiced_run(
-                pulse, ollama, folder, "storm", wake_engine="model", llm_config=LLM_CONFIG
+                pulse,
+                ollama,
+                folder,
+                "storm",
+                wake_engine="model",
+                llm_config=LLM_CONFIG,
+                verbose=2,
             ) as daemon,
         ):
             storm = Storm(daemon, transcripts)
             storm.probe()  # warm
             for number, kind in zip(range(args.faults), itertools.cycle(kinds), strict=False):
+                start = daemon.log_size()
                 getattr(storm, kind)()
                 injected[kind] += 1
                 ok = storm.probe() and daemon.proc.poll() is None
                 survived[kind] += ok
-                log.info("fault %d %s: %s", number + 1, kind, "answered after" if ok else "FAILED")
+                if not ok:
+                    failures.append(f"## fault {number + 1}: {kind}\n\n{daemon.log_since(start)}")
+                    again = storm.probe() and daemon.proc.poll() is None
+                    answered_again[kind] += again
+                    log.info("fault %d %s: FAILED, asked again: %s", number + 1, kind, again)
+                else:
+                    log.info("fault %d %s: answered after", number + 1, kind)
             time.sleep(3)
             records = daemon.records()
             alive = daemon.proc.poll() is None
             said = storm.said
+    if args.failures is not None:
+        args.failures.write_text("\n\n".join(failures))
     print(f"fault storm: {sum(injected.values())} faults in one `voiced run`\n")
-    print("| fault | injected | answered the next question |")
-    print("|---|---|---|")
+    print("| fault | injected | answered the next question | answered when asked again |")
+    print("|---|---|---|---|")
     for kind in kinds:
-        print(f"| {kind} | {injected[kind]} | {survived[kind]} |")
+        print(f"| {kind} | {injected[kind]} | {survived[kind]} | {answered_again[kind]} |")
     total = sum(survived.values())
-    print(f"| **all** | {sum(injected.values())} | **{total}** |")
+    again = sum(answered_again.values())
+    print(f"| **all** | {sum(injected.values())} | **{total}** | {again} |")
     print(
         f"\nquestions said {said}; turn records in the journal {len(records)}; "
         f"daemon still running: {'yes' if alive else 'NO'}"

@@ -33,6 +33,18 @@ class Daemon:
     home: Path
     pulse: PulseServer
     ollama: OllamaTestServer
+    log_path: Path | None = None
+
+    def log_since(self, offset: int) -> str:
+        """The daemon's log from byte ``offset`` on (its size is the offset for later)."""
+        if self.log_path is None:
+            return ""
+        with self.log_path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode("utf-8", "replace")
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path is not None else 0
 
     def records(self) -> list[dict]:
         return [r for r in Journal(self.home / "transcripts").records() if r.get("kind") == "turn"]
@@ -87,12 +99,14 @@ def voiced_run(
     config: str = "",
     wake_engine: str = "text",
     llm_config: str = "",
+    verbose: int = 0,
 ) -> Iterator[Daemon]:
     """Start `voiced run` with the given extra YAML config; yields once it reports READY.
 
     ``wake_engine`` is wake.engine: "text" (the wake phrase "Computer" found by Whisper,
     which the scripted turns say) or "model" (the hey_jarvis wake-word model).
-    ``llm_config``: more indented lines for the ``llm`` section.
+    ``llm_config``: more indented lines for the ``llm`` section. ``verbose``: how many ``-v``
+    to give it (2: debug logs, for a bench that explains its failures).
     """
     home = folder / name
     home.mkdir(exist_ok=True)  # a caller may have prepared it (a tmpfs for the transcripts)
@@ -107,16 +121,20 @@ def voiced_run(
     notify.bind(str(notify_path))
     notify.settimeout(300)
     env = {**pulse.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(notify_path)}
-    log = (folder / f"{name}.log").open("w")
+    log_path = folder / f"{name}.log"
+    log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "voiced", "run"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "voiced", *([f"-{'v' * verbose}"] if verbose else []), "run"],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         while b"READY=1" not in notify.recv(4096):
             pass
         notify.settimeout(None)
         threading.Thread(target=_drain, args=(notify,), daemon=True).start()
-        yield Daemon(proc, home, pulse, ollama)
+        yield Daemon(proc, home, pulse, ollama, log_path)
     finally:
         proc.terminate()
         try:

@@ -20,6 +20,7 @@ from tests import pulse as pulse_fixtures
 from tests.notify_socket import NotifySocket
 from tests.ollama_server import OllamaTestServer, _Rejected, plain_model_show
 from voiced import paths
+from voiced.brain.tools.confine import landlock_abi
 from voiced.cli import main
 from voiced.transcripts import Journal, make_record
 
@@ -198,6 +199,7 @@ def test_doctor_passes_when_everything_works(
         "ok   Ollama",
         "ok   LLM model",
         "ok   transcripts",
+        *(["ok   tool sandbox"] if landlock_abi() else ["warn tool sandbox", "     fix"]),
     ]
     assert "gpt-oss:20b is pulled (completion, tools, thinking)" in result.stdout
     assert "all checks passed" in result.stderr

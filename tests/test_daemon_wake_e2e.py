@@ -40,8 +40,11 @@ UTTERANCES = [
     "Hey Jarvis.",
     "Hey Jarvis, how far away is the moon?",
     "How much memory is free?",
+    "What time is it?",
 ]
 _SPEECH: dict[str, np.ndarray] = {}
+PAUSED = "Hey Jarvis, ... what time is it?"
+PAUSE_S = 0.4
 
 
 def say_into_mic(pulse_server, text: str) -> None:
@@ -61,6 +64,14 @@ def daemon(
 ) -> Iterator[DaemonHandle]:
     for index, text in enumerate(UTTERANCES):
         _SPEECH[text] = synthesize(text, seed=index)
+    # "Hey Jarvis, ... what time is it?": a breath after the phrase, longer than
+    # vad.turn_pause_ms and shorter than vad.silence_ms.
+    _SPEECH[PAUSED] = np.concatenate(
+        [
+            synthesize("Hey Jarvis.", seed=7, tail_s=0.0),
+            synthesize("What time is it?", seed=8, lead_s=PAUSE_S, tail_s=0.8),
+        ]
+    )
     home = tmp_path_factory.mktemp("wake_daemon_home")
     seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
@@ -200,3 +211,20 @@ def test_the_wake_word_alone_is_acknowledged_and_the_request_needs_none(
     record = daemon.wait_for_records(count + 1)[-1]
     assert wer("how much memory is free", record["user"]) <= 0.25, record
     assert record["assistant"] == "Six gigabytes are free."
+
+
+def test_a_pause_after_the_wake_word_does_not_end_the_turn(
+    daemon: DaemonHandle, pulse_server
+) -> None:
+    # The end-of-turn model hears "Hey Jarvis." as finished: without the wake pause rule the
+    # phrase was acknowledged and the question, said over the "Yes?", was dropped.
+    time.sleep(FOLLOW_UP_S + 1.0)
+    daemon.ollama.script(Reply(content=["It is ten past nine."]))
+    count = len(daemon.records())
+    mark = len(daemon.log())
+    say_into_mic(pulse_server, PAUSED)
+    record = daemon.wait_for_records(count + 1)[-1]
+    assert wer("what time is it", record["user"]) <= 0.25, record
+    assert record["assistant"] == "It is ten past nine."
+    new = daemon.log()[mark:]
+    assert "acknowledging" not in new, new

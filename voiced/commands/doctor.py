@@ -6,7 +6,8 @@ Wyoming servers of ``stt.server`` and ``tts.server`` (answer, offer that service
 when not, as voiced then uses its own models),
 the input and output devices (open, deliver / take audio), echo cancellation (a warning
 when voiced does not listen on an echo-cancelled source), the Ollama server
-(reachable), the model (pulled, tool-capable), and the transcript folder (writable). The
+(reachable), the model (pulled, tool-capable), the transcript folder (writable), and the tool
+sandbox (``run_command`` confined by Landlock; a warning where the kernel has none). The
 exit status is 1 when any check fails.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +46,7 @@ CHECKS = (
     "ollama",
     "model",
     "transcripts",
+    "sandbox",
 )
 
 
@@ -337,6 +340,21 @@ def _check_transcripts(settings: Any, context: dict[str, Any]) -> str:
     return f"{folder} is writable"
 
 
+def _check_sandbox(settings: Any, context: dict[str, Any]) -> str:
+    if "commands" not in settings.tools.enabled:
+        return "run_command is off (tools.enabled); the file tools check every path"
+    from voiced.brain.tools.confine import probe
+
+    try:
+        return probe()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise _Warning(
+            f"run_command is confined by voiced's checks only, not by the kernel: {exc}",
+            "use a kernel with Landlock (Linux 5.13+, landlock in the lsm= boot parameter), "
+            "or leave commands out of tools.enabled",
+        ) from None
+
+
 _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "stt": ("speech model", _check_stt),
     "wake": ("wake word", _check_wake),
@@ -349,6 +367,7 @@ _RUNNERS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], str]]] = {
     "ollama": ("Ollama", _check_ollama),
     "model": ("LLM model", _check_model),
     "transcripts": ("transcripts", _check_transcripts),
+    "sandbox": ("tool sandbox", _check_sandbox),
 }
 
 

@@ -99,6 +99,11 @@ MAX_JOINED_S = 60.0
 # word of a request said without a pause ("Hey Jarvis what time" -> "time is it"), 0.15 s
 # before it kept every request whole and left nothing of the phrase (Piper speech, 4 models).
 WAKE_CUT_BACK_S = 0.15
+# The end-of-turn model hears "Hey Jarvis," (a comma pause) as a finished turn: the phrase
+# alone was acknowledged and the question, said over the "Yes?", was lost (the fault storm
+# lost 1 probe in 10 so). A pause that ends within this long after a wake word is not
+# judged; it ends the utterance only after vad.silence_ms, as without the model.
+WAKE_PAUSE_S = 1.0
 # The reply's first sentence is spoken from its first clause boundary (a comma, semicolon or
 # colon followed by a space) at or after this many characters: Piper's time grows with the
 # text, and a long first sentence would hold up the first sound (issue 19).
@@ -735,6 +740,9 @@ class Daemon:
             index = min(max(0, index), audio.size)
             return audio[index:], index
 
+        def woken_just_before(pause_end_s: float) -> bool:
+            return any(pause_end_s - WAKE_PAUSE_S <= t <= pause_end_s + 0.5 for t, _ in wake_times)
+
         def ears_open(audio_start_s: float) -> bool:
             return clock.monotonic(audio_start_s) <= self._ears_until
 
@@ -882,6 +890,12 @@ class Daemon:
                 handle(segmenter.feed(block.samples))
                 while verdicts:
                     verdict = verdicts.popleft()
+                    if verdict.finished and woken_just_before(verdict.audio_end_s):
+                        log.debug(
+                            "pause %d right after the wake word: waiting for more speech",
+                            verdict.index,
+                        )
+                        continue
                     handle(segmenter.verdict(verdict.index, verdict.audio_end_s, verdict.finished))
         except Exception:
             log.exception("the capture thread failed")

@@ -25,21 +25,29 @@ whole process group is killed and the result says why.
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import re
-import resource
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voiced.brain.tools.confine import (
+    Confinement,
+    confine_command,
+    landlock_abi,
+    limit_resources,
+)
 from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError, current_call
-from voiced.brain.tools.sandbox import Sandbox, SandboxError, printable
+from voiced.brain.tools.sandbox import Sandbox, SandboxError, printable, printable_lines
 from voiced.config import CommandRule, ToolsSettings, file_changing_option
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -49,6 +57,9 @@ NUMBER = re.compile(r"[+-]?[0-9]{1,9}")
 MAX_ARGS = 32
 MAX_ARG_CHARS = 256
 KILL_GRACE_S = 0.5
+NICE = 10
+
+log = logging.getLogger(__name__)
 
 
 class CommandRefused(ToolError):
@@ -62,6 +73,8 @@ class PreparedCommand:
     executable: str
     argv: tuple[str, ...]
     cwd: Path
+    # The real paths of the path operands, as checked: the only files the command may read.
+    operands: tuple[Path, ...] = ()
 
     def shown(self) -> str:
         return printable(" ".join([Path(self.executable).name, *self.argv]))
@@ -82,14 +95,27 @@ def _check_characters(argument: str) -> None:
 
 
 def _limit_resources(cpu_s: int, memory_bytes: int) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        os.nice(10)
+    def apply() -> None:  # runs in the child between fork and exec (no Landlock only)
+        limit_resources(cpu_s, memory_bytes, NICE)
 
     return apply
+
+
+@functools.cache
+def _warn_unconfined() -> None:
+    log.warning(
+        "this kernel has no Landlock: run_command is confined by voiced's checks only, not by "
+        "the kernel (a folder swapped for a symlink between the check and the run is not caught)"
+    )
+
+
+def _names(line: str, name: str) -> bool:
+    """Whether an ``ls`` output line is the entry ``name`` (alone, or last after its details,
+    with ``-F``'s type mark or not)."""
+    for text in (line, line[:-1] if line[-1:] in "/*@|=" else None):
+        if text is not None and (text == name or text.endswith(" " + name)):
+            return True
+    return False
 
 
 class CommandRunner:
@@ -228,6 +254,7 @@ class CommandRunner:
         if not folder.is_dir():
             raise SandboxError(f"working folder {self.sandbox.display(folder)} does not exist")
         argv: list[str] = []
+        operands: list[Path] = []
         texts_left = rule.text_operands
         try:
             text_pattern = re.compile(rule.text_pattern)
@@ -251,14 +278,16 @@ class CommandRunner:
                 continue
             if not rule.paths:
                 raise CommandRefused(f"{command} takes no file or folder arguments")
-            argv.append(str(self.sandbox.resolve(operand, base=folder)))
+            resolved = self.sandbox.resolve(operand, base=folder)
+            operands.append(resolved)
+            argv.append(str(resolved))
         executable = shutil.which(command, path=SAFE_PATH)
         if executable is None:
             raise ToolError(f"{command} is allowed but not installed on this computer")
         if command == "sed":
             # GNU sed's script commands w, r and e write files, read any file and run programs.
             argv.insert(0, "--sandbox")
-        return PreparedCommand(executable, tuple(argv), folder)
+        return PreparedCommand(executable, tuple(argv), folder, tuple(operands))
 
     # ------------------------------------------------------------------ running
 
@@ -274,24 +303,73 @@ class CommandRunner:
             env["TZ"] = os.environ["TZ"]
         return env
 
+    @contextlib.contextmanager
+    def _confinement(self, prepared: PreparedCommand) -> Iterator[Confinement | None]:
+        """Descriptors of the checked operands and working folder, checked again once open.
+
+        None where the kernel has no Landlock (a warning is logged once).
+        """
+        if landlock_abi() < 1:
+            _warn_unconfined()
+            yield None
+            return
+        memory = self.settings.command_memory_mb * 1024 * 1024
+        confinement = Confinement(cpu_s=self.settings.command_cpu_s, memory_bytes=memory)
+        confinement.nice = NICE
+        try:
+            confinement.cwd = self.sandbox.open_path(prepared.cwd, folder=True)
+            for operand in prepared.operands:
+                try:
+                    fd = self.sandbox.open_path(operand)
+                except FileNotFoundError:
+                    continue  # the command says so; nothing there may be read
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    confinement.list_dirs.append(fd)
+                else:
+                    confinement.read_files.append(fd)
+            yield confinement
+        finally:
+            for fd in confinement.fds():
+                os.close(fd)
+
     def execute(self, prepared: PreparedCommand) -> str:
         """Run a prepared command within the limits; the result text says how it ended."""
+        with self._confinement(prepared) as confinement:
+            return self._execute(prepared, confinement)
+
+    def _execute(self, prepared: PreparedCommand, confinement: Confinement | None) -> str:
         limit = self.output_limit
         call = current_call()
         deadline = min(time.monotonic() + self.timeout_s, call.deadline)
         memory = self.settings.command_memory_mb * 1024 * 1024
-        process = subprocess.Popen(
-            [Path(prepared.executable).name, *prepared.argv],
-            executable=prepared.executable,
-            cwd=prepared.cwd,
-            env=self._environment(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=_limit_resources(self.settings.command_cpu_s, memory),
-        )
+        name = Path(prepared.executable).name
+        # ls: names with control characters (escape sequences, line breaks) in C quotes, so
+        # one name is one line; other names (spaces, accents) as they are.
+        extra = ["--quoting-style=c-maybe"] if name == "ls" else []
+        argv = [name, *extra, *prepared.argv]
+        common: dict[str, Any] = {
+            "env": self._environment(),
+            "stdin": subprocess.DEVNULL,
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.PIPE,
+            "start_new_session": True,
+            "close_fds": True,
+        }
+        if confinement is not None:
+            # Limits, Landlock and the working folder (by its descriptor) are set in the child.
+            process = subprocess.Popen(
+                confine_command(confinement, prepared.executable, argv),
+                pass_fds=confinement.fds(),
+                **common,
+            )
+        else:
+            process = subprocess.Popen(
+                argv,
+                executable=prepared.executable,
+                cwd=prepared.cwd,
+                preexec_fn=_limit_resources(self.settings.command_cpu_s, memory),
+                **common,
+            )
         outputs = {"stdout": bytearray(), "stderr": bytearray()}
         stopped = ""
         with selectors.DefaultSelector() as selector:
@@ -330,14 +408,64 @@ class CommandRunner:
         status = stopped or f"exit status {returncode}"
         stdout = outputs["stdout"][:limit].decode("utf-8", errors="replace")
         stderr = outputs["stderr"][: max(0, limit - len(outputs["stdout"]))]
+        hidden_note = ""
+        if Path(prepared.executable).name == "ls" and stdout:
+            stdout, hidden = self._hide_denied_entries(prepared, stdout)
+            if hidden:
+                hidden_note = f"[{hidden} off-limits entries not shown]"
         lines = [f"$ {prepared.shown()}", status]
         if stdout:
-            lines.append(stdout.rstrip("\n"))
+            lines.append(printable_lines(stdout.rstrip("\n")))
+        if hidden_note:
+            lines.append(hidden_note)
         if stderr:
-            lines.append("[stderr] " + stderr.decode("utf-8", errors="replace").rstrip("\n"))
+            text = stderr.decode("utf-8", errors="replace").rstrip("\n")
+            lines.append("[stderr] " + printable_lines(text))
         if not stdout and not stderr:
             lines.append("(no output)")
         return "\n".join(lines)
+
+    def _listed_folders(self, prepared: PreparedCommand) -> list[Path]:
+        folders = [operand for operand in prepared.operands if operand.is_dir()]
+        return folders if prepared.operands else [prepared.cwd]
+
+    def _hide_denied_entries(self, prepared: PreparedCommand, output: str) -> tuple[str, int]:
+        """``ls`` output without the entries ``list_directory`` hides, and their number.
+
+        Entries on the deny list go (one name per line, as ``ls`` writes to a pipe), and a
+        link's target is not shown where it leads outside the roots or to a denied place.
+        """
+        hidden: set[str] = set()
+        bad_links: set[str] = set()
+        for folder in self._listed_folders(prepared):
+            try:
+                with self.sandbox.open_folder(folder) as (fd, real), os.scandir(fd) as listing:
+                    for entry in listing:
+                        if self.sandbox.denied_by(real / entry.name) is not None:
+                            hidden.add(entry.name)
+                        elif entry.is_symlink() and not self._link_allowed(fd, real, entry.name):
+                            bad_links.add(entry.name)
+            except (OSError, ToolError):
+                # The folder changed while it was listed: what ls saw cannot be checked.
+                return "(the listing is not shown: the folder changed while it was listed)", 0
+        if not hidden and not bad_links:
+            return output, 0
+        kept = []
+        dropped = 0
+        for line in output.split("\n"):
+            name_part, arrow, _target = line.partition(" -> ")
+            shown = name_part.rstrip()
+            if any(_names(shown, name) for name in hidden):
+                dropped += 1
+                continue
+            if arrow and any(_names(shown, name) for name in bad_links):
+                line = f"{name_part} -> (a place I may not use)"
+            kept.append(line)
+        return "\n".join(kept), dropped
+
+    def _link_allowed(self, fd: int, folder: Path, name: str) -> bool:
+        real = self.sandbox.link_target(fd, folder, name)
+        return real is not None and self.sandbox.allowed(real)
 
     def _killed_by(self, signal_number: int, cpu_s: float | None) -> str:
         """Why a command died of a signal; SIGKILL is the CPU hard limit only after its time."""

@@ -12,7 +12,6 @@ import fnmatch
 import os
 import stat
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from voiced.brain.tools.registry import PolicyDecision, Tool, ToolError
@@ -95,30 +94,35 @@ class FileTools:
         folders: list[str] = []
         files: list[str] = []
         hidden = 0
-        try:
-            with os.scandir(folder) as entries:
-                listing = sorted(entries, key=lambda e: e.name.casefold())
-        except OSError as exc:
-            raise ToolError(f"cannot list {self.sandbox.display(folder)}: {exc.strerror}") from None
-        for entry in listing:
-            if self.sandbox.denied_by(folder / entry.name) is not None:
-                hidden += 1
-                continue
+        # Listed through a descriptor of the folder checked where it really is: a swap of the
+        # folder (or one above it) for a symlink after the check cannot redirect the listing.
+        with self.sandbox.open_folder(folder) as (fd, folder):
             try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            name = printable(entry.name)
-            if stat.S_ISLNK(info.st_mode):
-                real = Path(os.path.realpath(folder / entry.name))
-                if self.sandbox.allowed(real):
-                    files.append(f"{name} -> {self.sandbox.display(real)} (link)")
+                with os.scandir(fd) as entries:
+                    listing = sorted(entries, key=lambda e: e.name.casefold())
+            except OSError as exc:
+                raise ToolError(
+                    f"cannot list {self.sandbox.display(folder)}: {exc.strerror}"
+                ) from None
+            for entry in listing:
+                if self.sandbox.denied_by(folder / entry.name) is not None:
+                    hidden += 1
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                name = printable(entry.name)
+                if stat.S_ISLNK(info.st_mode):
+                    real = self.sandbox.link_target(fd, folder, entry.name)
+                    if real is not None and self.sandbox.allowed(real):
+                        files.append(f"{name} -> {self.sandbox.display(real)} (link)")
+                    else:
+                        files.append(f"{name} (link to a place I may not use)")
+                elif stat.S_ISDIR(info.st_mode):
+                    folders.append(f"{name}/")
                 else:
-                    files.append(f"{name} (link to a place I may not use)")
-            elif stat.S_ISDIR(info.st_mode):
-                folders.append(f"{name}/")
-            else:
-                files.append(f"{name}  {human_size(info.st_size)}  {_when(info.st_mtime)}")
+                    files.append(f"{name}  {human_size(info.st_size)}  {_when(info.st_mtime)}")
         lines = [
             f"{self.sandbox.display(folder)}: {plural(len(folders), 'folder')}, "
             f"{plural(len(files), 'file')}"
@@ -232,7 +236,7 @@ class FileTools:
     def _shown(self, raw: str) -> str:
         try:
             return self.sandbox.display(self.sandbox.resolve_target(raw))
-        except ToolError:
+        except (ToolError, OSError):
             return printable(raw)
 
     def write_question(self, values: dict[str, Any]) -> str:
@@ -240,7 +244,7 @@ class FileTools:
         content = values["content"]
         try:
             exists = self.sandbox.resolve_target(values["path"]).exists()
-        except ToolError:
+        except (ToolError, OSError):
             exists = False
         what = f"{len(content)} characters of {'new ' if exists else ''}text"
         if content.strip():

@@ -529,7 +529,19 @@ class ToolRegistry:
     def call(self, name: str, arguments: Any) -> ToolOutcome:
         """Run one call through lookup, validation, policy, confirmation, limits and the hook."""
         started = time.monotonic()
-        outcome = self._call(name, arguments)
+        try:
+            outcome = self._call(name, arguments)
+        except Exception as exc:
+            # Whatever the filesystem (or a hook) does, the call ends in an outcome and a record.
+            log.exception("tool call %s failed before it ran", str(name)[:80])
+            reason = f"it could not be checked ({type(exc).__name__}: {exc})"
+            outcome = ToolOutcome(
+                name=str(name)[:200],
+                arguments=arguments,
+                decision="refused",
+                error=f"refused: {reason}",
+                reason=reason,
+            )
         outcome.duration_s = time.monotonic() - started
         if self.on_call is not None:
             try:
@@ -598,7 +610,19 @@ class ToolRegistry:
                 reason=verdict.reason,
             )
         if verdict.decision is Decision.CONFIRM:
-            question = tool.question(values) if tool.question else f"Run {tool.name}?"
+            try:
+                question = tool.question(values) if tool.question else f"Run {tool.name}?"
+            except Exception as exc:
+                # Nobody can be asked about a call that cannot be described: it does not run.
+                log.exception("the confirmation question of %s failed", tool.name)
+                reason = f"the question about it could not be put ({type(exc).__name__}: {exc})"
+                return ToolOutcome(
+                    name=tool.name,
+                    arguments=values,
+                    decision="refused",
+                    error=f"refused: {reason}",
+                    reason=reason,
+                )
             request = ConfirmationRequest(tool=tool.name, arguments=values, question=question)
             approved = False
             error = "the user did not confirm this action, so nothing was changed"

@@ -35,13 +35,24 @@ Reading opens the resolved path with ``O_NOFOLLOW`` and re-checks where the open
 really points (``/proc/self/fd``), so a symlink swapped in after the check is caught. Writing
 and deleting open the resolved parent folder the same way and work relative to that
 descriptor (``openat``/``renameat``/``unlinkat``): the last component is never followed, so
-writing over a symlink replaces the link, never its target.
+writing over a symlink replaces the link, never its target. Listings and walks
+(:meth:`Sandbox.open_folder`, :class:`Walk`) work the same way: the folder is opened and then
+checked, and each subfolder is opened relative to its parent with ``O_NOFOLLOW``.
+:meth:`Sandbox.open_path` pins a checked file or folder for ``run_command``'s Landlock rules
+(:mod:`voiced.brain.tools.confine`).
+
+Protected places are also found where they really are: the XDG config, data and state
+folders (as set and resolved) and what the symlinks among ``~/.*`` and in those folders lead
+to are never changed, the ``.config/...`` secrets are denied under a custom
+``XDG_CONFIG_HOME`` too, and a hard link to a protected file in the home folder is refused
+under any name, private or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import logging
 import os
 import re
@@ -49,6 +60,7 @@ import site
 import stat
 import sys
 import sysconfig
+import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -56,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voiced import paths
-from voiced.brain.tools.registry import ToolError, current_call
+from voiced.brain.tools.registry import CallContext, ToolError, current_call
 from voiced.config import ToolsSettings
 
 log = logging.getLogger(__name__)
@@ -108,8 +120,7 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".config/VSCodium/User/globalStorage",
     ".vscode-server/data/User/globalStorage",
     # environment files
-    ".env",
-    ".env.*",
+    ".env*",  # .env, .env.local, .env~, .env-prod, .envrc (direnv's exports)
     "*.env",
     # browser and mail profiles
     ".mozilla",
@@ -149,6 +160,29 @@ SECRET_PATTERNS: tuple[str, ...] = (
     ".irb_history",
     ".viminfo",
     ".lesshst",
+    # more stored credentials: database clients, cloud tools, model hubs, git remotes
+    ".my.cnf",
+    ".mylogin.cnf",
+    ".s3cfg",
+    ".boto",
+    ".cache/huggingface/token",
+    ".cache/huggingface/stored_tokens",
+    ".huggingface/token",
+    ".config/git/credentials",
+    ".git/config",  # remote URLs may carry a user:token
+    ".gem/credentials",
+    ".composer/auth.json",
+    ".config/composer/auth.json",
+    ".config/containers/auth.json",
+    ".dockercfg",
+    ".config/sops",
+    ".config/doctl",
+    ".gradle/gradle.properties",
+    ".ivy2/.credentials",
+    ".sbt/.credentials",
+    ".smbcredentials",
+    ".config/filezilla",
+    ".local/share/python_keyring",
 )
 
 # What makes code run later, never written or deleted (reading is harmless).
@@ -221,9 +255,20 @@ STARTUP_PATTERNS: tuple[str, ...] = (
     "crontab",
     "crontabs",
     ".crontab",
+    # project hooks and per-folder start-up that run on commit or on entering the folder
+    ".husky",
+    ".githooks",
+    ".lefthook",
+    "lefthook.yml",
+    ".lefthook.yml",
+    ".pre-commit-config.yaml",
+    ".envrc",
+    ".vscode/tasks.json",
 )
 
 MAX_PATH_CHARS = 4096
+# How long the list of protected files with other names (hard links) is trusted.
+SECRET_INODES_TTL_S = 30.0
 
 HIDDEN_IN_HOME = "hidden configuration folders and files are not changed by voiced"
 
@@ -260,6 +305,18 @@ def printable(text: str) -> str:
     return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
 
 
+def printable_lines(text: str) -> str:
+    """Program output for the model: as :func:`printable`, but line breaks and tabs stay."""
+    if text.isprintable():
+        return text
+    return "\n".join(
+        line
+        if line.isprintable()
+        else "".join(_escape(ch) if ch != "\t" and _unsafe(ch) else ch for ch in line)
+        for line in text.split("\n")
+    )
+
+
 def _escape(ch: str) -> str:
     code = ord(ch)
     if code < 0x100:
@@ -285,6 +342,21 @@ def human_size(size: float) -> str:
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
     """``plural(2, "entry", "entries")`` -> ``"2 entries"``."""
     return f"{count} {singular if count == 1 else plural_form or singular + 's'}"
+
+
+def _realpath(path: str | Path, shown: str) -> Path:
+    """:func:`os.path.realpath`, or a :class:`SandboxError` when a link changes under it.
+
+    A symlink replaced by a folder between its ``lstat`` and its ``readlink`` makes
+    ``realpath`` raise ``EINVAL``: the path is being changed right now, and is refused.
+    """
+    try:
+        return Path(os.path.realpath(path))
+    except OSError as exc:
+        raise SandboxError(
+            f"{printable(shown.strip())!r} changed while it was being looked up "
+            f"({exc.strerror}); nothing was done"
+        ) from None
 
 
 def _nfc(text: str) -> str:
@@ -328,6 +400,12 @@ class _Rule:
         )
 
 
+def _combined(rules: Iterable[_Rule], flags: int) -> re.Pattern[str]:
+    """One pattern matching any of the rules' last parts."""
+    ends = "|".join(f"(?:{fnmatch.translate(rule.parts[-1])})" for rule in rules)
+    return re.compile(ends or "(?!)", flags)
+
+
 def _rules(patterns: Iterable[str], source: str) -> list[_Rule]:
     return [rule for pattern in patterns if (rule := _rule(pattern, source))]
 
@@ -355,6 +433,67 @@ def _linked_homes(patterns: Iterable[str], source: str) -> list[_Rule]:
         real = os.path.realpath(place)
         if real != os.path.normpath(place):
             rules.append(_Rule(Path(real).parts, True, source))
+    return rules
+
+
+def _config_places() -> list[Path]:
+    """The XDG config, data and state folders and ``~/.local/bin``, as set and as they really
+    are: what they hold configures (and starts) programs, whatever the folders are called."""
+    home = Path.home()
+    places = [home / ".config", home / ".local" / "share", home / ".local" / "state"]
+    places.append(home / ".local" / "bin")
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        value = os.environ.get(variable, "")
+        if os.path.isabs(value):
+            places.append(Path(value))
+    return _below_home_or_elsewhere(Path(p) for p in _as_given_and_resolved(places))
+
+
+def _linked_dotfiles(config_places: Iterable[Path], limit: int = 2000) -> list[Path]:
+    """Where the symlinks among ``~/.*`` and directly in the config folders lead.
+
+    Dotfile managers (GNU stow, yadm, chezmoi's symlink mode) keep the real files elsewhere,
+    named without the dot (``~/.config -> ~/dotfiles/config``,
+    ``~/.config/i3 -> ~/dotfiles/i3/.config/i3``): those targets are start-up files too.
+    """
+    home = Path.home()
+    folders = [(home, True), *((place, False) for place in config_places)]
+    found = []
+    seen = 0
+    for folder, dotted_only in folders:
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > limit:
+                return found
+            if dotted_only and not entry.name.startswith("."):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_symlink():
+                    found.append(Path(os.path.realpath(entry.path)))
+    return _below_home_or_elsewhere(found)
+
+
+def _xdg_secret_rules(places: Iterable[Path]) -> list[_Rule]:
+    """The ``.config/...`` and ``.local/share/...`` secrets where those folders really are
+    (``XDG_CONFIG_HOME=~/xdgconf`` keeps ``gh``'s token in ``~/xdgconf/gh``)."""
+    home = Path.home()
+    prefixes = {".config": [home / ".config"], ".local/share": [home / ".local" / "share"]}
+    for variable, prefix in (("XDG_CONFIG_HOME", ".config"), ("XDG_DATA_HOME", ".local/share")):
+        value = os.environ.get(variable, "")
+        if os.path.isabs(value):
+            prefixes[prefix].append(Path(value))
+    rules = []
+    for prefix, folders in prefixes.items():
+        reals = {Path(variant) for variant in _as_given_and_resolved(folders)}
+        for pattern in SECRET_PATTERNS:
+            if pattern.startswith(prefix + "/"):
+                rest = pattern[len(prefix) + 1 :].split("/")
+                rules += [_Rule((*real.parts, *rest), True, "secrets") for real in reals]
     return rules
 
 
@@ -476,6 +615,7 @@ class Sandbox:
         self._root_forms = tuple(Path(_nfc(str(root))) for root in resolved)
         deny = list(deny)
         rules = _rules(SECRET_PATTERNS, "secrets") + _linked_homes(SECRET_PATTERNS, "secrets")
+        rules += _xdg_secret_rules(_config_places())
         rules += _rules(_as_given_and_resolved(_own_files()), "voiced's own files")
         rules += _rules(deny, "tools.deny") + _linked_homes(deny, "tools.deny")
         self._write_rules = tuple(
@@ -486,15 +626,95 @@ class Sandbox:
             + _rules(_as_given_and_resolved(_python_installation()), "the Python installation")
             + _rules([".git"], "git internals")
         )
+        config_places = _config_places()
+        self._config_places = tuple(
+            _Rule(place.parts, True, "configuration")
+            for place in dict.fromkeys([*config_places, *_linked_dotfiles(config_places)])
+        )
         self._hidden_in_home = tuple(
             _Rule((*Path(home).parts, ".*"), True, "hidden in the home folder")
             for home in dict.fromkeys(_as_given_and_resolved([Path.home()]))
         )
         self._rules = tuple(rules)
+        self._inodes: tuple[float, frozenset[tuple[int, int]] | None] = (0.0, None)
+        self._inodes_lock = threading.Lock()
         self._single = tuple(r for r in rules if not r.anchored and len(r.parts) == 1)
-        self._other = tuple(r for r in rules if r.anchored or len(r.parts) > 1)
         combined = "|".join(f"(?:{fnmatch.translate(r.parts[0])})" for r in self._single)
         self._single_names = re.compile(combined or "(?!)", re.IGNORECASE)
+        # Walks check every entry: the other rules are looked at only where their last part
+        # can match (name runs: one combined pattern; absolute places: by their depth).
+        self._order = {id(rule): index for index, rule in enumerate(rules)}
+        self._runs = tuple(r for r in rules if not r.anchored and len(r.parts) > 1)
+        self._run_ends = _combined(self._runs, re.IGNORECASE)
+        by_depth: dict[int, list[_Rule]] = {}
+        for rule in rules:
+            if rule.anchored:
+                by_depth.setdefault(len(rule.parts), []).append(rule)
+        self._places = {
+            depth: (_combined(places, 0), tuple(places)) for depth, places in by_depth.items()
+        }
+
+    def _secret_inodes(self) -> frozenset[tuple[int, int]]:
+        """(device, inode) of the protected files in the home folder that have other names.
+
+        Looked for only when a file with several names is opened, and again after
+        :data:`SECRET_INODES_TTL_S`, so a link made while the daemon runs is found too.
+        """
+        with self._inodes_lock:
+            found_at, inodes = self._inodes
+            if inodes is None or time.monotonic() - found_at > SECRET_INODES_TTL_S:
+                inodes = frozenset(self._find_secret_inodes())
+                self._inodes = (time.monotonic(), inodes)
+            return inodes
+
+    def _find_secret_inodes(self, limit: int = 5000) -> Iterator[tuple[int, int]]:
+        # Denied entries in the home folder, and in the folders that lead to the named
+        # secrets (.config, .local/share, .cache...), two levels into each denied folder.
+        home = Path(os.path.realpath(Path.home()))
+        leads = {
+            "/".join(pattern.split("/")[:depth])
+            for pattern in SECRET_PATTERNS
+            for depth in range(1, pattern.count("/") + 1)
+        }
+        budget = [limit]
+
+        def entries(folder: Path) -> list[os.DirEntry[str]]:
+            try:
+                with os.scandir(folder) as listing:
+                    found = list(itertools.islice(listing, max(0, budget[0])))
+            except OSError:
+                return []
+            budget[0] -= len(found)
+            return found
+
+        def files_below(folder: Path, depth: int) -> Iterator[tuple[int, int]]:
+            for entry in entries(folder):
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        if info.st_nlink > 1:
+                            yield info.st_dev, info.st_ino
+                    elif depth and entry.is_dir(follow_symlinks=False):
+                        yield from files_below(Path(entry.path), depth - 1)
+
+        def search(folder: Path, relative: str) -> Iterator[tuple[int, int]]:
+            for entry in entries(folder):
+                path = Path(entry.path)
+                inner = f"{relative}/{entry.name}" if relative else entry.name
+                with contextlib.suppress(OSError):
+                    if self.denied_by(path) is not None:
+                        if entry.is_dir(follow_symlinks=False):
+                            yield from files_below(path, 2)
+                        elif entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            if info.st_nlink > 1:
+                                yield info.st_dev, info.st_ino
+                    elif entry.is_dir(follow_symlinks=False) and any(
+                        fnmatch.fnmatch(inner, lead) for lead in leads
+                    ):
+                        yield from search(path, inner)
+
+        yield from search(home, "")
 
     @classmethod
     def from_settings(cls, settings: ToolsSettings) -> Sandbox:
@@ -520,22 +740,33 @@ class Sandbox:
 
     def denied_at(self, parts: tuple[str, ...]) -> _Rule | None:
         """The deny rule matching ``parts`` at its last component (its folders not checked)."""
-        if self._single_names.match(_nfc(parts[-1])):
+        last = _nfc(parts[-1])
+        if self._single_names.match(last):
             for rule in self._single:
                 if rule.matches_ending_at(parts):
                     return rule
-        for rule in self._other:
-            if rule.matches_ending_at(parts):
-                return rule
-        return None
+        found = []
+        if self._run_ends.match(last):
+            found += [rule for rule in self._runs if rule.matches_ending_at(parts)][:1]
+        ends, places = self._places.get(len(parts), (None, ()))
+        if ends is not None and ends.match(last):
+            found += [rule for rule in places if rule.matches_ending_at(parts)][:1]
+        return min(found, key=lambda rule: self._order[id(rule)]) if found else None
 
-    def protected_from_changes(self, path: Path) -> str | None:
-        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
+    def _startup_rule(self, path: Path) -> str | None:
         parts = path.parts
         for end in range(1, len(parts) + 1):
             for rule in self._write_rules:
                 if rule.matches_ending_at(parts[:end]):
                     return f"it makes programs run ({printable(rule.source)}: {rule.text})"
+        return None
+
+    def protected_from_changes(self, path: Path) -> str | None:
+        """Why ``path`` may not be written or deleted (it makes programs run...), or None."""
+        parts = path.parts
+        why = self._startup_rule(path)
+        if why is not None:
+            return why
         for folder in path.parents:
             if (folder / "pyvenv.cfg").is_file():
                 return f"it makes programs run (a Python environment: {self.display(folder)})"
@@ -544,6 +775,11 @@ class Sandbox:
         for end in range(1, len(parts) + 1):
             if any(rule.matches_ending_at(parts[:end]) for rule in self._hidden_in_home):
                 return HIDDEN_IN_HOME
+        for end in range(1, len(parts) + 1):
+            for rule in self._config_places:
+                if rule.matches_ending_at(parts[:end]):
+                    where = self.display(Path(*rule.parts))
+                    return f"it configures or starts programs (a configuration folder: {where})"
         return None
 
     def display(self, path: Path) -> str:
@@ -579,6 +815,15 @@ class Sandbox:
             raise SandboxError(
                 f"{raw!r} is outside the folders I may use{where}; allowed: {self.roots_text()}"
             )
+        if changing:
+            # A start-up file that also holds secrets (.git/config) is refused as what it is
+            # to a change: a way to make programs run.
+            for candidate in (lexical, real):
+                why = self._startup_rule(candidate)
+                if why is not None:
+                    raise SandboxError(
+                        f"{self.display(candidate)} is off limits for changes: {why}"
+                    )
         for candidate in (lexical, real):
             rule = self.denied_by(candidate)
             if rule is not None:
@@ -599,7 +844,7 @@ class Sandbox:
         """
         absolute = self._absolute(raw, base)
         lexical = Path(os.path.normpath(absolute))
-        real = Path(os.path.realpath(absolute))
+        real = _realpath(absolute, raw)
         self._check(raw, lexical, real)
         try:
             info = os.stat(real)
@@ -610,9 +855,15 @@ class Sandbox:
 
     def _refuse_hard_links(self, path: Path, info: os.stat_result) -> None:
         # Media libraries, package caches, git clones and backups hard-link ordinary files;
-        # a secret is private to its owner (keys are 0600), so only such a file is refused.
+        # a secret is private to its owner (keys are 0600), so only such a file is refused,
+        # and any other name of a protected file in the home folder (a readable ~/.env).
         if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
             return
+        if (info.st_dev, info.st_ino) in self._secret_inodes():
+            raise SandboxError(
+                f"{self.display(path)} is another name (a hard link) of a protected file, "
+                "so I do not open it"
+            )
         if info.st_mode & 0o077 == 0 or info.st_uid != os.geteuid():
             raise SandboxError(
                 f"{self.display(path)} has other names elsewhere ({info.st_nlink} hard links) "
@@ -645,14 +896,14 @@ class Sandbox:
         head, name = os.path.split(absolute.rstrip("/") if absolute != "/" else absolute)
         if name in ("", ".", ".."):
             raise SandboxError(f"{raw!r} does not name a file")
-        parent = Path(os.path.realpath(head))
+        parent = _realpath(head, raw)
         target = parent / name
         lexical = Path(os.path.normpath(absolute))
         self._check(raw, lexical, target, changing=True)
         if target.is_symlink():
             # Replacing or removing a link never touches its target, but don't let a link be
             # the way to name a secret in a question or result either.
-            self._check(raw, target, Path(os.path.realpath(target)))
+            self._check(raw, target, _realpath(target, raw))
         if not parent.is_dir():
             raise SandboxError(f"folder {self.display(parent)} does not exist")
         return target
@@ -699,6 +950,56 @@ class Sandbox:
             yield fd
         finally:
             os.close(fd)
+
+    def open_path(self, path: Path, *, folder: bool = False) -> int:
+        """An ``O_PATH`` descriptor of real ``path``, checked after opening; the caller closes it.
+
+        It pins the object that was checked (for a Landlock rule, or ``fchdir``). A private file
+        with other names is refused as for reading. ``FileNotFoundError`` when nothing is there.
+        """
+        flags = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_DIRECTORY if folder else 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SandboxError(f"cannot open {self.display(path)}: {exc.strerror}") from None
+        try:
+            self._verify_fd(fd, str(path))
+            info = os.fstat(fd)
+            if stat.S_ISLNK(info.st_mode):
+                raise SandboxError(f"{self.display(path)} changed while it was being checked")
+            self._refuse_hard_links(path, info)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def open_folder(self, path: Path) -> Iterator[tuple[int, Path]]:
+        """A descriptor of the folder at real ``path`` and where it really is, checked after
+        opening: what is listed through it is that folder, whatever its name leads to later."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise SandboxError(f"{self.display(path)} does not exist") from None
+        except OSError as exc:
+            raise SandboxError(f"cannot open folder {self.display(path)}: {exc.strerror}") from None
+        try:
+            real = self._verify_fd(fd, str(path))
+            yield fd, real
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def link_target(dir_fd: int, folder: Path, name: str) -> Path | None:
+        """Where the symlink ``name`` in the open folder ``folder`` really leads, or None when
+        that cannot be told (it changed meanwhile)."""
+        try:
+            return Path(os.path.realpath(folder / os.readlink(name, dir_fd=dir_fd)))
+        except (OSError, ValueError):
+            return None
 
     def read_bytes(self, path: Path, limit: int) -> tuple[bytes, int]:
         """Up to ``limit`` bytes of the regular file at real ``path``, and its full size."""
@@ -802,12 +1103,20 @@ class Sandbox:
 
 
 class Walk:
-    """Entries under a folder, depth first, never following symlinks, skipping denied ones.
+    """Entries under a folder, never following symlinks, skipping denied ones.
 
-    Iterating yields ``(folder, entry)`` pairs. It stops quietly after ``max_entries`` entries
-    or ``budget_s`` seconds, or when the tool call it runs in is past its time limit;
-    :attr:`complete` then is False, so results can say so.
+    Iterating yields ``(folder, entry)`` pairs: every entry of a folder, then each subfolder in
+    turn. It stops quietly after ``max_entries`` entries or ``budget_s`` seconds, or when the
+    tool call it runs in is past its time limit; :attr:`complete` then is False, so results
+    can say so.
+
+    The walk works on descriptors: the top folder is opened and checked where it really is,
+    and every subfolder is opened relative to its parent's descriptor with ``O_NOFOLLOW``, so
+    a folder swapped for a symlink while the walk runs is skipped, never followed. An entry's
+    ``stat`` is taken relative to its folder's descriptor too (use it while iterating).
     """
+
+    MAX_DEPTH = 256
 
     def __init__(self, sandbox: Sandbox, top: Path, *, max_entries: int, budget_s: float) -> None:
         self.sandbox = sandbox
@@ -819,36 +1128,55 @@ class Walk:
 
     def __iter__(self) -> Iterator[tuple[Path, os.DirEntry[str]]]:
         deadline = time.monotonic() + self.budget_s
-        call = current_call()
-        stack = [self.top]
-        while stack:
-            folder = stack.pop()
-            if call.cancelled():
+        with self.sandbox.open_folder(self.top) as (fd, _real), contextlib.suppress(_WalkStopped):
+            yield from self._folder(self.top, fd, 0, deadline, current_call())
+
+    def _folder(
+        self, folder: Path, fd: int, depth: int, deadline: float, call: CallContext
+    ) -> Iterator[tuple[Path, os.DirEntry[str]]]:
+        if call.cancelled():
+            self.complete = False
+            raise _WalkStopped
+        try:
+            with os.scandir(fd) as entries:
+                listing = list(entries)
+        except OSError:
+            return
+        subfolders = []
+        for entry in listing:
+            self.entries_seen += 1
+            if (
+                self.entries_seen > self.max_entries
+                or time.monotonic() > deadline
+                or call.cancelled()
+            ):
                 self.complete = False
-                return
+                raise _WalkStopped
+            if self.sandbox.denied_at((folder / entry.name).parts) is not None:
+                continue
+            yield folder, entry
             try:
-                with os.scandir(folder) as entries:
-                    listing = list(entries)
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append(entry.name)
             except OSError:
                 continue
-            for entry in listing:
-                self.entries_seen += 1
-                if (
-                    self.entries_seen > self.max_entries
-                    or time.monotonic() > deadline
-                    or call.cancelled()
-                ):
-                    self.complete = False
-                    return
-                path = folder / entry.name
-                if self.sandbox.denied_at(path.parts) is not None:
-                    continue
-                yield folder, entry
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(path)
-                except OSError:
-                    continue
+        for name in subfolders:
+            if depth >= self.MAX_DEPTH:
+                self.complete = False
+                return
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                child = os.open(name, flags, dir_fd=fd)
+            except OSError:
+                continue  # gone, or replaced by a symlink since it was listed: not followed
+            try:
+                yield from self._folder(folder / name, child, depth + 1, deadline, call)
+            finally:
+                os.close(child)
+
+
+class _WalkStopped(Exception):
+    """Raised inside a walk to unwind it at a limit."""
 
 
 __all__ = [
@@ -862,4 +1190,5 @@ __all__ = [
     "human_size",
     "plural",
     "printable",
+    "printable_lines",
 ]

@@ -56,6 +56,22 @@ class ProcessRow:
     memory_percent: float
 
 
+def process_name(process: psutil.Process) -> str:
+    """The kernel's name of a process (``comm``, at most 15 characters), escaped.
+
+    Not ``psutil``'s ``name()``: for a name of exactly 15 characters it takes the first word
+    of the command line instead, and that can carry a password (``mysqldumpbackup--password=x``).
+    """
+    try:
+        with open(f"/proc/{process.pid}/comm", encoding="utf-8", errors="replace") as comm:
+            name = comm.read().rstrip("\n")
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(process.pid) from None
+    except OSError:
+        name = "?"
+    return printable(name) or "?"
+
+
 def sample_processes(interval_s: float = CPU_SAMPLE_S) -> list[ProcessRow]:
     """Every process with its CPU use over ``interval_s`` (100% = one core) and its memory."""
     processes = []
@@ -79,7 +95,7 @@ def sample_processes(interval_s: float = CPU_SAMPLE_S) -> list[ProcessRow]:
                 rows.append(
                     ProcessRow(
                         pid=process.pid,
-                        name=process.name(),
+                        name=process_name(process),
                         user=user,
                         cpu_percent=process.cpu_percent(None),
                         rss=rss,
@@ -301,7 +317,7 @@ class SystemTools:
                 return "?"
             if pid not in names:
                 try:
-                    names[pid] = psutil.Process(pid).name()
+                    names[pid] = process_name(psutil.Process(pid))
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     names[pid] = "?"
             return f"{names[pid]} (pid {pid})"
