@@ -403,7 +403,8 @@ def _run_pool(
 
 
 # Files per worker before a second worker pays for its start (a process and a model, about
-# 1-2 s). Measured on 2 cores, 40 files of 2-5 s: -j 2 took 10.7 s, -j 1 18.2 s.
+# 1-2 s). Measured on 2 cores, 40 files of 2-5 s: -j 2 took 8.1 s, -j 1 10.0 s (at a
+# higher machine load 10.7 against 18.2 s).
 _FILES_PER_WORKER = 8
 _MAX_DEFAULT_JOBS = 4  # each worker holds a model (tiny.en ~200 MiB, base ~300 MiB)
 
