@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.missing import pytest_terminal_summary  # noqa: F401 (the hook)
+from tests.multilingual import base_store  # noqa: F401 (the session fixture)
 from tests.store import seed_models
 from voiced.speech.models import ModelStore
 

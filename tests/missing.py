@@ -17,6 +17,7 @@ MISSING = (
     "systemd-analyze not installed",
     "real test recordings unavailable",
     "OpenAI's mel filters unavailable",
+    "multilingual extra not installed",
 )
 
 

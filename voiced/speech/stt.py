@@ -18,6 +18,7 @@ Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -64,27 +65,53 @@ class SttError(Exception):
     """The model could not be loaded or used; the message is for the user."""
 
 
+class LanguageError(SttError):
+    """A language the model cannot hear (anything but English on an ``.en`` model)."""
+
+
 class TranscriptionAborted(Exception):
     """:meth:`SpeechToText.transcribe` stopped because its ``abort`` callback said so."""
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a segment (``word_timestamps``): times in seconds, whisper's probability."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
-    """A stretch of recognised speech; times in seconds from the start of the audio."""
+    """A stretch of recognised speech; times in seconds from the start of the audio.
+
+    ``language`` is the language whisper heard in it (set when it was detected, not forced),
+    ``words`` its words with times (only with ``word_timestamps``), ``speaker`` who said it
+    (``voiced transcribe --speakers channels``).
+    """
 
     start: float
     end: float
     text: str
     avg_logprob: float = float("nan")
+    language: str | None = None
+    words: tuple[Word, ...] = ()
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
 class Transcription:
+    """``language``: the one forced, else the one heard in most of the speech.
+    ``task``: "transcribe", or "translate" (English text of speech in another language)."""
+
     segments: tuple[Segment, ...]
     duration: float
     language: str
     model: str
     speech_seconds: float = 0.0
+    task: str = "transcribe"
 
     @property
     def text(self) -> str:
@@ -133,12 +160,12 @@ class SpeechMap:
         last = max(first, math.ceil(end / _FRAME_S))
         return float(self.voiced[first:last].sum()) * _FRAME_S
 
-    def chunks(self, max_s: float) -> list[tuple[int, int]]:
+    def chunks(self, max_s: float, *, pack: bool = True) -> list[tuple[int, int]]:
         """Sample ranges of at most ``max_s`` that hold all the speech, cut in silences.
 
         Speech runs (with _CHUNK_PAD_S of audio around them) are packed together while they
-        fit; long silence between chunks is never decoded, and speech longer than ``max_s``
-        is cut at its quietest frame.
+        fit (``pack=False``: each run is a chunk of its own); long silence between chunks is
+        never decoded, and speech longer than ``max_s`` is cut at its quietest frame.
         """
         limit = max(1, int(max_s / _FRAME_S))
         pad = int(_CHUNK_PAD_S / _FRAME_S)
@@ -152,7 +179,7 @@ class SpeechMap:
                 regions.append([lo, hi])
         chunks: list[list[int]] = []
         for lo, hi in regions:
-            if chunks and hi - chunks[-1][0] <= limit:
+            if pack and chunks and hi - chunks[-1][0] <= limit:
                 chunks[-1][1] = hi
                 continue
             while hi - lo > limit:
@@ -279,6 +306,93 @@ def _looks_wrong(raw: list, duration: float, speech_seconds: float) -> bool:
     return len(words) > _MAX_WORDS_PER_S * duration + 2 or _repeats(words)
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """One segment as whisper.cpp gave it, before the filters."""
+
+    start: float
+    end: float
+    text: str
+    logprob: float
+    language: str | None
+    words: tuple[Word, ...]
+
+    def shifted(self, offset: float) -> _Piece:
+        words = tuple(
+            Word(w.word, w.start + offset, w.end + offset, w.probability) for w in self.words
+        )
+        return _Piece(
+            self.start + offset,
+            self.end + offset,
+            self.text,
+            self.logprob,
+            self.language,
+            words,
+        )
+
+
+# A word starts where its sound rises to within this much of the segment's loudest frame.
+_ONSET_DB = 25.0
+
+
+def _place_words(
+    words: tuple[Word, ...], start: float, end: float, speech: SpeechMap
+) -> tuple[Word, ...]:
+    """Words with start and end times, monotonic and inside the segment ``start``-``end``.
+
+    whisper.cpp's DTW gives each token the time where it ends, so a word ends at its last
+    token's time and starts where the word before it ended, moved on to where the sound
+    rises (a pause before it, or the silence before a segment's first word, is not the word).
+    """
+    levels = speech.levels
+    first_frame = max(0, int(start / _FRAME_S))
+    last_frame = max(first_frame + 1, math.ceil(end / _FRAME_S))
+    span = levels[first_frame:last_frame]
+    loud = float(span.max()) - _ONSET_DB if span.size else -math.inf
+    placed: list[Word] = []
+    previous_end = start
+    known = [w.end for w in words if not math.isnan(w.end)]
+    for index, word in enumerate(words):
+        word_end = word.end
+        if math.isnan(word_end):  # only punctuation or symbols: take the next known time
+            later = [w.end for w in words[index + 1 :] if not math.isnan(w.end)]
+            word_end = later[0] if later else (known[-1] if known else end)
+        word_end = min(max(word_end, previous_end), end)
+        word_start = previous_end
+        lo = int(word_start / _FRAME_S)
+        hi = max(lo, int(word_end / _FRAME_S))
+        rising = np.flatnonzero(levels[lo:hi] >= loud)
+        if rising.size:
+            word_start = max(word_start, min((lo + int(rising[0])) * _FRAME_S, word_end))
+        placed.append(Word(word.word, word_start, word_end, word.probability))
+        previous_end = word_end
+    return tuple(placed)
+
+
+# whisper.cpp's alignment-head presets (enum whisper_alignment_heads_preset), by the
+# encoder's size: (layers, width) -> (English-only preset, multilingual preset).
+_AHEADS = {
+    (4, 384): (3, 4),  # tiny.en, tiny
+    (6, 512): (5, 6),  # base.en, base
+    (12, 768): (7, 8),  # small.en, small
+    (24, 1024): (9, 10),  # medium.en, medium
+}
+_AHEADS_N_TOP_MOST = 1
+_AHEADS_LARGE_V2, _AHEADS_LARGE_V3, _AHEADS_LARGE_V3_TURBO = 12, 13, 14
+
+
+def _alignment_heads(info) -> int:
+    """The preset of cross-attention heads that align text with audio for this model."""
+    if (info.n_audio_layer, info.n_audio_state) == (32, 1280):
+        if info.n_mels == 128:
+            return _AHEADS_LARGE_V3_TURBO if info.n_text_layer == 4 else _AHEADS_LARGE_V3
+        return _AHEADS_LARGE_V2
+    presets = _AHEADS.get((info.n_audio_layer, info.n_audio_state))
+    if presets is None:
+        return _AHEADS_N_TOP_MOST
+    return presets[1] if info.multilingual else presets[0]
+
+
 def whisper_languages() -> list[str]:
     """The language codes a multilingual Whisper model knows ("en", "zh", "de", ...)."""
     import _pywhispercpp as pw
@@ -310,21 +424,38 @@ class SpeechToText:
         flash_attention: bool = True,
         vad_filter: bool = True,
         vad: VadSettings | None = None,
+        word_timestamps: bool = False,
+        translate: bool = False,
+        language_per_segment: bool = False,
     ) -> None:
+        """``word_timestamps``: each segment gets its words with times, aligned by dynamic
+        time warping over the model's alignment heads (which turns flash attention off).
+        ``translate``: English text for speech in any language (whisper's translate task;
+        multilingual models). ``language_per_segment``: detect the language of each stretch
+        of speech separately, for files that switch language (needs language "auto")."""
         from voiced.speech.models import inspect_ggml
 
         # pywhispercpp builds a model with a null context from a bad path and then segfaults.
         info = inspect_ggml(Path(model_path))
-        language = language.strip().lower()  # whisper's codes are lower case: "EN" is "en"
-        if not info.multilingual and language not in ("en", "auto"):
-            raise SttError(
-                f"model {model_name or model_path} is English-only; "
-                f"use a multilingual model for language {language!r}"
-            )
         self.model_path = Path(model_path)
         self.model_name = model_name or self.model_path.name
         self.multilingual = info.multilingual
-        self.language = "en" if not info.multilingual else language
+        self.language = "en"
+        self.language = self.resolve_language(language)
+        if translate and not info.multilingual:
+            raise LanguageError(
+                f"model {self.model_name} is English-only and cannot translate; "
+                "use a multilingual model (voiced models install base)"
+            )
+        if language_per_segment and self.language != "auto":
+            raise LanguageError(
+                "detecting the language per segment needs language 'auto' "
+                f"(not {self.language!r}) and a multilingual model"
+            )
+        self.word_timestamps = word_timestamps
+        self.translate = translate
+        self.language_per_segment = language_per_segment
+        self._aheads = _alignment_heads(info) if word_timestamps else None
         self.threads = threads or default_threads()
         self.beam_size = beam_size
         self.no_speech_threshold = no_speech_threshold
@@ -337,7 +468,10 @@ class SpeechToText:
         self.vad_filter = vad_filter
         self.vad = vad or VadSettings()
         self._lock = threading.Lock()
+        self._last_ctx: int | None = None  # the audio_ctx of the last whisper_full call
         self._model = self._load()
+        if word_timestamps:
+            self.flash_attention = False  # whisper.cpp turns it off for DTW alignment
 
     @classmethod
     def from_settings(
@@ -347,6 +481,9 @@ class SpeechToText:
         *,
         flash_attention: bool = True,
         vad: VadSettings | None = None,
+        word_timestamps: bool = False,
+        translate: bool = False,
+        language_per_segment: bool = False,
     ) -> SpeechToText:
         """Resolve ``settings.model`` through the model store and load it.
 
@@ -377,6 +514,9 @@ class SpeechToText:
             flash_attention=flash_attention,
             vad_filter=settings.vad_filter,
             vad=vad,
+            word_timestamps=word_timestamps,
+            translate=translate,
+            language_per_segment=language_per_segment,
         )
 
     def _load(self):
@@ -394,11 +534,22 @@ class SpeechToText:
             # Flash attention makes the encoder 1.5-2x faster here. Its cross-attention reads
             # the context padded to a multiple of 256 without a mask, so _short_ctx rounds
             # windows up to such multiples (else results would depend on earlier calls).
-            context_params={"flash_attn": self.flash_attention},
+            context_params=self._context_params(),
         )
         if not getattr(model, "_ctx", None):
             raise SttError(f"whisper.cpp could not load {self.model_path}")
         return model
+
+    def _context_params(self) -> dict:
+        if self._aheads is None:
+            return {"flash_attn": self.flash_attention}
+        import _pywhispercpp as pw
+
+        return {
+            "flash_attn": False,
+            "dtw_token_timestamps": True,
+            "dtw_aheads_preset": pw.whisper_alignment_heads_preset(self._aheads),
+        }
 
     def transcribe(
         self,
@@ -438,28 +589,48 @@ class SpeechToText:
             log.debug("no speech in %.1f s of audio; not decoding", duration)
             if on_progress:
                 on_progress(duration)
-            return Transcription((), duration, language, self.model_name, 0.0)
+            return Transcription(
+                (),
+                duration,
+                "en" if language == "auto" else language,
+                self.model_name,
+                0.0,
+                task="translate" if self.translate else "transcribe",
+            )
 
-        raw: list[tuple[float, float, str, float]] = []  # start, end, text, logprob
+        raw: list[_Piece] = []
+        heard: dict[str, float] = {}  # language -> seconds of segments heard in it
         with self._lock:
-            for first, last in speech.chunks(self.chunk_s or _FULL_CHUNK_S):
+            for first, last in speech.chunks(
+                self.chunk_s or _FULL_CHUNK_S, pack=not self.language_per_segment
+            ):
                 offset = first / SAMPLE_RATE
                 chunk = audio[first:last]
-                for t0, t1, text, logprob in self._decode_chunk(
-                    chunk, speech, offset, abort, language
-                ):
-                    raw.append((t0 + offset, t1 + offset, text, logprob))
+                pieces = self._decode_chunk(chunk, speech, offset, abort, language)
+                if self.language_per_segment and len(pieces) > 1:
+                    pieces = self._relabel(chunk, pieces, speech, offset, abort)
+                for piece in pieces:
+                    raw.append(piece.shifted(offset))
+                    if piece.language:
+                        heard[piece.language] = heard.get(piece.language, 0.0) + max(
+                            piece.end - piece.start, 0.01
+                        )
+                if language == "auto" and heard and not self.language_per_segment:
+                    # Like faster-whisper: the language found in the first speech holds for
+                    # the file (a chunk of a few words would often be guessed wrong).
+                    language = max(heard, key=heard.__getitem__)
                 if on_progress:
                     on_progress(last / SAMPLE_RATE)
-            language = self._detected_language(language)
+        if language == "auto":
+            language = max(heard, key=heard.__getitem__) if heard else "en"
         segments = []
-        for start, end, text, logprob in raw:
-            text = clean_text(text)
-            end = min(end, duration)
+        for piece in raw:
+            start, end = piece.start, min(piece.end, duration)
+            text = clean_text(piece.text)
             if not text:
                 continue
-            heard = speech.speech_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
-            if heard < _MIN_SPEECH_S:
+            near = speech.speech_between(start - _SEGMENT_SLACK_S, end + _SEGMENT_SLACK_S)
+            if near < _MIN_SPEECH_S:
                 log.debug("dropping %r at %.2f-%.2f s: no speech there", text, start, end)
                 continue
             if is_repetition_loop(text):
@@ -469,11 +640,20 @@ class SpeechToText:
             if prob is not None and prob < self.vad.speech_threshold:
                 log.debug("dropping %r at %.2f-%.2f s: speech_prob %.2f", text, start, end, prob)
                 continue
-            segments.append(Segment(start, max(start, end), text, logprob))
+            end = max(start, end)
+            words = _place_words(piece.words, start, end, speech) if self.word_timestamps else ()
+            segments.append(
+                Segment(start, end, text, piece.logprob, language=piece.language, words=words)
+            )
         if on_progress:
             on_progress(duration)
         return Transcription(
-            tuple(segments), duration, language, self.model_name, speech.speech_seconds
+            tuple(segments),
+            duration,
+            language,
+            self.model_name,
+            speech.speech_seconds,
+            task="translate" if self.translate else "transcribe",
         )
 
     def _decode_chunk(
@@ -483,10 +663,16 @@ class SpeechToText:
         offset: float,
         abort: Callable[[], bool] | None = None,
         language: str | None = None,
-    ) -> list[tuple[float, float, str, float]]:
-        """Decode one chunk in a window cut to its length; redo it in the full window if wrong."""
+    ) -> list[_Piece]:
+        """Decode one chunk in a window cut to its length; redo it in the full window if wrong.
+
+        Times are relative to the chunk. With language "auto", each piece carries the
+        language whisper detected for the chunk.
+        """
         duration = chunk.size / SAMPLE_RATE
         heard = speech.speech_between(offset, offset + duration)
+        if (language or self.language) == "auto":
+            self._prime(self._short_ctx(duration) if self.chunk_s > 0 else 0)
         raw = None
         if self.chunk_s > 0:
             raw = self._decode(
@@ -498,10 +684,109 @@ class SpeechToText:
         if raw is None:
             raw = self._decode(chunk, audio_ctx=0, abort=abort, language=language)
         logprobs = self._segment_logprobs(len(raw))
-        return [
-            (r.t0 / 100, min(r.t1 / 100, duration), r.text, lp)
-            for r, lp in zip(raw, logprobs, strict=True)
-        ]
+        auto = (language or self.language) == "auto"
+        detected = self._detected_language(language) if auto else None
+        pieces = []
+        for index, (r, lp) in enumerate(zip(raw, logprobs, strict=True)):
+            words = self._segment_words(index, duration) if self.word_timestamps else ()
+            pieces.append(
+                _Piece(r.t0 / 100, min(r.t1 / 100, duration), r.text, lp, detected, words)
+            )
+        return pieces
+
+    def _relabel(
+        self,
+        chunk: np.ndarray,
+        pieces: list[_Piece],
+        speech: SpeechMap,
+        offset: float,
+        abort: Callable[[], bool] | None,
+    ) -> list[_Piece]:
+        """Detect the language of each segment of a chunk; decode again those that differ.
+
+        whisper detects one language per call, from the start of the chunk; a speaker who
+        switches language inside it keeps the first language's label (and often its words).
+        """
+        result: list[_Piece] = []
+        found_in: list[tuple[str, float] | None] = []
+        # In the window of the chunk's decode (left by it): a short one, so each costs little.
+        for piece in pieces:
+            first = max(0, int((piece.start - 0.1) * SAMPLE_RATE))
+            last = min(chunk.size, int((piece.end + 0.1) * SAMPLE_RATE))
+            if last - first < SAMPLE_RATE // 2:
+                found_in.append(None)
+                continue
+            found, probability = self._model.auto_detect_language(chunk[first:last], 0)[0]
+            found_in.append((found, float(probability)))
+        for piece, verdict in zip(pieces, found_in, strict=True):
+            if verdict is None or verdict[0] == piece.language:
+                result.append(piece)
+                continue
+            found, probability = verdict
+            first = max(0, int((piece.start - 0.1) * SAMPLE_RATE))
+            last = min(chunk.size, int((piece.end + 0.1) * SAMPLE_RATE))
+            part = chunk[first:last]
+            log.debug(
+                "segment %.2f-%.2f s is %s (p=%.2f), not %s; decoding it again",
+                piece.start + offset,
+                piece.end + offset,
+                found,
+                probability,
+                piece.language,
+            )
+            start = first / SAMPLE_RATE
+            for again in self._decode_chunk(part, speech, offset + start, abort, found):
+                shifted = again.shifted(start)
+                result.append(dataclasses.replace(shifted, language=found))
+        return result
+
+    def _segment_words(self, index: int, duration: float) -> tuple[Word, ...]:
+        """Segment ``index``'s words from its tokens: a token that starts with a space starts
+        a word. A word ends at the DTW time of its last token with a letter or digit (which
+        whisper.cpp puts where the token ends); its start is refined by _place_words."""
+        import _pywhispercpp as pw
+
+        ctx = self._model._ctx
+        eot = pw.whisper_token_eot(ctx)
+        words: list[list] = []  # bytes, end, probabilities
+        for j in range(pw.whisper_full_n_tokens(ctx, index)):
+            data = pw.whisper_full_get_token_data(ctx, index, j)
+            if data.id >= eot:
+                continue
+            # Bytes, not text: a token may hold half of a character ("ñ" is two tokens).
+            piece = bytes(pw.whisper_token_to_bytes(ctx, data.id))
+            end = min(max(data.t_dtw, data.t0) / 100, duration)
+            wordy = any(chr(b).isalnum() or b >= 0x80 for b in piece)
+            if not words or piece.startswith(b" "):
+                words.append([piece, end if wordy else None, [data.p]])
+                continue
+            words[-1][0] += piece
+            words[-1][2].append(data.p)
+            if wordy:
+                words[-1][1] = end
+        result = []
+        for raw, end, probs in words:
+            text = raw.decode("utf-8", errors="replace").strip()
+            if text:
+                end = float("nan") if end is None else end
+                result.append(Word(text, float("nan"), end, float(np.mean(probs))))
+        return tuple(result)
+
+    def _prime(self, audio_ctx: int) -> None:
+        """Make whisper.cpp's next language detection look at a window of ``audio_ctx``.
+
+        whisper_full detects the language before it applies its own ``audio_ctx``, in the
+        window the previous call left behind (the full 30 s one on the first call): the same
+        chunk would be judged differently depending on what was decoded before it. A decode
+        of a little silence in the chunk's own window first makes the verdict depend on the
+        chunk alone. The full window was measured a little surer on an ambiguous clip
+        (Spanish p 0.54-0.69 against 0.47-0.60, Catalan second) but cost two 30 s encodes
+        per detection (5-6 s each for base on the loaded 2-core VM); the chunk's window
+        costs a fraction of that.
+        """
+        if self._last_ctx != audio_ctx:
+            silence = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
+            self._decode(silence, audio_ctx=audio_ctx, language="en")
 
     def warm_up(self) -> None:
         """Decode one second of silence in the full window: every buffer is touched at start.
@@ -548,10 +833,12 @@ class SpeechToText:
         caught by _looks_wrong instead.
         """
         duration = audio.size / SAMPLE_RATE
+        self._last_ctx = audio_ctx
         segments = self._model.transcribe(
             audio,
             abort_callback=abort,
             language=language or self.language,
+            translate=self.translate,
             n_threads=self.threads,
             audio_ctx=audio_ctx,
             max_tokens=_max_tokens(duration),
@@ -566,7 +853,7 @@ class SpeechToText:
             # Like whisper-cli -ml: split segments at word boundaries past this length.
             max_len=self.max_segment_chars,
             split_on_word=True,
-            token_timestamps=self.max_segment_chars > 0,
+            token_timestamps=self.max_segment_chars > 0 or self.word_timestamps,
             no_speech_thold=self.no_speech_threshold,
             logprob_thold=self.logprob_threshold,
             temperature=0.0,
@@ -601,12 +888,12 @@ class SpeechToText:
         language = language.strip().lower()
         if not self.multilingual:
             if language not in ("en", "auto"):
-                raise SttError(
+                raise LanguageError(
                     f"model {self.model_name} is English-only; it cannot hear {language!r}"
                 )
             return "en"
         if language != "auto" and language not in whisper_languages():
-            raise SttError(f"whisper knows no language {language!r}")
+            raise LanguageError(f"whisper knows no language {language!r}")
         return language
 
     def _detected_language(self, language: str | None = None) -> str:
