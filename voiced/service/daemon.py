@@ -102,8 +102,11 @@ WAKE_CUT_BACK_S = 0.15
 # The end-of-turn model hears "Hey Jarvis," (a comma pause) as a finished turn: the phrase
 # alone was acknowledged and the question, said over the "Yes?", was lost (the fault storm
 # lost 1 probe in 10 so). A pause that ends within this long after a wake word is not
-# judged; it ends the utterance only after vad.silence_ms, as without the model.
-WAKE_PAUSE_S = 1.0
+# judged; it ends the utterance only after vad.silence_ms, as without the model. The
+# detection comes 0.05-0.15 s after the phrase and the pause is vad.turn_pause_ms (240 ms)
+# long: 0.5 s covers the phrase alone, while a request of a few words after it ("Hey Jarvis,
+# lights off") is still judged by the model and not held for the full silence.
+WAKE_PAUSE_S = 0.5
 # The reply's first sentence is spoken from its first clause boundary (a comma, semicolon or
 # colon followed by a space) at or after this many characters: Piper's time grows with the
 # text, and a long first sentence would hold up the first sound (issue 19).
