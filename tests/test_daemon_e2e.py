@@ -111,6 +111,12 @@ def daemon(
 ) -> Iterator[DaemonHandle]:
     for index, text in enumerate(UTTERANCES):
         _SPEECH[text] = synthesize(text, seed=index)
+    _SPEECH[PAUSED] = np.concatenate(
+        [
+            synthesize("Computer.", seed=20, tail_s=0.0),
+            synthesize("What time is it?", seed=21, lead_s=PAUSE_S, tail_s=0.8),
+        ]
+    )
     home = tmp_path_factory.mktemp("daemon_home")
     seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
@@ -135,7 +141,7 @@ def daemon(
     env.pop("OLLAMA_HOST", None)
     with open(handle_log, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-v", "run"],
+            [sys.executable, "-m", "voiced", "-vv", "run"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -169,6 +175,11 @@ UTTERANCES = [
     "Computer, tell me something long.",
 ]
 _SPEECH: dict[str, np.ndarray] = {}
+PAUSED = "Computer. ... What time is it?"
+# With Piper's own silences a 0.55 s pause: longer than vad.turn_pause_ms (the end-of-turn
+# model judges "Computer." finished), shorter
+# than vad.silence_ms: without the model it is one utterance.
+PAUSE_S = 0.3
 
 
 def say_into_mic(pulse_server, text: str) -> None:
@@ -266,6 +277,22 @@ def test_its_own_voice_looped_back_never_starts_a_turn(daemon: DaemonHandle, pul
         time.sleep(FOLLOW_UP_S + 1.0)
     assert len(daemon.conversation_requests()) == before + 1
     assert len(daemon.records()) == count + 1
+
+
+def test_a_pause_after_the_wake_phrase_does_not_lose_the_request(
+    daemon: DaemonHandle, pulse_server
+) -> None:
+    # The follow-up window is over (the test above waited it out). Acknowledging "Computer."
+    # at once played "Yes?" over the request, which was then dropped as speech during playback.
+    daemon.ollama.script(Reply(content=["It is ten past nine."]))
+    count = len(daemon.records())
+    mark = len(daemon.log())
+    say_into_mic(pulse_server, PAUSED)
+    record = daemon.wait_for_records(count + 1)[-1]
+    assert wer("what time is it", record["user"]) <= 0.25, record
+    assert record["assistant"] == "It is ten past nine."
+    new = daemon.log()[mark:]
+    assert "acknowledging" not in new, new
 
 
 def test_ollama_down_is_spoken_and_the_next_turn_works(

@@ -256,6 +256,12 @@ class Segmenter:
         return self._utterance is not None
 
     @property
+    def rejoin_open(self) -> int | None:
+        """The model-ended utterance that speech may still take back (see :meth:`verdict`),
+        or None once that can no longer happen."""
+        return self._rejoin_index if self._rejoin is not None else None
+
+    @property
     def hearing_speech(self) -> bool:
         """An utterance is in flight, or speech frames are counting towards an onset."""
         return self._utterance is not None or any(f.speech for f in self._run)

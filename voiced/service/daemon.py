@@ -318,6 +318,10 @@ class Daemon:
         # Utterances taken back by speech that went on (Utterance.key), and the capture
         # run that numbers them; the capture thread hears when a reply became audible.
         self._withdrawn: set[tuple[int, int]] = set()
+        # The utterance (run, index) that the capture thread may still take back, and the
+        # acknowledgements waiting for that to be settled.
+        self._rejoin_open: tuple[int, int] | None = None
+        self._pending_acks: list[tuple[tuple[int, int], str]] = []
         self._capture_runs = itertools.count(1)
         self._reply_heard = threading.Event()
         self._events: queue.Queue[Event] = queue.Queue(EVENT_QUEUE)
@@ -536,6 +540,7 @@ class Daemon:
                 end = min(time.monotonic(), self.player.last_sound_end or time.monotonic())
                 self._apply(PlaybackFinished(end))
             self._apply(Tick(time.monotonic()))
+            self._settle_acknowledgements()
             self._check_capture()
             if not self._ready and self._mic_open.is_set():
                 self._ready = True
@@ -612,8 +617,18 @@ class Daemon:
                 log.error("too many turns waiting; dropping %r", action.text)
                 self.post(TurnFinished(action.turn_id, time.monotonic()))
         elif isinstance(action, Acknowledge):
-            log.info("wake phrase alone: acknowledging")
-            self.speaker.say(action.text)
+            context = action.heard.context
+            key = context.key if context is not None else None
+            if key is not None and key == self._rejoin_open:
+                # "Computer, [pause] what time is it?": the end-of-turn model may end the
+                # utterance after the phrase. A "Yes?" now would play over the request and
+                # make it a new utterance that overlaps playback; wait until speech can no
+                # longer take the phrase back (vad.silence_ms, as without the model).
+                log.debug("wake phrase alone: waiting for the pause to settle")
+                self._pending_acks.append((key, action.text))
+            elif key is None or key not in self._withdrawn:
+                log.info("wake phrase alone: acknowledging")
+                self.speaker.say(action.text)
         elif isinstance(action, Interrupt):
             self._interrupt(action.turn_id, "stop word" if action.heard is None else "barge-in")
         elif isinstance(action, Ask):
@@ -630,6 +645,19 @@ class Daemon:
         elif isinstance(action, Ignore):
             log.info("not for me (%s)", action.reason)
             log.debug("not for me: %r", action.heard.text)
+
+    def _settle_acknowledgements(self) -> None:
+        """Speak the acknowledgements whose wake phrase speech did not take back."""
+        waiting = []
+        for key, text in self._pending_acks:
+            if key == self._rejoin_open:  # read before the withdrawals (see _capture_loop)
+                waiting.append((key, text))
+            elif key in self._withdrawn:
+                log.debug("wake phrase alone: the request followed, no acknowledgement")
+            else:
+                log.info("wake phrase alone: acknowledging")
+                self.speaker.say(text)
+        self._pending_acks = waiting
 
     def _withdraw(self, key: tuple[int, int]) -> None:
         """Speech went on after utterance ``key`` was ended by the end-of-turn model: the
@@ -825,6 +853,9 @@ class Daemon:
                         early = start_early(event)
                     if judge is not None and wanted(event):
                         judge.judge(event.index, event.audio_end_s, event.audio)
+            # After any withdrawal above: whoever sees the window closed sees the withdrawal.
+            rejoin = segmenter.rejoin_open
+            self._rejoin_open = None if rejoin is None else (run, rejoin)
             for first, last, audio, windows in joiner.feed(events, segmenter.stream_time_s):
                 start = clock.monotonic(first.start_s)
                 wake_s = wake_at = None
@@ -905,6 +936,7 @@ class Daemon:
         finally:
             if judge is not None:
                 judge.close()
+            self._rejoin_open = None
             self._mic_open.clear()
             if gate is not None:
                 gate.close()
