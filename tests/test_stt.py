@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,13 +12,22 @@ import numpy as np
 import pytest
 
 from tests.speech import noise, synthesize, wer
-from voiced.speech.stt import SpeechToText, _looks_wrong, _repeats, clean_text, speech_map
+from voiced.speech.stt import (
+    SpeechToText,
+    _looks_wrong,
+    _loop_unit,
+    _repeats,
+    clean_text,
+    speech_map,
+)
 from voiced.speech.text_filters import is_repetition_loop
 
 
 @dataclass
 class RawSegment:
     text: str
+    t0: int = 0
+    t1: int = 3000
 
 
 @pytest.mark.parametrize(
@@ -87,6 +97,43 @@ def test_short_window_result_checks() -> None:
     assert _looks_wrong([], 2.5, 2.0)  # speech heard, nothing decoded
     assert not _looks_wrong([RawSegment("♪♪♪♪♪♪♪♪")], 2.5, 2.0)  # whisper calls it music
     assert not _looks_wrong([], 2.5, 0.2)
+
+
+def test_a_short_loop_is_taken_for_the_phrase_it_repeats() -> None:
+    loop = [RawSegment("Yes? " * 16)]
+    (unit,) = _loop_unit(loop, 1.3, 0.5)
+    assert (unit.text, unit.t0, unit.t1) == ("Yes?", 0, 130)
+    (unit,) = _loop_unit([RawSegment("Turn off the lights. " * 4 + "Turn off")], 1.8, 1.1)
+    assert unit.text == "Turn off the lights."
+    assert _loop_unit([RawSegment("No, " * 8)], 1.2, 0.4)[0].text == "No"
+    # Mixed with other text, a long clip, no speech heard, a phrase too long for the speech:
+    # the full window decides.
+    mixed = [RawSegment("Turn off the lights. " * 4), RawSegment("the white")]
+    assert _loop_unit(mixed, 2.0, 1.0) is None
+    assert _loop_unit([RawSegment("I think so. " * 10)], 9.0, 7.0) is None
+    assert _loop_unit([RawSegment("Beep " * 12)], 2.0, 0.1) is None
+    long_phrase = "one two three four five six seven eight nine ten eleven twelve. "
+    assert _loop_unit([RawSegment(long_phrase * 3)], 2.0, 0.5) is None
+    assert _loop_unit([RawSegment("... " * 12)], 2.0, 1.0) is None
+
+
+def test_short_commands_that_loop_in_the_short_window_are_not_redone(
+    stt: SpeechToText, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In the listeners' engine (no flash attention), tiny.en loops on about one short command
+    in five: each comes back right without the second-long full-window decode."""
+    engine = SpeechToText(stt.model_path, model_name="tiny.en", flash_attention=False)
+    repaired = 0
+    for text in ["Yes.", "No.", "Okay.", "Stop.", "Computer."]:
+        for seed in range(4):
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG, logger="voiced.speech.stt"):
+                heard = engine.transcribe(synthesize(text, seed=seed, lead_s=0.2, tail_s=0.5))
+            if "short-window loop" in caplog.text:
+                repaired += 1
+                assert wer(text, heard.text) == 0.0, (text, heard.text, caplog.text)
+                assert "full window" not in caplog.text, caplog.text
+    assert repaired, "no command looped in the short window: this test checks nothing"
 
 
 def test_speech_map_finds_speech_not_noise() -> None:

@@ -33,6 +33,7 @@ import numpy as np
 from voiced.config import SttSettings, VadSettings
 from voiced.decode import SAMPLE_RATE
 from voiced.speech.text_filters import clean_text, is_repetition_loop
+from voiced.speech.text_filters import words as spoken_words
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ _FULL_CHUNK_S = 28.0
 _MAX_WORDS_PER_S = 8.0
 # The speech gate's windows, in samples.
 _GATE_WINDOW = 512
+# A short window's decoder loop on a clip of at most this much audio, holding at least this
+# much speech, is taken for the phrase it repeats (see _loop_unit).
+_UNIT_MAX_CLIP_S = 4.0
+_UNIT_MIN_SPEECH_S = 0.3
 
 
 class SttError(Exception):
@@ -304,6 +309,42 @@ def _looks_wrong(raw: list, duration: float, speech_seconds: float) -> bool:
     if not words:
         return False
     return len(words) > _MAX_WORDS_PER_S * duration + 2 or _repeats(words)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """A whisper segment's shape (t0, t1 in centiseconds) for a repaired loop."""
+
+    t0: int
+    t1: int
+    text: str
+
+
+def _loop_unit(raw: list, duration: float, speech_seconds: float) -> list | None:
+    """The phrase a looping short-window decode repeats, when that can be trusted; else None.
+
+    In a window cut to a short clip, tiny.en often says a short command right and then again
+    until its token cap ("Yes? Yes? Yes? ..."; 23 % of one- to four-word Piper commands,
+    none of 3-6 s sentences). Redoing them in the full window costs a 30 s encode (about a
+    second on two cores), and gave the repeated phrase in 26 of 29 such clips (the other
+    three mixed the loop with other text, and are redone). Only a clip this short that the
+    speech map holds speech in qualifies: a loop over noise (a horn's "Beep beep beep") is
+    left to the full window and the repetition filter, and a long clip's loop can hide
+    speech that the phrase does not cover.
+    """
+    if duration > _UNIT_MAX_CLIP_S or speech_seconds < _UNIT_MIN_SPEECH_S:
+        return None
+    text = " ".join(segment.text.strip() for segment in raw).strip()
+    tokens = text.split()
+    said = [spoken_words(token) for token in tokens]
+    for size in range(1, len(tokens) // 2 + 1):
+        if not all(said[i] == said[i % size] for i in range(len(tokens))):
+            continue
+        if not any(said[:size]) or size > _MAX_WORDS_PER_S * speech_seconds + 1:
+            return None
+        phrase = " ".join(tokens[:size]).rstrip(",")
+        return [_Unit(raw[0].t0, min(raw[0].t0 + round(duration * 100), raw[-1].t1), phrase)]
+    return None
 
 
 @dataclass(frozen=True)
@@ -679,8 +720,12 @@ class SpeechToText:
                 chunk, audio_ctx=self._short_ctx(duration), abort=abort, language=language
             )
             if _looks_wrong(raw, duration, heard):
-                log.debug("short-window result %r looks wrong; using the full window", raw)
-                raw = None
+                unit = None if self.word_timestamps else _loop_unit(raw, duration, heard)
+                if unit is not None:
+                    log.debug("short-window loop %r taken for %r", raw, unit[0].text)
+                else:
+                    log.debug("short-window result %r looks wrong; using the full window", raw)
+                raw = unit
         if raw is None:
             raw = self._decode(chunk, audio_ctx=0, abort=abort, language=language)
         logprobs = self._segment_logprobs(len(raw))
