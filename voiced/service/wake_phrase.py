@@ -163,6 +163,10 @@ class WakeMatcher:
         rest = _LEADING_JUNK.sub("", text[tokens[last - 1].end :]).strip()
         if rest and rest[0].islower():
             rest = rest[0].upper() + rest[1:]
+        again = self.match(rest) if rest else None
+        if again is not None and again.alone:
+            # "Computer, computer!", or whisper saying a short clip twice: the phrase alone.
+            rest = ""
         return WakeMatch(phrase=phrase, heard=heard, rest=rest, distance=distance)
 
 
