@@ -108,7 +108,11 @@ def daemon(
         _SPEECH[key] = synthesize(text, seed=index)
     home = tmp_path_factory.mktemp("daemon_home")
     seed_models(home, whisper_store)
-    files = tmp_path_factory.mktemp("files")  # outside VOICED_HOME, which tools never touch
+    # The user's home holds the files (outside VOICED_HOME, which tools never touch): the
+    # questions then say "~/files/packing.txt", not a pytest folder that takes 4 s to read.
+    user_home = tmp_path_factory.mktemp("user_home")
+    files = user_home / "files"
+    files.mkdir()
     (files / "shopping.txt").write_text("eggs, milk and bread\n")
     config = home / "config.yaml"
     config.write_text(base_config(ollama, files))
@@ -116,7 +120,12 @@ def daemon(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     log_path = home / "daemon.log"
-    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
+    env = {
+        **pulse_server.env,
+        "HOME": str(user_home),
+        "VOICED_HOME": str(home),
+        "NOTIFY_SOCKET": str(sock_path),
+    }
     env.pop("VOICED_CONFIG", None)
     env.pop("OLLAMA_HOST", None)
     with open(log_path, "wb") as log_file:
