@@ -42,6 +42,19 @@ SHORT = [
     "Thank you, that will be all.",
 ]
 
+# What people say most to an assistant, one to four words: the wake phrase alone, answers to
+# a question, a stop. Whisper's short window loops on these far more often than on questions.
+COMMANDS = [
+    "Computer.",
+    "Yes.",
+    "No.",
+    "Okay.",
+    "Stop.",
+    "Cancel.",
+    "Thanks.",
+    "Turn off the lights.",
+]
+
 LONG = [
     "Good morning everyone, and thank you for joining this short talk about local speech tools.",
     "Most voice assistants send every word you say to a server far away.",
@@ -76,6 +89,15 @@ def short_clips(audio_dir: Path | None) -> list[tuple[str, np.ndarray]]:
     ]
 
 
+def command_clips() -> list[tuple[str, np.ndarray]]:
+    """(reference, audio) pairs of short commands, four takes of each."""
+    return [
+        (text, synthesize(text, seed=seed, lead_s=0.2, tail_s=0.5))
+        for text in COMMANDS
+        for seed in range(4)
+    ]
+
+
 def long_recording(audio_dir: Path | None) -> tuple[str, np.ndarray]:
     """One recording of a few minutes and its reference."""
     if audio_dir is not None:
@@ -101,4 +123,13 @@ def _user_clips(audio_dir: Path) -> list[tuple[str, np.ndarray]]:
     return clips
 
 
-__all__ = ["LONG", "SHORT", "long_recording", "median", "short_clips", "wer"]
+__all__ = [
+    "COMMANDS",
+    "LONG",
+    "SHORT",
+    "command_clips",
+    "long_recording",
+    "median",
+    "short_clips",
+    "wer",
+]

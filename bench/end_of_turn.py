@@ -7,7 +7,11 @@ later). For each mode: the silence waited before a complete question's turn ende
 questions stayed one turn, and how many hesitant requests stayed one turn (both parts in
 it) instead of being cut at the pause.
 
-    python -m bench.end_of_turn [--pauses 0.9,1.2]
+    python -m bench.end_of_turn [--pauses 0.9,1.2] [--turn-pauses 240,160]
+
+--turn-pauses: the model mode at each ``vad.turn_pause_ms`` (the default's first); "taken
+back" counts turns the model ended that the speech going on took back (each one wasted an
+early transcription in ``voiced run``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ def run(audio: np.ndarray, settings: VadSettings, model: TurnModel, took: list[f
     return events + segmenter.flush()
 
 
+def rejoined(events: list) -> int:
+    return sum(isinstance(e, UtteranceStarted) and e.rejoins is not None for e in events)
+
+
 def final(events: list) -> list[UtteranceEnded]:
     taken_back = {e.rejoins for e in events if isinstance(e, UtteranceStarted)} - {None}
     return [e for e in events if isinstance(e, UtteranceEnded) and e.index not in taken_back]
@@ -72,13 +80,13 @@ def final(events: list) -> list[UtteranceEnded]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pauses", default="0.9,1.2")
+    parser.add_argument("--turn-pauses", default=str(VadSettings().turn_pause_ms))
     args = parser.parse_args()
     pauses = [float(p) for p in args.pauses.split(",")]
     model = TurnModel()
-    modes = {
-        "silence": VadSettings(end_of_turn="silence"),
-        "model": VadSettings(end_of_turn="model"),
-    }
+    modes = {"silence": VadSettings(end_of_turn="silence")}
+    for turn_pause in (int(p) for p in args.turn_pauses.split(",")):
+        modes[f"model {turn_pause}"] = VadSettings(end_of_turn="model", turn_pause_ms=turn_pause)
     complete = [synthesize(q, seed=i, tail_s=2.0) for i, q in enumerate(COMPLETE)]
     hesitant = [
         (pause, np.concatenate([synthesize(a, seed=i, tail_s=pause), synthesize(b, lead_s=0)]))
@@ -88,21 +96,29 @@ def main() -> None:
     took: list[float] = []
     print(f"{len(COMPLETE)} complete questions, {len(hesitant)} hesitant requests, pauses {pauses}")
     for name, settings in modes.items():
-        waits, whole = [], 0
+        waits, whole, taken_back = [], 0, 0
         for text, audio in zip(COMPLETE, complete, strict=True):
-            ended = final(run(audio, settings, model, took))
+            events = run(audio, settings, model, took)
+            taken_back += sum(
+                isinstance(e, UtteranceStarted) and e.rejoins is not None for e in events
+            )
+            ended = final(events)
             whole += len(ended) == 1
             waits += [e.endpoint_wait_ms for e in ended[-1:]]
             if ended and ended[-1].endpoint_wait_ms > settings.silence_ms + settings.frame_ms:
                 print(f"  {name}: {text!r} waited {ended[-1].endpoint_wait_ms} ms")
         kept = 0
         for _, audio in hesitant:
-            ended = final(run(audio, settings, model, took))
-            kept += len(ended) == 1
+            events = run(audio, settings, model, took)
+            taken_back += sum(
+                isinstance(e, UtteranceStarted) and e.rejoins is not None for e in events
+            )
+            kept += len(final(events)) == 1
         print(
-            f"{name:>8}: silence before the end of a complete question p50 "
+            f"{name:>9}: silence before the end of a complete question p50 "
             f"{statistics.median(waits):.0f} ms (max {max(waits)}); questions kept whole "
-            f"{whole}/{len(complete)}; hesitant requests kept whole {kept}/{len(hesitant)}"
+            f"{whole}/{len(complete)}; hesitant requests kept whole {kept}/{len(hesitant)}; "
+            f"turns taken back {taken_back}"
         )
     if took:
         print(

