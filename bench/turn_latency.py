@@ -60,6 +60,8 @@ SPEAKER_LOUD_DBFS = -50.0
 
 CONFIGS = {
     "voiced": "",  # the defaults: vad.end_of_turn: model
+    "pause-200": "vad:\n  turn_pause_ms: 200\n",  # the model judging sooner
+    "pause-160": "vad:\n  turn_pause_ms: 160\n",
     "silence": "vad:\n  end_of_turn: silence\n",
     "at-endpoint": "vad:\n  end_of_turn: silence\nstt:\n  start_in_pause: false\n",
     "full-window": "vad:\n  end_of_turn: silence\nstt:\n  chunk_s: 0.0\n  start_in_pause: false\n",
@@ -142,7 +144,8 @@ def outside_ms(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--turns", type=int, default=12)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
+    default = ",".join(name for name in CONFIGS if not name.startswith("pause-"))
+    parser.add_argument("--configs", default=default, help=f"comma-separated of {list(CONFIGS)}")
     args = parser.parse_args()
     names = [name for name in args.configs.split(",") if name]
     clips = [synthesize(q, seed=i, lead_s=0.3, tail_s=0.2) for i, q in enumerate(QUESTIONS)]
