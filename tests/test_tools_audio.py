@@ -254,10 +254,11 @@ def test_speaking_past_the_limit_stops_between_sentences_and_writes_nothing(
     outcome = registry_for(tmp_path, timeout_s=0.5).call(
         "speak_to_file", {"text": text, "path": "long.wav"}
     )
-    assert not outcome.ok and "0.5 seconds" in outcome.error, outcome
-    record = _late_record(timeout_s=60.0)
-    assert record["tool"] == "speak_to_file"
-    assert record["error"] == "speak_to_file was stopped at its time limit (0.5 seconds)"
+    stopped = "speak_to_file was stopped at its time limit (0.5 seconds)"
+    if outcome.error != stopped:  # the registry gave up a moment before the tool stopped
+        assert outcome.error == "speak_to_file did not finish within 0.5 seconds and was stopped"
+        record = _late_record(timeout_s=60.0)
+        assert record["tool"] == "speak_to_file" and record["error"] == stopped
     assert not (tmp_path / "long.wav").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.wav"]  # no temporary file
     assert 0 < len(spoken) < 36  # it stopped between sentences
