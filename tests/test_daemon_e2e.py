@@ -111,12 +111,7 @@ def daemon(
 ) -> Iterator[DaemonHandle]:
     for index, text in enumerate(UTTERANCES):
         _SPEECH[text] = synthesize(text, seed=index)
-    _SPEECH[PAUSED] = np.concatenate(
-        [
-            synthesize("Computer.", seed=20, tail_s=0.0),
-            synthesize("What time is it?", seed=21, lead_s=PAUSE_S, tail_s=0.8),
-        ]
-    )
+    _SPEECH[PAUSED] = phrase_pause_request("Computer.", PAUSE_S, seed=20)
     home = tmp_path_factory.mktemp("daemon_home")
     seed_models(home, whisper_store)
     (home / "config.yaml").write_text(
@@ -184,6 +179,30 @@ PAUSE_S = 0.3
 
 def say_into_mic(pulse_server, text: str) -> None:
     pulse_server.play_into_mic(_SPEECH[text])
+
+
+def phrase_pause_request(phrase: str, pause_s: float, seed: int) -> np.ndarray:
+    """The wake phrase, a breath of ``pause_s`` (plus Piper's own silences), then "What time
+    is it?"."""
+    return np.concatenate(
+        [
+            synthesize(phrase, seed=seed, tail_s=0.0),
+            synthesize("What time is it?", seed=seed + 1, lead_s=pause_s, tail_s=0.8),
+        ]
+    )
+
+
+def paused_request_is_one_turn(daemon: DaemonHandle, pulse_server, audio: np.ndarray) -> None:
+    """``audio`` (from :func:`phrase_pause_request`), said: one turn answers it, no "Yes?"."""
+    daemon.ollama.script(Reply(content=["It is ten past nine."]))
+    count = len(daemon.records())
+    mark = len(daemon.log())
+    pulse_server.play_into_mic(audio)
+    record = daemon.wait_for_records(count + 1)[-1]
+    assert wer("what time is it", record["user"]) <= 0.25, record
+    assert record["assistant"] == "It is ten past nine."
+    new = daemon.log()[mark:]
+    assert "acknowledging" not in new, new
 
 
 def heard_speech(stt, audio: np.ndarray) -> str:
@@ -284,15 +303,7 @@ def test_a_pause_after_the_wake_phrase_does_not_lose_the_request(
 ) -> None:
     # The follow-up window is over (the test above waited it out). Acknowledging "Computer."
     # at once played "Yes?" over the request, which was then dropped as speech during playback.
-    daemon.ollama.script(Reply(content=["It is ten past nine."]))
-    count = len(daemon.records())
-    mark = len(daemon.log())
-    say_into_mic(pulse_server, PAUSED)
-    record = daemon.wait_for_records(count + 1)[-1]
-    assert wer("what time is it", record["user"]) <= 0.25, record
-    assert record["assistant"] == "It is ten past nine."
-    new = daemon.log()[mark:]
-    assert "acknowledging" not in new, new
+    paused_request_is_one_turn(daemon, pulse_server, _SPEECH[PAUSED])
 
 
 def test_ollama_down_is_spoken_and_the_next_turn_works(
