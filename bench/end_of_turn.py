@@ -27,7 +27,7 @@ from tests.speech import synthesize
 from voiced.audio.end_of_turn import TurnModel
 from voiced.audio.segmenter import (
     Segmenter,
-    SpeechPaused,
+    TurnPause,
     UtteranceEnded,
     UtteranceStarted,
     speech_gate,
@@ -59,7 +59,7 @@ def run(audio: np.ndarray, settings: VadSettings, model: TurnModel, took: list[f
     for offset in range(0, audio.size, 960):
         new = segmenter.feed(audio[offset : offset + 960])
         for event in list(new):
-            if isinstance(event, SpeechPaused):
+            if isinstance(event, TurnPause):
                 began = time.perf_counter()
                 finished = model.probability(event.audio) >= settings.turn_threshold
                 took.append((time.perf_counter() - began) * 1000)

@@ -26,19 +26,21 @@ webrtcvad lacks:
   utterances, never dropped. Speech that goes on after a split (at once, or after less than
   ``vad.silence_ms`` of silence) starts an utterance marked ``continues``, which is never
   cancelled, however short: without the split it would have been part of the one before.
-* ``judge_turns`` (the daemon with ``vad.end_of_turn: model``): pauses are always reported,
-  after ``vad.turn_pause_ms`` of silence (which is then also the post-roll), and the
-  listener has the pause judged by an end-of-turn model off this thread, handing the verdict
-  back with :meth:`Segmenter.verdict`: finished ends the utterance at once (reason ``model``,
-  with exactly the pause's audio), not finished makes it wait up to
+* ``judge_turns`` (the daemon with ``vad.end_of_turn: model``): a :class:`TurnPause` after
+  ``vad.turn_pause_ms`` of silence, and the listener has the pause judged by an end-of-turn
+  model off this thread, handing the verdict back with :meth:`Segmenter.verdict`: finished
+  ends the utterance at once (reason ``model``, with the audio a :class:`SpeechPaused`
+  reported), not finished makes it wait up to
   ``vad.turn_max_silence_ms`` of silence for more speech, and with no verdict yet it ends
   after ``vad.silence_ms`` as usual. Speech that starts within ``vad.silence_ms`` of a
   model-decided end (it would have been the same utterance without the model) takes it
   back (``UtteranceStarted.rejoins``), until :meth:`Segmenter.forget_rejoin`.
-* with ``report_pauses``: a :class:`SpeechPaused` event once ``vad.post_roll_ms`` of silence
-  follows the speech, carrying exactly the audio the utterance will have if it ends at this
-  pause, and :class:`SpeechResumed` if speech comes back before the endpoint. A listener can
-  start transcribing in the pause and have the text when the endpoint is decided.
+* with ``report_pauses``: a :class:`SpeechPaused` event once the post-roll of silence follows
+  the speech (``vad.post_roll_ms``; ``vad.turn_post_roll_ms`` when judging turns), carrying
+  exactly the audio the utterance will have if it ends at this pause, and
+  :class:`SpeechResumed` if speech comes back before the endpoint. A listener can start
+  transcribing in the pause and have the text when the endpoint is decided. When judging
+  turns that is before the model is asked: its verdict then finds the text (nearly) ready.
 
 Times are stream times in seconds: samples fed so far divided by the sample rate.
 """
@@ -143,7 +145,7 @@ class UtteranceCancelled:
 class SpeechPaused:
     """``vad.post_roll_ms`` of silence followed the speech of utterance ``index``.
 
-    With ``vad.end_of_turn: model`` the pause comes after ``vad.turn_pause_ms``.
+    With ``vad.end_of_turn: model`` the pause comes after ``vad.turn_post_roll_ms``.
     If no speech comes back before the endpoint, the :class:`UtteranceEnded` that follows has
     the same ``index``, ``audio_start_s`` and ``audio_end_s``, and exactly this ``audio``.
     Not reported when that utterance would be cancelled (too short, or not speech to the
@@ -160,14 +162,39 @@ class SpeechPaused:
 
 
 @dataclass(frozen=True)
+class TurnPause:
+    """``vad.turn_pause_ms`` of silence followed the speech of utterance ``index`` (only
+    when judging turns): time to ask the end-of-turn model.
+
+    ``audio`` is the utterance so far, this whole pause included (what the model hears);
+    ``audio_end_s`` is where the utterance's kept audio ends, which names the pause in
+    :meth:`Segmenter.verdict`. Not reported when that utterance would be cancelled.
+    """
+
+    index: int
+    audio: np.ndarray = field(repr=False)
+    audio_start_s: float
+    audio_end_s: float
+    sample_rate: int = SAMPLE_RATE
+
+
+@dataclass(frozen=True)
 class SpeechResumed:
-    """Speech came back after a :class:`SpeechPaused`: utterance ``index`` goes on."""
+    """Speech came back after a :class:`SpeechPaused` or :class:`TurnPause`: utterance
+    ``index`` goes on."""
 
     index: int
     at_s: float
 
 
-Event = UtteranceStarted | UtteranceEnded | UtteranceCancelled | SpeechPaused | SpeechResumed
+Event = (
+    UtteranceStarted
+    | UtteranceEnded
+    | UtteranceCancelled
+    | SpeechPaused
+    | TurnPause
+    | SpeechResumed
+)
 
 
 def frame_dbfs(frame: np.ndarray) -> float:
@@ -207,14 +234,19 @@ class Segmenter:
         self.frame_ms = s.frame_ms
         # The listener judges pauses with the end-of-turn model (vad.end_of_turn: model).
         self.model_turns = judge_turns
-        self.report_pauses = report_pauses or self.model_turns
+        self.report_pauses = report_pauses
         self.frame_samples = sample_rate * s.frame_ms // 1000
         self._frame_s = s.frame_ms / 1000.0
         self._vad = webrtcvad.Vad(s.aggressiveness)
         self._start_frames = max(1, math.ceil(s.speech_start_ms / s.frame_ms))
         self._silence_frames = max(1, math.ceil(s.silence_ms / s.frame_ms))
-        post_roll_ms = min(s.post_roll_ms, s.turn_pause_ms) if self.model_turns else s.post_roll_ms
+        # Judging turns, the post-roll (and the pause a listener starts transcribing in)
+        # comes before the model is asked, so that the text is ready when it has answered.
+        post_roll_ms = (
+            min(s.turn_post_roll_ms, s.turn_pause_ms) if self.model_turns else s.post_roll_ms
+        )
         self._post_roll_frames = min(self._silence_frames, post_roll_ms // s.frame_ms)
+        self._turn_pause_frames = min(self._silence_frames, max(1, s.turn_pause_ms // s.frame_ms))
         self._max_silence_frames = max(
             self._silence_frames, math.ceil(s.turn_max_silence_ms / s.frame_ms)
         )
@@ -237,6 +269,7 @@ class Segmenter:
         self._last_speech = 0  # frame index of the last speech frame in the utterance
         self._silent_run = 0
         self._paused = False  # a SpeechPaused was reported for the current utterance
+        self._judging = False  # a TurnPause was reported for the current utterance
         self._unfinished = False  # the end-of-turn model heard this pause as unfinished
         # After a model-decided end: that utterance's frames and every frame since, until
         # vad.silence_ms after its speech; speech starting before then takes it back.
@@ -302,7 +335,7 @@ class Segmenter:
 
     def verdict(self, index: int, audio_end_s: float, finished: bool) -> list[Event]:
         """The end-of-turn model's verdict on the pause of utterance ``index`` whose audio
-        ended at ``audio_end_s`` (as its :class:`SpeechPaused` said).
+        ended at ``audio_end_s`` (as its :class:`TurnPause` said).
 
         Finished: the utterance ends now (an :class:`UtteranceEnded` with reason ``model``).
         Not finished: it waits up to ``vad.turn_max_silence_ms`` for more speech. A verdict on
@@ -310,7 +343,7 @@ class Segmenter:
         """
         if (
             self._utterance is None
-            or not self._paused
+            or not self._judging
             or index != self._utterance_count
             or abs(audio_end_s - self._time(self._kept(self._utterance)[0][-1].index + 1)) > 1e-6
         ):
@@ -393,7 +426,7 @@ class Segmenter:
         self._utterance_start = onset
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
-        self._paused = False
+        self._paused = self._judging = False
         self._unfinished = False
         self._continues = onset < self._continues_before
         self._gate_restart(self._utterance)
@@ -416,7 +449,7 @@ class Segmenter:
         self._utterance_start = self._rejoin_start
         self._last_speech = frames[-1].index
         self._silent_run = 0
-        self._paused = False
+        self._paused = self._judging = False
         self._unfinished = False
         self._continues = True
         self._gate_restart(frames)
@@ -473,8 +506,8 @@ class Segmenter:
             self._last_speech = frame.index
             self._silent_run = 0
             self._unfinished = False
-            if self._paused:
-                self._paused = False
+            if self._paused or self._judging:
+                self._paused = self._judging = False
                 events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
         else:
             self._silent_run += 1
@@ -482,7 +515,7 @@ class Segmenter:
         if self._silent_run >= limit:
             return [*events, self._end("silence")]
         if frame.index + 1 - self._utterance_start >= self._max_frames:
-            self._paused = False
+            self._paused = self._judging = False
             self._unfinished = False
             return [*events, *self._split()]
         # From here on the kept audio cannot change unless speech comes back. (After a split
@@ -493,6 +526,8 @@ class Segmenter:
             and self._silent_run >= max(1, self._post_roll_frames)
         ):
             events.extend(self._pause())
+        if self.model_turns and not self._judging and self._silent_run >= self._turn_pause_frames:
+            events.extend(self._turn_pause())
         return events
 
     def _pause(self) -> list[Event]:
@@ -513,6 +548,23 @@ class Segmenter:
                 sample_rate=self.sample_rate,
                 speech_prob=prob,
                 window_probs=window_probs,
+            )
+        ]
+
+    def _turn_pause(self) -> list[Event]:
+        frames = self._utterance
+        assert frames is not None
+        kept, speech_end = self._kept(frames)
+        if self._cancel_reason(kept, speech_end, self._verdict(kept)) is not None:
+            return []
+        self._judging = True
+        return [
+            TurnPause(
+                index=self._utterance_count,
+                audio=np.concatenate([f.samples for f in frames]).astype(np.float32) / 32768.0,
+                audio_start_s=self._time(frames[0].index),
+                audio_end_s=self._time(kept[-1].index + 1),
+                sample_rate=self.sample_rate,
             )
         ]
 
@@ -566,7 +618,7 @@ class Segmenter:
         keep_until = kept[-1].index + 1
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
-        self._paused = False
+        self._paused = self._judging = False
         self._unfinished = False
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)

@@ -725,6 +725,7 @@ class Daemon:
             Segmenter,
             SpeechPaused,
             SpeechResumed,
+            TurnPause,
             UtteranceCancelled,
             UtteranceEnded,
             UtteranceStarted,
@@ -742,15 +743,29 @@ class Daemon:
         )
         clock = _StreamClock()
         early: EarlyTranscript | None = None
-        # vad.end_of_turn: model: pauses are judged on the judge's thread; its verdicts come
-        # back here and are handed to the segmenter with the next block (at most one block
-        # late). The thread sleeps while nobody pauses.
+        # vad.end_of_turn: model: pauses are judged on the judge's thread, which hands its
+        # verdict to the segmenter at once rather than with the next block (up to 60 ms
+        # later): under this lock, which the loop below holds while it handles a block. The
+        # thread sleeps while nobody pauses.
         judge = None
-        verdicts: collections.deque[Any] = collections.deque()
+        lock = threading.Lock()
+        closed = False
         if judging:
             from voiced.audio.end_of_turn import TurnJudge
 
-            judge = TurnJudge(settings.vad.turn_threshold, verdicts.append, self._turn_model)
+            def on_verdict(verdict: Any) -> None:
+                with lock:
+                    if closed:
+                        return
+                    if verdict.finished and woken_just_before(verdict.audio_end_s):
+                        log.debug(
+                            "pause %d right after the wake word: waiting for more speech",
+                            verdict.index,
+                        )
+                        return
+                    handle(segmenter.verdict(verdict.index, verdict.audio_end_s, verdict.finished))
+
+            judge = TurnJudge(settings.vad.turn_threshold, on_verdict, self._turn_model)
         try:
             detector = open_detector(settings)
         except Exception:  # checked at start-up and on reload: something broke since
@@ -823,7 +838,7 @@ class Daemon:
                 return None
             return job
 
-        def wanted(paused: SpeechPaused) -> bool:
+        def wanted(paused: TurnPause) -> bool:
             """Whether the utterance can be for the assistant (otherwise its end does not
             matter, and nobody pays for judging it)."""
             if detector is None or ears_open(paused.audio_start_s):
@@ -849,10 +864,9 @@ class Daemon:
                     early.abandoned.set()
                     early = None
                 if isinstance(event, SpeechPaused):
-                    if settings.stt.start_in_pause:
-                        early = start_early(event)
-                    if judge is not None and wanted(event):
-                        judge.judge(event.index, event.audio_end_s, event.audio)
+                    early = start_early(event)
+                if isinstance(event, TurnPause) and judge is not None and wanted(event):
+                    judge.judge(event.index, event.audio_end_s, event.audio)
             # After any withdrawal above: whoever sees the window closed sees the withdrawal.
             rejoin = segmenter.rejoin_open
             self._rejoin_open = None if rejoin is None else (run, rejoin)
@@ -904,36 +918,33 @@ class Daemon:
                 except queue.Full:
                     log.warning("speech recognition is behind; dropping an utterance")
 
+        def take(block: Any) -> None:
+            if block.discontinuity and segmenter.in_utterance:
+                handle(segmenter.flush())
+            clock.update(block)
+            if detector is not None:
+                offset = block.start_s - detector.stream_time_s
+                for detection in detector.feed(block.samples):
+                    wake_s = detection.time_s + offset
+                    at = clock.monotonic(wake_s)
+                    log.info("wake word %s (p=%.2f)", detection.model, detection.probability)
+                    if detection.model == wake_model:
+                        wake_times.append((wake_s, at))
+                    self.post(WakeWordDetected(detection.model, at, detection.probability))
+            if self._reply_heard.is_set():
+                self._reply_heard.clear()
+                segmenter.forget_rejoin()
+            handle(segmenter.feed(block.samples))
+
         try:
             for block in capture_blocks(settings.audio, stop=stop, on_state=on_state):
-                if block.discontinuity and segmenter.in_utterance:
-                    handle(segmenter.flush())
-                clock.update(block)
-                if detector is not None:
-                    offset = block.start_s - detector.stream_time_s
-                    for detection in detector.feed(block.samples):
-                        wake_s = detection.time_s + offset
-                        at = clock.monotonic(wake_s)
-                        log.info("wake word %s (p=%.2f)", detection.model, detection.probability)
-                        if detection.model == wake_model:
-                            wake_times.append((wake_s, at))
-                        self.post(WakeWordDetected(detection.model, at, detection.probability))
-                if self._reply_heard.is_set():
-                    self._reply_heard.clear()
-                    segmenter.forget_rejoin()
-                handle(segmenter.feed(block.samples))
-                while verdicts:
-                    verdict = verdicts.popleft()
-                    if verdict.finished and woken_just_before(verdict.audio_end_s):
-                        log.debug(
-                            "pause %d right after the wake word: waiting for more speech",
-                            verdict.index,
-                        )
-                        continue
-                    handle(segmenter.verdict(verdict.index, verdict.audio_end_s, verdict.finished))
+                with lock:
+                    take(block)
         except Exception:
             log.exception("the capture thread failed")
         finally:
+            with lock:
+                closed = True
             if judge is not None:
                 judge.close()
             self._rejoin_open = None
