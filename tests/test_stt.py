@@ -18,6 +18,7 @@ from voiced.speech.stt import (
     _loop_unit,
     _repeats,
     clean_text,
+    listener_threads,
     speech_map,
 )
 from voiced.speech.text_filters import is_repetition_loop
@@ -134,6 +135,16 @@ def test_short_commands_that_loop_in_the_short_window_are_not_redone(
                 assert wer(text, heard.text) == 0.0, (text, heard.text, caplog.text)
                 assert "full window" not in caplog.text, caplog.text
     assert repaired, "no command looped in the short window: this test checks nothing"
+
+
+@pytest.mark.parametrize(
+    ("cores", "configured", "expected"), [(2, 0, 1), (1, 0, 1), (8, 0, 7), (16, 0, 8), (2, 2, 2)]
+)
+def test_a_listener_leaves_a_core_to_the_microphone_and_the_end_of_turn_model(
+    monkeypatch: pytest.MonkeyPatch, cores: int, configured: int, expected: int
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert listener_threads(configured) == expected
 
 
 def test_speech_map_finds_speech_not_noise() -> None:

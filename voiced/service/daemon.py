@@ -266,6 +266,22 @@ def _joined_prob(windows: list[tuple[int, Any]], first: Any) -> float | None:
     return max(summarise(probs) for _, probs in windows)
 
 
+def _listener_stt(settings: Settings) -> Any:
+    """The daemon's speech-to-text: whisper loaded and warmed up for utterances, behind
+    the Wyoming server of ``stt.server`` when one is set (the local model is the fallback)."""
+    from voiced.speech.remote import remote_stt
+    from voiced.speech.stt import SpeechToText, listener_threads
+
+    local = SpeechToText.from_settings(
+        settings.stt,
+        flash_attention=False,
+        vad=settings.vad,
+        threads=listener_threads(settings.stt.threads),
+    )
+    local.warm_up()  # the first utterance then skips whisper's buffer set-up
+    return remote_stt(settings.stt, local)
+
+
 def wall_time(monotonic_s: float) -> dt.datetime:
     """The local wall-clock time of a ``time.monotonic()`` instant."""
     return dt.datetime.fromtimestamp(time.time() - (time.monotonic() - monotonic_s)).astimezone()
@@ -353,22 +369,13 @@ class Daemon:
 
     def load(self) -> None:
         """Load the speech models and the assistant (before the microphone opens)."""
-        from voiced.speech.stt import SpeechToText
-
         if self.settings.audio.echo_cancel:
             from voiced.audio.echo_cancel import ensure_routed
 
             ensure_routed()
         self.notifier.status("loading models")
         close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
-        from voiced.speech.remote import remote_stt
-
-        local = SpeechToText.from_settings(
-            self.settings.stt, flash_attention=False, vad=self.settings.vad
-        )
-        local.warm_up()  # the first utterance then skips whisper's buffer set-up
-        # With stt.server, utterances go to that Wyoming server; the local model is the fallback.
-        self.stt = remote_stt(self.settings.stt, local)
+        self.stt = _listener_stt(self.settings)
         self._check_speech_gate(self.settings)
         self._load_turn_model(self.settings)
         self._load_voice(self.settings)
@@ -1338,14 +1345,7 @@ class Daemon:
                 self._ears_until = self.machine.ears_open_until()
                 restart_capture = _detector_settings(old) != _detector_settings(settings.wake)
         if "stt" in changed:
-            from voiced.speech.remote import remote_stt
-            from voiced.speech.stt import SpeechToText
-
-            local = SpeechToText.from_settings(
-                settings.stt, flash_attention=False, vad=settings.vad
-            )
-            local.warm_up()
-            self.stt = remote_stt(settings.stt, local)
+            self.stt = _listener_stt(settings)
         elif "vad" in changed and self.stt is not None:
             self.stt.vad = settings.vad
         if "vad" in changed:
