@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests import pulse as pulse_fixtures
+from tests import recordings as rec
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.speech import synthesize, wer
 from tests.store import seed_models
@@ -35,6 +36,7 @@ from voiced.audio.segmenter import (
 from voiced.config import VadSettings
 
 pulse_server = pulse_fixtures.pulse_server
+recordings = rec.recordings
 
 QUESTION = "Computer, what time is it?"
 PAUSE_S = 0.9
@@ -314,12 +316,15 @@ def test_the_verdict_decides_how_long_the_silence_may_be() -> None:
 
 
 def test_transcription_can_start_before_the_model_is_asked() -> None:
-    """The pause a listener transcribes in comes at vad.turn_post_roll_ms, before the model
-    hears vad.turn_pause_ms of it; a finished verdict ends the utterance with exactly the
-    audio transcribed, and the model heard the whole pause."""
+    """The pause a listener transcribes in comes at vad.turn_post_roll_ms when the speech gate
+    hears it as silence, before the model hears vad.turn_pause_ms of it; a finished verdict
+    ends the utterance with exactly the audio transcribed, and the model heard the whole
+    pause."""
     settings = VadSettings(end_of_turn="model")
     assert settings.turn_post_roll_ms < settings.turn_pause_ms
-    segmenter = Segmenter(settings, report_pauses=True, judge_turns=True)
+    segmenter = Segmenter(
+        settings, report_pauses=True, judge_turns=True, gate=speech_gate(settings)
+    )
     audio = synthesize("What time is it right now?", seed=2, tail_s=2.5)
     events: list = []
     for offset in range(0, audio.size, 960):
@@ -339,3 +344,51 @@ def test_transcription_can_start_before_the_model_is_asked() -> None:
     assert heard_pause_ms == settings.turn_pause_ms - settings.turn_post_roll_ms
     assert ended.reason == "model"
     assert ended.endpoint_wait_ms <= settings.turn_pause_ms + 60  # judged after its block
+
+
+@pytest.fixture(scope="module")
+def listener_stt(whisper_store: Path):
+    """Whisper as voiced run loads it (exact windows, no flash attention)."""
+    from voiced.config import SttSettings
+    from voiced.speech.models import ModelStore
+    from voiced.speech.stt import SpeechToText
+
+    return SpeechToText.from_settings(
+        SttSettings(), ModelStore(whisper_store), flash_attention=False
+    )
+
+
+def test_a_pause_the_speech_gate_hears_speech_in_keeps_the_longer_post_roll(
+    recordings: rec.Recordings, listener_stt
+) -> None:
+    """In music the energy gate misses the end of "dialed" (a real recording); the speech gate
+    hears it, so the pause keeps min(post_roll_ms, turn_pause_ms), not turn_post_roll_ms."""
+    settings = VadSettings(end_of_turn="model")
+    quick_ms, full_ms = (
+        settings.turn_post_roll_ms,
+        min(settings.post_roll_ms, settings.turn_pause_ms),
+    )
+
+    def ended(audio: np.ndarray) -> UtteranceEnded:
+        segmenter = Segmenter(settings, gate=speech_gate(settings), judge_turns=True)
+        events = [e for o in range(0, audio.size, 960) for e in segmenter.feed(audio[o : o + 960])]
+        (utterance,) = [e for e in events + segmenter.flush() if isinstance(e, UtteranceEnded)]
+        return utterance
+
+    def kept_ms(utterance: UtteranceEnded) -> int:
+        return round((utterance.audio_end_s - utterance.end_s) * 1000)
+
+    name = "cannot-complete-as-dialed"
+    clean = recordings.speech(name).audio
+    floor = np.random.default_rng(0).standard_normal(16000) * 10 ** (-60 / 20)
+    quiet = ended(np.concatenate([floor[:8000], clean, floor]).astype(np.float32))
+    assert kept_ms(quiet) == quick_ms  # a silent pause: transcribed sooner
+    assert "dialed" in listener_stt.transcribe(quiet.audio).text.lower()
+
+    _, in_music = recordings.noisy(name, "music", 10.0)
+    noisy = ended(in_music)
+    assert kept_ms(noisy) == full_ms
+    assert "dialed" in listener_stt.transcribe(noisy.audio).text.lower()
+    # What the shorter post-roll would have kept loses the word's end.
+    cut = noisy.audio[: noisy.audio.size - (full_ms - quick_ms) * 16]
+    assert "dialed" not in listener_stt.transcribe(cut).text.lower()

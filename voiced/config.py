@@ -62,9 +62,10 @@ class VadSettings(_Section):
     # it hears an unfinished sentence.
     end_of_turn: Literal["silence", "model"] = "model"
     turn_pause_ms: int = Field(240, ge=30, le=2000)
-    # With the model: the silence kept after the speech, and so the pause in which the
-    # listener starts transcribing (at most turn_pause_ms), before the model is asked.
-    turn_post_roll_ms: int = Field(180, ge=0, le=2000)
+    # With the model and the speech gate: a pause whose first turn_post_roll_ms the gate
+    # hears as silence keeps that much (else min(post_roll_ms, turn_pause_ms)), and the
+    # listener starts transcribing then, before the model is asked.
+    turn_post_roll_ms: int = Field(120, ge=0, le=2000)
     turn_max_silence_ms: int = Field(1500, ge=100, le=10_000)
     turn_threshold: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -56,7 +56,7 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
-from voiced.audio.speech_gate import WINDOW, SpeechGate, summarise
+from voiced.audio.speech_gate import WINDOW, SpeechGate, score_alone, summarise
 from voiced.config import VadSettings
 from voiced.decode import to_int16
 
@@ -72,6 +72,9 @@ REACH_BACK_MS = 2000
 _REACH_GAP_MS = 200
 _REACH_PAD_MS = 150
 _REACH_PROBE = 16 * WINDOW  # 512 ms: what the gate hears before the pre-roll decides
+# Speech scored before a pause when the gate checks that the pause is silent (Silero scores
+# a clip from a clean state and needs what came before to judge it).
+_TAIL_CONTEXT_FRAMES = 10
 
 EndReason = Literal["silence", "model", "max_length", "flush"]
 CancelReason = Literal["too_short", "not_speech"]
@@ -240,13 +243,18 @@ class Segmenter:
         self._vad = webrtcvad.Vad(s.aggressiveness)
         self._start_frames = max(1, math.ceil(s.speech_start_ms / s.frame_ms))
         self._silence_frames = max(1, math.ceil(s.silence_ms / s.frame_ms))
-        # Judging turns, the post-roll (and the pause a listener starts transcribing in)
-        # comes before the model is asked, so that the text is ready when it has answered.
-        post_roll_ms = (
-            min(s.turn_post_roll_ms, s.turn_pause_ms) if self.model_turns else s.post_roll_ms
-        )
+        post_roll_ms = min(s.post_roll_ms, s.turn_pause_ms) if self.model_turns else s.post_roll_ms
         self._post_roll_frames = min(self._silence_frames, post_roll_ms // s.frame_ms)
         self._turn_pause_frames = min(self._silence_frames, max(1, s.turn_pause_ms // s.frame_ms))
+        # Judging turns with the speech gate, a pause whose first vad.turn_post_roll_ms the
+        # gate hears as silence keeps only that much (and is reported for transcription then,
+        # before the model is asked, so the text is ready when it has answered). In noise the
+        # energy gate can miss a weak last word or consonant, which the longer post-roll keeps.
+        self._quick_frames = (
+            min(self._post_roll_frames, max(1, s.turn_post_roll_ms // s.frame_ms))
+            if self.model_turns and gate is not None and s.turn_post_roll_ms < post_roll_ms
+            else None
+        )
         self._max_silence_frames = max(
             self._silence_frames, math.ceil(s.turn_max_silence_ms / s.frame_ms)
         )
@@ -270,6 +278,7 @@ class Segmenter:
         self._silent_run = 0
         self._paused = False  # a SpeechPaused was reported for the current utterance
         self._judging = False  # a TurnPause was reported for the current utterance
+        self._tail_frames: int | None = None  # the post-roll decided for the current pause
         self._unfinished = False  # the end-of-turn model heard this pause as unfinished
         # After a model-decided end: that utterance's frames and every frame since, until
         # vad.silence_ms after its speech; speech starting before then takes it back.
@@ -427,6 +436,7 @@ class Segmenter:
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
         self._paused = self._judging = False
+        self._tail_frames = None
         self._unfinished = False
         self._continues = onset < self._continues_before
         self._gate_restart(self._utterance)
@@ -450,6 +460,7 @@ class Segmenter:
         self._last_speech = frames[-1].index
         self._silent_run = 0
         self._paused = self._judging = False
+        self._tail_frames = None
         self._unfinished = False
         self._continues = True
         self._gate_restart(frames)
@@ -506,16 +517,20 @@ class Segmenter:
             self._last_speech = frame.index
             self._silent_run = 0
             self._unfinished = False
+            self._tail_frames = None
             if self._paused or self._judging:
                 self._paused = self._judging = False
                 events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
         else:
             self._silent_run += 1
+            if self._silent_run == self._quick_frames:
+                self._tail_frames = self._quick_frames if self._quiet_tail() else None
         limit = self._max_silence_frames if self._unfinished else self._silence_frames
         if self._silent_run >= limit:
             return [*events, self._end("silence")]
         if frame.index + 1 - self._utterance_start >= self._max_frames:
             self._paused = self._judging = False
+            self._tail_frames = None
             self._unfinished = False
             return [*events, *self._split()]
         # From here on the kept audio cannot change unless speech comes back. (After a split
@@ -523,7 +538,7 @@ class Segmenter:
         if (
             self.report_pauses
             and not self._paused
-            and self._silent_run >= max(1, self._post_roll_frames)
+            and self._silent_run >= max(1, self._post_roll())
         ):
             events.extend(self._pause())
         if self.model_turns and not self._judging and self._silent_run >= self._turn_pause_frames:
@@ -568,10 +583,26 @@ class Segmenter:
             )
         ]
 
+    def _post_roll(self) -> int:
+        """The post-roll of the current pause, in frames."""
+        return self._post_roll_frames if self._tail_frames is None else self._tail_frames
+
+    def _quiet_tail(self) -> bool:
+        """Whether the speech gate hears no speech in the pause so far (the silent frames
+        after the last speech frame), scored with the speech before it for context."""
+        assert self._utterance is not None and self._quick_frames is not None
+        context = self._utterance[-(self._quick_frames + _TAIL_CONTEXT_FRAMES) :]
+        probs = score_alone(np.concatenate([f.samples for f in context]))
+        pause_from = (len(context) - self._quick_frames) * self.frame_samples
+        # Silero's probability lags the sound by about a window: after clean speech the first
+        # window of the pause still scores 0.5-0.9. The windows that start later count.
+        tail = probs[-(-(pause_from + WINDOW) // WINDOW) :]
+        return bool(tail.size) and float(tail.max()) < self.settings.speech_threshold
+
     def _kept(self, frames: list[_Frame]) -> tuple[list[_Frame], int]:
         """The frames an utterance ending now keeps, and the index after its last speech."""
         speech_end = self._last_speech + 1
-        keep_until = min(speech_end + self._post_roll_frames, frames[-1].index + 1)
+        keep_until = min(speech_end + self._post_roll(), frames[-1].index + 1)
         return [f for f in frames if f.index < keep_until], speech_end
 
     def _gate_restart(self, frames: list[_Frame]) -> None:
@@ -619,6 +650,7 @@ class Segmenter:
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
         self._paused = self._judging = False
+        self._tail_frames = None
         self._unfinished = False
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)

@@ -105,6 +105,24 @@ def summarise(probabilities: np.ndarray, sustain: int = SUSTAIN_WINDOWS) -> floa
     return float(sums.max() / sustain)
 
 
+def score_alone(audio: np.ndarray) -> np.ndarray:
+    """Silero's probability for each whole 512-sample window of ``audio``, scored from a clean
+    state by a model of its own from the pool (a gate's utterance in progress is untouched)."""
+    samples = _as_float(audio)
+    detector = _borrow()
+    try:
+        detector.reset()  # type: ignore[attr-defined]
+        return np.array(
+            [
+                float(detector.process_samples(samples[i : i + WINDOW]))  # type: ignore[attr-defined]
+                for i in range(0, samples.size // WINDOW * WINDOW, WINDOW)
+            ],
+            dtype=np.float32,
+        )
+    finally:
+        _give_back(detector)
+
+
 class SpeechGate:
     """Silero VAD over one utterance at a time; see the module docstring. Not thread-safe.
 
