@@ -199,16 +199,25 @@ def rms_db(audio: np.ndarray) -> float:
     return float(20 * np.log10(np.sqrt(np.mean(audio.astype(np.float64) ** 2)) + 1e-9))
 
 
-@pytest.fixture
-def echo_path(clean_server) -> Iterator[pulse_fixtures.PulseServer]:
-    """voiced's canceller over vmic/spk, and the speaker looped back into the microphone."""
-    server = clean_server
+@pytest.fixture(scope="module")
+def echo_path(pulse_server) -> Iterator[pulse_fixtures.PulseServer]:
+    """voiced's canceller over vmic/spk, and the speaker looped back into the microphone.
+
+    One for the module: the canceller the first test converges is the one the next one uses.
+    """
+    server = pulse_server
     ec.enable(make_default=False)
     # Monitors and remapped sources can start at 33 %: full volume, so the echo is loud.
     for source in (f"{pulse_fixtures.SPEAKER_SINK}.monitor", pulse_fixtures.MIC_SOURCE):
         server.pactl("set-source-volume", source, "100%")
-    with server.loopback():
-        yield server
+    try:
+        with server.loopback():
+            yield server
+    finally:
+        for module in ours(server):
+            server.unload_module(int(module[0]))
+        server.pactl("set-default-source", pulse_fixtures.MIC_SOURCE)
+        server.pactl("set-default-sink", pulse_fixtures.SPEAKER_SINK)
 
 
 def record_both(server, play: list[tuple[np.ndarray, str, float]], seconds: float):
@@ -231,9 +240,19 @@ def record_both(server, play: list[tuple[np.ndarray, str, float]], seconds: floa
     return raw.stop(), cancelled.stop()
 
 
-def test_the_canceller_removes_voiceds_own_voice(echo_path) -> None:
+@pytest.fixture(scope="module")
+def reply_alone(echo_path) -> tuple[np.ndarray, np.ndarray]:
+    """The reply played alone over the echo path: (raw microphone, cancelled source).
+
+    Played once for the module: it also lets the canceller converge, as it has during any
+    earlier reply, before the wake word is said over the reply.
+    """
     reply = synthesize(REPLY, seed=3)
-    raw, cancelled = record_both(echo_path, [(reply, ec.SINK_NAME, 0.0)], reply.size / 16000 + 0.5)
+    return record_both(echo_path, [(reply, ec.SINK_NAME, 0.0)], reply.size / 16000 + 0.5)
+
+
+def test_the_canceller_removes_voiceds_own_voice(echo_path, reply_alone) -> None:
+    raw, cancelled = reply_alone
     echo_db, left_db = rms_db(raw), rms_db(cancelled)
     log.info(f"echo on the raw mic {echo_db:.1f} dBFS, on the cancelled source {left_db:.1f} dBFS")
     assert echo_db > -35.0  # the echo really reached the microphone
@@ -257,15 +276,16 @@ def wake_probability(audio: np.ndarray) -> float:
     return best
 
 
-def test_a_wake_word_over_the_reply_is_heard_on_the_cancelled_source(echo_path) -> None:
+def test_a_wake_word_over_the_reply_is_heard_on_the_cancelled_source(
+    echo_path, reply_alone
+) -> None:
     """microWakeWord directly; voiced's own detector replaces it when it lands."""
     pytest.importorskip("pymicro_wakeword")
     reply = synthesize(REPLY, seed=3)
     wake = synthesize("Hey Jarvis.", seed=4)
-    seconds = reply.size / 16000 + 0.5
-    # The reply alone, without the wake word, wakes nothing on the cancelled source; it also
-    # lets the canceller converge, as it has during any earlier reply.
-    _, alone = record_both(echo_path, [(reply, ec.SINK_NAME, 0.0)], seconds)
+    # The reply alone (played by the fixture, which let the canceller converge), without the
+    # wake word, wakes nothing on the cancelled source.
+    _, alone = reply_alone
     assert wake_probability(alone) < 0.5
     raw_scores, cancelled_scores = [], []
     # Said at four places in the reply: WebRTC's double-talk handling varies from one place
