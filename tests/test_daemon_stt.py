@@ -130,3 +130,40 @@ def test_without_start_in_pause_the_endpoint_starts_the_work(stt, monkeypatch) -
     assert wer(question, heard.text) <= 0.25, heard.text
     assert heard.context.early is None
     assert len(calls) == 1
+
+
+def test_loading_does_not_wait_for_the_speech_models_warm_up(monkeypatch) -> None:
+    """Whisper's full-window warm-up runs on its own thread: the models load, the microphone
+    opens and READY=1 goes out without waiting for it (1.2-1.6 s of a start-up here)."""
+    from voiced.speech.stt import SpeechToText
+
+    began, release = threading.Event(), threading.Event()
+    warmed: list[object] = []
+
+    def held_warm_up(self: SpeechToText) -> None:
+        began.set()
+        release.wait(120)
+        warmed.append(self)
+
+    monkeypatch.setattr(SpeechToText, "warm_up", held_warm_up)
+    settings = Settings.model_validate(
+        {
+            "wake": {"engine": "text"},
+            "transcripts": {"enabled": False},
+            "llm": {"host": "http://127.0.0.1:9"},  # nobody: the LLM warm-up fails, logged
+        }
+    )
+    daemon = Daemon(settings, notifier=Notifier(environ={}))
+    loader = threading.Thread(target=daemon.load, daemon=True)
+    try:
+        loader.start()
+        loader.join(30)  # a few seconds here (Piper, whisper, the turn model)
+        assert not loader.is_alive(), "load() waited for the speech model's warm-up"
+        assert began.is_set() and not warmed  # started, and still going on
+        assert daemon.stt is not None and daemon.speaker is not None
+    finally:
+        release.set()
+    loader.join(60)
+    assert daemon._stt_warm_up is not None
+    daemon._stt_warm_up.join(10)
+    assert warmed == [daemon.stt]  # the engine the daemon transcribes with was warmed up
