@@ -87,6 +87,18 @@ class DaemonHandle:
     def messages(self, prefix: str) -> list[str]:
         return [m for _, m in list(self.notifications) if m.startswith(prefix)]
 
+    def wait_until_idle(self, timeout: float = 60.0) -> None:
+        """Until the daemon's latest status is idle: no turn, nothing playing, and the
+        follow-up window of the last reply closed (speech now needs the wake phrase).
+
+        Call it after a turn's record: its statuses (thinking, speaking) were sent before the
+        record was written, so an idle from before the turn is never the latest."""
+        deadline = time.monotonic() + timeout
+        while self.messages("STATUS=")[-1:] != ["STATUS=idle"]:
+            assert self.proc.poll() is None, self.log()[-3000:]
+            assert time.monotonic() < deadline, f"never idle; log:\n{self.log()[-3000:]}"
+            time.sleep(0.02)
+
 
 def _collect(sock: socket.socket, sink: list[tuple[float, str]]) -> None:
     while True:
@@ -216,9 +228,14 @@ def heard_speech(stt, audio: np.ndarray) -> str:
 
 def test_ready_status_and_watchdog(daemon: DaemonHandle) -> None:
     ready_at = next(t for t, m in daemon.notifications if m == "READY=1")
-    time.sleep(2.2 * WATCHDOG_USEC / 1e6)
-    pings = [t for t, m in daemon.notifications if m == "WATCHDOG=1" and t > ready_at]
-    assert len(pings) >= 2, daemon.notifications
+
+    def pings() -> list[float]:
+        return [t for t, m in list(daemon.notifications) if m == "WATCHDOG=1" and t > ready_at]
+
+    deadline = time.monotonic() + 10 * WATCHDOG_USEC / 1e6
+    while len(pings()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(pings()) >= 2, daemon.notifications
     assert "STATUS=idle" in daemon.messages("STATUS=")
 
 
@@ -271,7 +288,7 @@ def test_turn_with_the_wake_phrase_then_a_follow_up(
 
 
 def test_no_wake_phrase_outside_the_window_is_ignored(daemon: DaemonHandle, pulse_server) -> None:
-    time.sleep(FOLLOW_UP_S + 1.0)
+    daemon.wait_until_idle()  # the follow-up window of the last reply is over
     before = len(daemon.conversation_requests())
     mark = len(daemon.log())
     say_into_mic(pulse_server, "What is the weather like today?")

@@ -138,7 +138,7 @@ def test_the_request_reaches_the_model_without_the_wake_phrase(
 def test_speech_without_the_wake_word_is_never_transcribed(
     daemon: DaemonHandle, pulse_server
 ) -> None:
-    time.sleep(FOLLOW_UP_S + 1.0)  # past the follow-up window of the first reply
+    daemon.wait_until_idle()  # past the follow-up window of the first reply
     before = len(daemon.conversation_requests())
     mark = len(daemon.log())
     say_into_mic(pulse_server, "What is the weather like today?")
@@ -201,7 +201,7 @@ def test_the_wake_word_stops_the_reply_and_the_history_keeps_what_was_heard(
 def test_the_wake_word_alone_is_acknowledged_and_the_request_needs_none(
     daemon: DaemonHandle, pulse_server
 ) -> None:
-    time.sleep(FOLLOW_UP_S + 1.0)  # the last reply's window is over
+    daemon.wait_until_idle()  # the last reply's window is over
     daemon.ollama.script(Reply(content=["Six gigabytes are free."]))
     count = len(daemon.records())
     mark = len(daemon.log())
@@ -219,5 +219,5 @@ def test_a_pause_after_the_wake_word_does_not_end_the_turn(
 ) -> None:
     # The end-of-turn model hears "Hey Jarvis." as finished: without the wake pause rule the
     # phrase was acknowledged and the question, said over the "Yes?", was dropped.
-    time.sleep(FOLLOW_UP_S + 1.0)
+    daemon.wait_until_idle()  # the last reply's window is over
     paused_request_is_one_turn(daemon, pulse_server, _SPEECH[PAUSED])
