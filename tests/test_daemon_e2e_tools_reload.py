@@ -40,6 +40,8 @@ pulse_server = pulse_fixtures.pulse_server
 # Long enough for "Yes, go ahead." to be said and transcribed after the question, on a busy
 # 2-core machine (6 s was too short there once in 4 runs).
 CONFIRM_TIMEOUT_S = 6.0
+# The wait for an answer when the test gives none (ask_to_write takes 1.2 s of it).
+UNANSWERED_S = 2.0
 UTTERANCES = {
     "read": "Computer, what is on my shopping list?",
     "write": "Computer, make a packing list.",
@@ -50,12 +52,16 @@ UTTERANCES = {
 _SPEECH: dict[str, np.ndarray] = {}
 
 
+def wake_section(confirm_timeout_s: float = CONFIRM_TIMEOUT_S) -> str:
+    # The text engine ("Computer"); no follow-up window, so every request says it.
+    return f"  engine: text\n  follow_up_s: 0\n  confirm_timeout_s: {confirm_timeout_s}\n"
+
+
 def base_config(ollama: OllamaTestServer, files: Path, **sections: str) -> str:
     """The daemon's config; ``sections`` replace whole sections (YAML text, indented)."""
     parts = {
         "llm": f"  host: {ollama.url}\n",
-        # The text engine ("Computer"); no follow-up window, so every request says it.
-        "wake": f"  engine: text\n  follow_up_s: 0\n  confirm_timeout_s: {CONFIRM_TIMEOUT_S}\n",
+        "wake": wake_section(),
         "tools": f"  enabled: [files, time]\n  file_roots: [{str(files)!r}]\n",
         "stt": "  threads: 1\n",
         "logging": "  level: DEBUG\n",
@@ -235,10 +241,16 @@ def test_write_file_refused_by_a_spoken_no(daemon: Handle, pulse_server) -> None
 
 
 def test_write_file_unanswered_is_a_spoken_no(daemon: Handle, pulse_server, stt) -> None:
-    count = len(daemon.records())
-    recording = ask_to_write(daemon, pulse_server, "unanswered.txt")
-    record = daemon.wait_for_records(count + 1)[-1]  # nobody answers: CONFIRM_TIMEOUT_S
-    time.sleep(0.5)
+    # Nobody answers here: no time for an answer is needed. A reload of the wake section
+    # alone restarts nothing (no model, no capture).
+    daemon.reload(base_config(daemon.ollama, daemon.files, wake=wake_section(UNANSWERED_S)))
+    try:
+        count = len(daemon.records())
+        recording = ask_to_write(daemon, pulse_server, "unanswered.txt")
+        record = daemon.wait_for_records(count + 1)[-1]  # nobody answers: UNANSWERED_S
+        time.sleep(0.5)
+    finally:
+        daemon.reload(base_config(daemon.ollama, daemon.files))
     heard = heard_speech(stt, recording.stop()).lower()
     assert not (daemon.files / "unanswered.txt").exists()
     (call,) = record["tool_calls"]
