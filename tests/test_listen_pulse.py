@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +86,10 @@ class Listen:
         except queue.Empty:
             pytest.fail(f"no output within {timeout:.0f} s; stderr:\n{''.join(self.stderr)}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, list[str]]:
-        """Signal it, wait for the exit; return the exit status and the remaining lines."""
-        if self.proc.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM) -> tuple[int, list[str]]:
+        """Signal it (``None``: it was signalled), wait for the exit; return the exit status
+        and the remaining lines."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(WAIT_S)
@@ -196,25 +198,44 @@ def test_silence_and_noise_give_no_text(
     assert list(Journal(voiced_home / "transcripts").records()) == []
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_stop_signal_finishes_the_utterance_in_flight(
-    pulse_server: PulseServer, listen_process, model_path: Path, stop_signal: int
-) -> None:
-    listen = listen_process("-m", str(model_path))
-    # About 7 s of speech: most of it comes after the signal, far more than a short grace.
-    sentence = (
-        "Please remind me to water the plants tomorrow morning, and then call my sister "
-        "to ask whether she still wants to come over for dinner on Friday."
-    )
-    speech = synthesize(sentence, seed=8, lead_s=0.5, tail_s=1.5)
-    with pulse_server.play_into_mic(speech, wait=False) as playback:
-        time.sleep(0.5 + 0.25 + 1.0)  # lead, the playback buffer, then a second of speech
-        rc, lines = listen.stop(stop_signal)
-        playback.wait()
-    assert rc == 0, "".join(listen.stderr)
-    assert any("Ctrl-C again to quit now" in line for line in listen.stderr), listen.stderr
+STOP_SIGNALS = {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT}
+# About 7 s of speech: most of it comes after the signal, far more than a short grace.
+LONG_SENTENCE = (
+    "Please remind me to water the plants tomorrow morning, and then call my sister "
+    "to ask whether she still wants to come over for dinner on Friday."
+)
+
+
+@pytest.fixture(scope="module")
+def stopped_mid_utterance(
+    pulse_server: PulseServer, model_path: Path
+) -> Iterator[dict[int, tuple[int, list[str], list[str]]]]:
+    """One `voiced listen` per stop signal, all hearing the same long sentence; each gets its
+    signal a second into the speech. signal -> (exit status, lines printed after it, stderr)."""
+    listens = {sig: Listen("-m", str(model_path)) for sig in STOP_SIGNALS.values()}
+    try:
+        for listen in listens.values():
+            listen.wait_for_stderr("listening on")
+        speech = synthesize(LONG_SENTENCE, seed=8, lead_s=0.5, tail_s=1.5)
+        with pulse_server.play_into_mic(speech, wait=False) as playback:
+            time.sleep(0.5 + 0.25 + 1.0)  # lead, the playback buffer, then a second of speech
+            for sig, listen in listens.items():
+                listen.proc.send_signal(sig)
+            stopped = {sig: listen.stop(None) for sig, listen in listens.items()}
+            playback.wait()
+        yield {sig: (*stopped[sig], listens[sig].stderr) for sig in listens}
+    finally:
+        for listen in listens.values():
+            listen.kill()
+
+
+@pytest.mark.parametrize("name", list(STOP_SIGNALS))
+def test_a_stop_signal_finishes_the_utterance_in_flight(stopped_mid_utterance, name: str) -> None:
+    rc, lines, stderr = stopped_mid_utterance[STOP_SIGNALS[name]]
+    assert rc == 0, "".join(stderr)
+    assert any("Ctrl-C again to quit now" in line for line in stderr), stderr
     assert len(lines) == 1, lines
-    assert wer(sentence, lines[0]) <= 0.15, lines[0]
+    assert wer(LONG_SENTENCE, lines[0]) <= 0.15, lines[0]
 
 
 def test_a_lost_sound_server_is_reported_and_reconnected(
