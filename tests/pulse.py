@@ -42,7 +42,7 @@ API (all methods are safe to call from any test using the fixture):
 * ``PulseServer.env`` -> dict: a full environment for subprocesses.
 * ``PulseServer.play_into_mic(audio, rate=16000, wait=True)``: audio is a 1-D float32 array
   in [-1, 1] or int16; played through ``pacat`` into ``micsink``; with ``wait=False`` it
-  returns a :class:`Playback` (``.wait()``, ``.stop()``, context manager).
+  returns a :class:`Playback` (``.wait()``, ``.finished()``, ``.stop()``, context manager).
 * ``PulseServer.record_speaker(seconds, rate=16000)`` -> float32 mono array of what
   ``spk`` played during the next ``seconds``.
 * ``PulseServer.start_speaker_recording(rate=16000)`` -> :class:`Recording`;
@@ -132,6 +132,10 @@ class Playback:
             self._proc.stdin.close()
         except (BrokenPipeError, ValueError, OSError):
             pass  # stopped early
+
+    def finished(self) -> bool:
+        """Whether everything was played (pacat drains before it exits)."""
+        return self._proc.poll() is not None
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait until everything was played (pacat drains before it exits)."""

@@ -81,11 +81,15 @@ def _capture_while_playing(server: PulseServer, audio: np.ndarray, settings: Aud
     blocks = []
     with Capture(settings) as capture:
         playback = server.play_into_mic(audio, wait=False)
-        deadline = time.monotonic() + audio.size / RATE + 3
+        deadline = time.monotonic() + audio.size / RATE + 10
         while time.monotonic() < deadline:
             block = capture.read(timeout=0.5)
             if block is not None:
                 blocks.append(block)
+                # Once pacat has played it all, the first block of digital silence comes
+                # after the whole clip (its noise floor never gives one).
+                if playback.finished() and not block.samples.any():
+                    break
         playback.wait()
     return blocks
 
