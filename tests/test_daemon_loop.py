@@ -506,9 +506,10 @@ def test_acknowledgement_opens_a_window_with_zero_follow_up(
 def test_confirmation_times_out_to_no(loop_factory, ollama_server: OllamaTestServer) -> None:
     deleted: list[str] = []
     script_delete(ollama_server)
-    loop = loop_factory(confirm_registry(deleted))
+    # Nobody answers: the shortest wait the config allows (3 s is for the tests that answer).
+    loop = loop_factory(confirm_registry(deleted), confirm_timeout_s=1.0)
     ask_and_wait(loop)
-    loop.wait_for(lambda: len(loop.records()) == 1)  # confirm_timeout_s = 3.0, nobody answers
+    loop.wait_for(lambda: len(loop.records()) == 1)  # confirm_timeout_s = 1.0, nobody answers
     assert deleted == []
     (record,) = loop.records()
     (call,) = record["tool_calls"]
