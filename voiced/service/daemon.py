@@ -85,6 +85,9 @@ IDLE_LOOP_S = 0.5
 # SIGTERM: the sentence being spoken may finish within this budget; then speech is cut.
 STOP_SPEECH_BUDGET_S = 1.2
 STOP_JOIN_S = 0.4
+# At most this long for whisper's warm-up to end before the process does (it is one decode of
+# a second of silence in the full window: 1.2-1.6 s on one thread of the 2-core VM).
+STT_WARM_UP_JOIN_S = 30.0
 CAPTURE_RESTART_S = 5.0
 MIC_REOPEN_WAIT_S = 5.0
 # A reload that takes longer than this is hung: the watchdog pings stop, systemd restarts us.
@@ -378,10 +381,16 @@ class Daemon:
         close_detector(open_detector(self.settings))  # an unknown wake-word model fails here
         self.stt = _listener_stt(self.settings)
         self._start_stt_warm_up(self.stt)  # while the rest loads and the microphone opens
-        self._check_speech_gate(self.settings)
-        self._load_turn_model(self.settings)
-        self._load_voice(self.settings)
-        self._load_assistant(self.settings)
+        try:
+            self._check_speech_gate(self.settings)
+            self._load_turn_model(self.settings)
+            self._load_voice(self.settings)
+            self._load_assistant(self.settings)
+        except BaseException:
+            # The process is about to exit: whisper must not be decoding while the
+            # interpreter shuts down (that ends in a segfault, not the clear error).
+            self._finish_stt_warm_up()
+            raise
 
     def _start_stt_warm_up(self, stt: Any) -> None:
         """Warm whisper up (:meth:`SpeechToText.warm_up`) on a thread of its own.
@@ -404,6 +413,11 @@ class Daemon:
         thread = threading.Thread(target=warm_up, name="voiced-stt-warm-up", daemon=True)
         thread.start()
         self._stt_warm_up = thread
+
+    def _finish_stt_warm_up(self) -> None:
+        """Wait for the warm-up (one decode of a second of silence) before the process ends."""
+        if self._stt_warm_up is not None:
+            self._stt_warm_up.join(STT_WARM_UP_JOIN_S)
 
     def _check_speech_gate(self, settings: Settings) -> None:
         """Load the speech gate's model now, so a broken install fails before listening.
@@ -1414,9 +1428,10 @@ class Daemon:
             with contextlib.suppress(queue.Full):
                 q.put_nowait(None)
         join_until = time.monotonic() + STOP_JOIN_S
-        for thread in [*self._threads, self._capture_thread, self._stt_warm_up]:
+        for thread in [*self._threads, self._capture_thread]:
             if thread is not None:
                 thread.join(max(0.0, join_until - time.monotonic()))
+        self._finish_stt_warm_up()  # over seconds after a start, unless stopped at once
         if self.player is not None:
             self.player.close()
         with self._records_lock:
