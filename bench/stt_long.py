@@ -76,7 +76,10 @@ def work(engine: str, path: Path, threads: int, model: str | None) -> dict:
         from voiced.speech.stt import SpeechToText
 
         name = model or SttSettings().model
-        stt = SpeechToText(ModelStore().resolve_whisper(name), model_name=name, threads=threads)
+        # As `voiced transcribe` loads it (batch.load_engine).
+        stt = SpeechToText.from_settings(
+            SttSettings(model=name, threads=threads), ModelStore(), parallel_chunks=True
+        )
         stt.warm_up()
 
         def run() -> str:

@@ -304,3 +304,44 @@ def test_the_full_window_fallback_adds_no_memory_after_the_warm_up(whisper_store
     )
     grown_mib = float(done.stdout.strip().splitlines()[-1])
     assert grown_mib < 20, f"the first full-window decode after warm_up() added {grown_mib:.0f} MiB"
+
+
+def test_a_file_s_chunks_decoded_side_by_side_give_the_same_result(stt: SpeechToText) -> None:
+    """``parallel_chunks`` (voiced transcribe) decodes chunks on two contexts at once.
+
+    The result, word times included, is the one chunk after chunk on one context gives, and
+    progress is reported in order up to the end.
+    """
+    sentences = SHORT * 3
+    pieces = []
+    for i, sentence in enumerate(sentences):
+        pieces += [synthesize(sentence, seed=70 + i), noise(0.9, seed=80 + i)]
+    audio = np.concatenate(pieces)  # ~35 s: three chunks or more
+    kwargs = dict(model_name="tiny.en", word_timestamps=True)
+    alone = SpeechToText(stt.model_path, threads=1, **kwargs).transcribe(audio)
+    engine = SpeechToText(stt.model_path, threads=2, parallel_chunks=True, **kwargs)
+    progress: list[float] = []
+    together = engine.transcribe(audio, on_progress=progress.append)
+    assert engine._twin is not None  # the second context did its share
+    assert together == alone
+    assert wer(" ".join(sentences), together.text) <= 0.15, together.text
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(together.duration)
+    assert len(progress) >= 3
+
+
+def test_side_by_side_chunks_stop_when_aborted(stt: SpeechToText) -> None:
+    from voiced.speech.stt import TranscriptionAborted
+
+    audio = np.concatenate([synthesize(" ".join(SHORT), seed=90 + i) for i in range(3)])
+    engine = SpeechToText(stt.model_path, model_name="tiny.en", threads=2, parallel_chunks=True)
+    calls: list[int] = []
+
+    def abort() -> bool:
+        calls.append(1)
+        return len(calls) > 20
+
+    with pytest.raises(TranscriptionAborted):
+        engine.transcribe(audio, abort=abort)
+    assert engine._twin is not None
+    # Both contexts are free again: a transcription after the abort works.
+    assert wer(SHORT[0], engine.transcribe(synthesize(SHORT[0], seed=99)).text) <= 0.15

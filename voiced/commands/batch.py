@@ -173,6 +173,7 @@ def load_engine(job: Job, threads: int | None = None):
             word_timestamps=job.word_timestamps,
             translate=job.translate,
             language_per_segment=job.language_per_segment,
+            parallel_chunks=True,
         )
     return _engine
 

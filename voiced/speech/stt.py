@@ -47,6 +47,9 @@ _FULL_CTX = 1500
 _CTX_STEP = 256
 # Audio kept around each stretch of speech when files are cut into chunks.
 _CHUNK_PAD_S = 0.3
+# Long speech is cut in a pause: this long, and within this much of the quietest frame.
+_PAUSE_S = 0.24
+_PAUSE_DB = 10.0
 # In a file, speech under loud noise (real music, babble, traffic at 5 dB SNR) clears the
 # microphone's 10 dB energy margin a word or more late. Files have no endpoint to hurry, and
 # the speech gate judges every region, so they use a lower margin and a longer pre-roll:
@@ -188,7 +191,7 @@ class SpeechMap:
                 chunks[-1][1] = hi
                 continue
             while hi - lo > limit:
-                cut = self._quietest(lo + limit * 2 // 3, lo + limit)
+                cut = self._cut(lo, lo + limit)
                 chunks.append([lo, cut])
                 lo = cut
             chunks.append([lo, hi])
@@ -198,8 +201,32 @@ class SpeechMap:
             ranges[-1] = (ranges[-1][0], max(ranges[-1][1], self.samples))
         return ranges
 
-    def _quietest(self, lo: int, hi: int) -> int:
-        return lo + int(np.argmin(self.levels[lo:hi]))
+    def _cut(self, lo: int, hi: int) -> int:
+        """Where to end a chunk of speech that starts at frame ``lo`` and may reach ``hi``.
+
+        In the middle of the last pause in its second half: a run of at least _PAUSE_S of
+        frames within _PAUSE_DB of the quietest one there. Without such a pause, at the
+        quietest frame of its last third. The last pause keeps chunks near their limit, so a
+        file is encoded in fewer windows: on the 147 s benchmark file (sentences 0.9 s apart)
+        chunks averaged 10.5 s cut at the quietest frame, 12.2 s at the last pause.
+        """
+        start = lo + (hi - lo) // 2
+        levels = self.levels[start:hi]
+        quiet = levels <= levels.min() + _PAUSE_DB
+        run = round(_PAUSE_S / _FRAME_S)
+        end = quiet.size
+        while end > 0:
+            if not quiet[end - 1]:
+                end -= 1
+                continue
+            begin = end
+            while begin > 0 and quiet[begin - 1]:
+                begin -= 1
+            if end - begin >= run:
+                return start + (begin + end) // 2
+            end = begin
+        third = lo + (hi - lo) * 2 // 3
+        return third + int(np.argmin(self.levels[third:hi]))
 
 
 def speech_map(audio: np.ndarray, energy_floor_dbfs: float, aggressiveness: int = 3) -> SpeechMap:
@@ -482,12 +509,16 @@ class SpeechToText:
         word_timestamps: bool = False,
         translate: bool = False,
         language_per_segment: bool = False,
+        parallel_chunks: bool = False,
     ) -> None:
         """``word_timestamps``: each segment gets its words with times, aligned by dynamic
         time warping over the model's alignment heads (which turns flash attention off).
         ``translate``: English text for speech in any language (whisper's translate task;
         multilingual models). ``language_per_segment``: detect the language of each stretch
-        of speech separately, for files that switch language (needs language "auto")."""
+        of speech separately, for files that switch language (needs language "auto").
+        ``parallel_chunks``: with two or more threads, a file's chunks are decoded side by
+        side on two whisper contexts of half the threads each (see :meth:`_side_by_side`);
+        the second context (a second copy of the model) is loaded when first needed."""
         from voiced.speech.models import inspect_ggml
 
         # pywhispercpp builds a model with a null context from a bad path and then segfaults.
@@ -524,6 +555,27 @@ class SpeechToText:
         self.vad = vad or VadSettings()
         self._lock = threading.Lock()
         self._last_ctx: int | None = None  # the audio_ctx of the last whisper_full call
+        self._call_threads = self.threads  # whisper_full's threads (fewer while side by side)
+        self.parallel_chunks = parallel_chunks
+        # What a second context for side-by-side chunks is made with (see _twin_engine).
+        self._twin_args = dict(
+            model_name=self.model_name,
+            language=language,
+            beam_size=beam_size,
+            no_speech_threshold=no_speech_threshold,
+            logprob_threshold=logprob_threshold,
+            energy_floor_dbfs=energy_floor_dbfs,
+            max_segment_chars=max_segment_chars,
+            chunk_s=chunk_s,
+            window_margin=window_margin,
+            flash_attention=flash_attention,
+            vad_filter=vad_filter,
+            vad=vad,
+            word_timestamps=word_timestamps,
+            translate=translate,
+            language_per_segment=language_per_segment,
+        )
+        self._twin: SpeechToText | None = None
         self._model = self._load()
         if word_timestamps:
             self.flash_attention = False  # whisper.cpp turns it off for DTW alignment
@@ -540,6 +592,7 @@ class SpeechToText:
         translate: bool = False,
         language_per_segment: bool = False,
         threads: int | None = None,
+        parallel_chunks: bool = False,
     ) -> SpeechToText:
         """Resolve ``settings.model`` through the model store and load it.
 
@@ -575,6 +628,7 @@ class SpeechToText:
             word_timestamps=word_timestamps,
             translate=translate,
             language_per_segment=language_per_segment,
+            parallel_chunks=parallel_chunks,
         )
 
     def _load(self):
@@ -656,29 +710,37 @@ class SpeechToText:
                 task="translate" if self.translate else "transcribe",
             )
 
+        chunks = speech.chunks(self.chunk_s or _FULL_CHUNK_S, pack=not self.language_per_segment)
         raw: list[_Piece] = []
         heard: dict[str, float] = {}  # language -> seconds of segments heard in it
+
+        def collect(pieces: list[_Piece]) -> None:
+            for piece in pieces:
+                raw.append(piece)
+                if piece.language:
+                    heard[piece.language] = heard.get(piece.language, 0.0) + max(
+                        piece.end - piece.start, 0.01
+                    )
+
         with self._lock:
-            for first, last in speech.chunks(
-                self.chunk_s or _FULL_CHUNK_S, pack=not self.language_per_segment
-            ):
-                offset = first / SAMPLE_RATE
-                chunk = audio[first:last]
-                pieces = self._decode_chunk(chunk, speech, offset, abort, language)
-                if self.language_per_segment and len(pieces) > 1:
-                    pieces = self._relabel(chunk, pieces, speech, offset, abort)
-                for piece in pieces:
-                    raw.append(piece.shifted(offset))
-                    if piece.language:
-                        heard[piece.language] = heard.get(piece.language, 0.0) + max(
-                            piece.end - piece.start, 0.01
-                        )
+            index = 0
+            while index < len(chunks):
+                settled = language != "auto" or self.language_per_segment
+                if settled and len(chunks) - index > 1 and self._side_by_side_threads():
+                    for pieces in self._side_by_side(
+                        audio, chunks[index:], speech, abort, language, on_progress
+                    ):
+                        collect(pieces)
+                    break
+                first, last = chunks[index]
+                collect(self._chunk_pieces(audio, first, last, speech, abort, language))
                 if language == "auto" and heard and not self.language_per_segment:
                     # Like faster-whisper: the language found in the first speech holds for
                     # the file (a chunk of a few words would often be guessed wrong).
                     language = max(heard, key=heard.__getitem__)
                 if on_progress:
                     on_progress(last / SAMPLE_RATE)
+                index += 1
         if language == "auto":
             language = max(heard, key=heard.__getitem__) if heard else "en"
         segments = []
@@ -713,6 +775,108 @@ class SpeechToText:
             speech.speech_seconds,
             task="translate" if self.translate else "transcribe",
         )
+
+    def _chunk_pieces(
+        self,
+        audio: np.ndarray,
+        first: int,
+        last: int,
+        speech: SpeechMap,
+        abort: Callable[[], bool] | None,
+        language: str | None,
+    ) -> list[_Piece]:
+        """The pieces of ``audio[first:last]``, on the file's time line."""
+        offset = first / SAMPLE_RATE
+        chunk = audio[first:last]
+        pieces = self._decode_chunk(chunk, speech, offset, abort, language)
+        if self.language_per_segment and len(pieces) > 1:
+            pieces = self._relabel(chunk, pieces, speech, offset, abort)
+        return [piece.shifted(offset) for piece in pieces]
+
+    def _side_by_side_threads(self) -> int:
+        """Threads for each of two contexts decoding a file's chunks side by side; 0: don't."""
+        if not self.parallel_chunks or self.threads < 2:
+            return 0
+        return self.threads // 2
+
+    def _twin_engine(self) -> SpeechToText:
+        """The second context for side-by-side chunks (loaded once, on first use)."""
+        if self._twin is None:
+            self._twin = SpeechToText(self.model_path, threads=self.threads // 2, **self._twin_args)
+        return self._twin
+
+    def _side_by_side(
+        self,
+        audio: np.ndarray,
+        chunks: list[tuple[int, int]],
+        speech: SpeechMap,
+        abort: Callable[[], bool] | None,
+        language: str | None,
+        on_progress: Callable[[float], None] | None,
+    ) -> list[list[_Piece]]:
+        """Decode ``chunks`` on this context and the twin at once, half the threads each.
+
+        Each chunk is decoded exactly as it would be alone (its own window, no context carried
+        between chunks), so the text is the same; only the work is shared out. On two cores,
+        two contexts of one thread each decoded a 147 s file in about half the time one
+        context of two threads took: whisper.cpp's threads meet at a spinning barrier after
+        every operation, and the decoder's operations (one token at a time) are so small that
+        the waiting cost more than the second thread gave, several times more while other
+        programs kept the cores busy (docs/benchmarks.md, "A long file").
+
+        Progress is reported from the calling thread, for the chunks done in order.
+        """
+        import queue
+
+        threads = self._side_by_side_threads()
+        twin = self._twin_engine()
+        todo = iter(range(len(chunks)))
+        todo_lock = threading.Lock()
+        stop = threading.Event()
+        done: queue.Queue[tuple[int, list[_Piece] | BaseException]] = queue.Queue()
+
+        def work(engine: SpeechToText) -> None:
+            while not stop.is_set():
+                with todo_lock:
+                    index = next(todo, None)
+                if index is None:
+                    return
+                first, last = chunks[index]
+                try:
+                    done.put(
+                        (index, engine._chunk_pieces(audio, first, last, speech, abort, language))
+                    )
+                except BaseException as exc:  # handed to the calling thread, raised there
+                    done.put((index, exc))
+                    return
+
+        results: list[list[_Piece] | None] = [None] * len(chunks)
+        self._call_threads = threads
+        workers: list[threading.Thread] = []
+        try:
+            with twin._lock:
+                for engine in (self, twin):
+                    worker = threading.Thread(
+                        target=work, args=(engine,), name="stt-chunks", daemon=True
+                    )
+                    worker.start()
+                    workers.append(worker)
+                reported = 0
+                for _ in range(len(chunks)):
+                    index, result = done.get()
+                    if isinstance(result, BaseException):
+                        raise result
+                    results[index] = result
+                    while reported < len(chunks) and results[reported] is not None:
+                        reported += 1
+                        if on_progress:
+                            on_progress(chunks[reported - 1][1] / SAMPLE_RATE)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+            self._call_threads = self.threads
+        return [pieces or [] for pieces in results]
 
     def _decode_chunk(
         self,
@@ -778,7 +942,9 @@ class SpeechToText:
             if last - first < SAMPLE_RATE // 2:
                 found_in.append(None)
                 continue
-            found, probability = self._model.auto_detect_language(chunk[first:last], 0)[0]
+            found, probability = self._model.auto_detect_language(
+                chunk[first:last], 0, self._call_threads
+            )[0]
             found_in.append((found, float(probability)))
         for piece, verdict in zip(pieces, found_in, strict=True):
             if verdict is None or verdict[0] == piece.language:
@@ -864,6 +1030,8 @@ class SpeechToText:
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         with self._lock:
             self._decode(silence, audio_ctx=0)  # 0: the full window, as the fallback decodes
+            if self._side_by_side_threads():
+                self._twin_engine()
 
     def _short_ctx(self, duration: float) -> int:
         """Encoder frames for a short clip: its length (50 per second) plus a margin.
@@ -901,7 +1069,7 @@ class SpeechToText:
             abort_callback=abort,
             language=language or self.language,
             translate=self.translate,
-            n_threads=self.threads,
+            n_threads=self._call_threads,
             audio_ctx=audio_ctx,
             max_tokens=_max_tokens(duration),
             temperature_inc=0.0,
