@@ -345,3 +345,41 @@ def test_side_by_side_chunks_stop_when_aborted(stt: SpeechToText) -> None:
     assert engine._twin is not None
     # Both contexts are free again: a transcription after the abort works.
     assert wer(SHORT[0], engine.transcribe(synthesize(SHORT[0], seed=99)).text) <= 0.15
+
+
+def test_long_speech_is_cut_in_its_last_pause_not_in_a_word() -> None:
+    from voiced.speech.stt import SpeechMap
+
+    # 19 s of speech at -25 dBFS with a 0.45 s pause at 7 s and a single deep dip (a stop
+    # consonant) at 11 s: the first chunk ends in the pause, not in the word at the dip.
+    frames = round(19 / 0.03)
+    levels = np.full(frames, -25.0)
+    levels[round(7.0 / 0.03) : round(7.45 / 0.03)] = -60.0
+    levels[round(11.0 / 0.03)] = -90.0
+    speech = SpeechMap(np.ones(frames, bool), levels, frames * 480)
+    chunks = speech.chunks(12.8)
+    assert 7.0 <= chunks[0][1] / 16000 <= 7.45, chunks
+    assert all(last - first <= 12.8 * 16000 for first, last in chunks)
+    assert chunks[-1][1] == frames * 480 and len(chunks) == 2
+
+
+def test_find_speech_hands_out_partial_maps_that_stay_true() -> None:
+    """``on_partial``: while a file is searched, the map before ``settled`` is final."""
+    from voiced.config import VadSettings
+    from voiced.speech.stt import find_speech
+
+    pieces = []
+    for i, sentence in enumerate(SHORT * 3):
+        pieces += [synthesize(sentence, seed=110 + i), noise(0.9 + 2 * (i % 2), seed=120 + i)]
+    audio = np.concatenate(pieces)
+    partial: list[tuple[np.ndarray, int]] = []
+    final = find_speech(
+        audio, VadSettings(), -55.0, lambda m, settled: partial.append((m.voiced, settled))
+    )
+    assert len(partial) >= 5
+    settled_at = [settled for _, settled in partial]
+    assert settled_at == sorted(settled_at) and settled_at[-1] > audio.size / 2
+    for voiced, settled in partial:
+        assert settled < audio.size
+        assert np.array_equal(voiced[: settled // 480], final.voiced[: settled // 480])
+        assert voiced[: settled // 480].any() or settled < 16000

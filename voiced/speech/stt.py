@@ -18,6 +18,7 @@ Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -47,9 +48,11 @@ _FULL_CTX = 1500
 _CTX_STEP = 256
 # Audio kept around each stretch of speech when files are cut into chunks.
 _CHUNK_PAD_S = 0.3
-# Long speech is cut in a pause: this long, and within this much of the quietest frame.
+# Long speech is cut in a pause: this long, within this much of the quietest stretch, which
+# is this much under the median level.
 _PAUSE_S = 0.24
 _PAUSE_DB = 10.0
+_PAUSE_BELOW_DB = 15.0
 # In a file, speech under loud noise (real music, babble, traffic at 5 dB SNR) clears the
 # microphone's 10 dB energy margin a word or more late. Files have no endpoint to hurry, and
 # the speech gate judges every region, so they use a lower margin and a longer pre-roll:
@@ -178,13 +181,12 @@ class SpeechMap:
         limit = max(1, int(max_s / _FRAME_S))
         pad = int(_CHUNK_PAD_S / _FRAME_S)
         n = self.voiced.size
-        regions: list[list[int]] = []
-        for index in np.flatnonzero(self.voiced):
-            lo, hi = max(0, index - pad), min(n, index + 1 + pad)
-            if regions and lo <= regions[-1][1]:
-                regions[-1][1] = hi
-            else:
-                regions.append([lo, hi])
+        # Runs of frames within ``pad`` of a speech frame.
+        counts = np.concatenate([[0], np.cumsum(self.voiced, dtype=np.int64)])
+        index = np.arange(n)
+        near = counts[np.minimum(n, index + pad + 1)] > counts[np.maximum(0, index - pad)]
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], near, [False]]).astype(np.int8)))
+        regions = [[int(lo), int(hi)] for lo, hi in zip(edges[::2], edges[1::2], strict=True)]
         chunks: list[list[int]] = []
         for lo, hi in regions:
             if pack and chunks and hi - chunks[-1][0] <= limit:
@@ -204,27 +206,26 @@ class SpeechMap:
     def _cut(self, lo: int, hi: int) -> int:
         """Where to end a chunk of speech that starts at frame ``lo`` and may reach ``hi``.
 
-        In the middle of the last pause in its second half: a run of at least _PAUSE_S of
-        frames within _PAUSE_DB of the quietest one there. Without such a pause, at the
-        quietest frame of its last third. The last pause keeps chunks near their limit, so a
-        file is encoded in fewer windows: on the 147 s benchmark file (sentences 0.9 s apart)
-        chunks averaged 10.5 s cut at the quietest frame, 12.2 s at the last pause.
+        In the middle of the last pause in its second half: a stretch of _PAUSE_S whose
+        loudest frame is within _PAUSE_DB of the quietest such stretch there, which is at
+        least _PAUSE_BELOW_DB under the median level (else there is no pause: at the
+        quietest frame of the last third). The last pause keeps chunks near their limit, so
+        a file is encoded in fewer windows: on the 147 s benchmark file (sentences 0.9 s
+        apart) chunks averaged 10.5 s cut at the quietest frame, 11.3 s at the last pause.
         """
         start = lo + (hi - lo) // 2
         levels = self.levels[start:hi]
-        quiet = levels <= levels.min() + _PAUSE_DB
         run = round(_PAUSE_S / _FRAME_S)
-        end = quiet.size
-        while end > 0:
-            if not quiet[end - 1]:
-                end -= 1
-                continue
-            begin = end
-            while begin > 0 and quiet[begin - 1]:
-                begin -= 1
-            if end - begin >= run:
-                return start + (begin + end) // 2
-            end = begin
+        if levels.size > run:
+            loudest = np.lib.stride_tricks.sliding_window_view(levels, run).max(axis=1)
+            floor = float(loudest.min())
+            if floor <= float(np.median(levels)) - _PAUSE_BELOW_DB:
+                quiet = loudest <= floor + _PAUSE_DB
+                last = int(np.flatnonzero(quiet)[-1])
+                first = last
+                while first > 0 and quiet[first - 1]:
+                    first -= 1
+                return start + (first + last + run) // 2
         third = lo + (hi - lo) * 2 // 3
         return third + int(np.argmin(self.levels[third:hi]))
 
@@ -263,7 +264,10 @@ def everything_map(audio: np.ndarray) -> SpeechMap:
 
 
 def find_speech(
-    audio: np.ndarray, vad: VadSettings, energy_floor_dbfs: float | None = None
+    audio: np.ndarray,
+    vad: VadSettings,
+    energy_floor_dbfs: float | None = None,
+    on_partial: Callable[[SpeechMap, int], None] | None = None,
 ) -> SpeechMap:
     """Where a clip holds speech, found as the microphone finds it.
 
@@ -274,8 +278,18 @@ def find_speech(
     ``vad.energy_floor_dbfs``: files are often recorded quieter than a microphone is set;
     the energy margin and pre-roll are those of ``FILE_NOISE_MARGIN_DB``/``FILE_PRE_ROLL_MS``
     where they are looser.
+
+    ``on_partial(map, settled)`` is called whenever an utterance has been added to the map,
+    with the map so far and the sample before which it can no longer change (chunks that
+    end before it can be decoded while the rest of the clip is searched).
     """
-    from voiced.audio.segmenter import Segmenter, UtteranceEnded, speech_gate
+    from voiced.audio.segmenter import (
+        Segmenter,
+        UtteranceCancelled,
+        UtteranceEnded,
+        UtteranceStarted,
+        speech_gate,
+    )
 
     update: dict[str, float] = {
         "pre_roll_ms": max(vad.pre_roll_ms, FILE_PRE_ROLL_MS),
@@ -287,25 +301,42 @@ def find_speech(
     base = everything_map(audio)
     voiced = np.zeros_like(base.voiced)
     pieces: list[tuple[int, np.ndarray]] = []
+    # An utterance reaches back this far before the audio fed when it starts (pre-roll, the
+    # gate's reach-back and the onset frames), with room to spare.
+    reach = round((vad.pre_roll_ms + 2000) / 1000 * SAMPLE_RATE)
+    open_start: int | None = None  # first sample of the utterance in flight
     gate = speech_gate(vad)
     try:
         segmenter = Segmenter(vad, SAMPLE_RATE, gate=gate)
         block = SAMPLE_RATE  # one second at a time keeps the events' audio copies small
-        events = []
-        for offset in range(0, audio.size, block):
-            events += segmenter.feed(audio[offset : offset + block])
-        events += segmenter.flush()
+        for offset in range(0, audio.size + block, block):
+            if offset < audio.size:
+                events = segmenter.feed(audio[offset : offset + block])
+            else:
+                events = segmenter.flush()
+            added = False
+            for event in events:
+                if isinstance(event, UtteranceStarted):
+                    open_start = round(event.audio_start_s * SAMPLE_RATE)
+                elif isinstance(event, UtteranceCancelled):
+                    open_start = None
+                elif isinstance(event, UtteranceEnded):
+                    open_start = None
+                    first = round(event.audio_start_s * SAMPLE_RATE)
+                    last = round(event.audio_end_s * SAMPLE_RATE)
+                    voiced[first // _FRAME : math.ceil(last / _FRAME)] = True
+                    if event.window_probs is not None:
+                        pieces.append((first, event.window_probs))
+                    added = True
+            if on_partial is not None and added and offset < audio.size:
+                settled = offset + block - reach
+                if segmenter.in_utterance:
+                    settled = min(settled, open_start if open_start is not None else 0) - reach
+                partial = SpeechMap(voiced.copy(), base.levels, audio.size, tuple(pieces))
+                on_partial(partial, max(0, settled))
     finally:
         if gate is not None:
             gate.close()
-    for event in events:
-        if not isinstance(event, UtteranceEnded):
-            continue
-        first = round(event.audio_start_s * SAMPLE_RATE)
-        last = round(event.audio_end_s * SAMPLE_RATE)
-        voiced[first // _FRAME : math.ceil(last / _FRAME)] = True
-        if event.window_probs is not None:
-            pieces.append((first, event.window_probs))
     return SpeechMap(voiced, base.levels, audio.size, tuple(pieces))
 
 
@@ -484,6 +515,132 @@ def listener_threads(configured: int = 0) -> int:
     if configured:
         return configured
     return max(1, min((os.cpu_count() or 1) - 1, 8))
+
+
+class _ChunkPool:
+    """A file's chunks decoded on two whisper contexts at once, half the threads each.
+
+    Each chunk is decoded exactly as it would be alone (its own window, no context carried
+    between chunks), so the text is the same; only the work is shared out. On two cores,
+    two contexts of one thread each decoded a 147 s file in about half the time one
+    context of two threads took: whisper.cpp's threads meet at a spinning barrier after
+    every graph node, and the decoder's nodes (one token at a time) are so small that the
+    waiting cost more than the second thread gave, several times more while other programs
+    kept the cores busy (docs/benchmarks.md, "A long file").
+
+    Chunks can be handed in while the file is still being searched for speech
+    (:meth:`submit_settled`). The caller holds ``engine``'s lock; the pool holds the
+    twin's until it is closed, and waits for its threads then.
+    """
+
+    def __init__(
+        self,
+        engine: SpeechToText,
+        audio: np.ndarray,
+        abort: Callable[[], bool] | None,
+        language: str | None,
+        limit: float,
+        pack: bool,
+    ) -> None:
+        import queue
+
+        self._engine = engine
+        self._twin = engine._twin_engine()
+        self._audio = audio
+        self._abort = abort
+        self._language = language
+        self._limit = limit
+        self._pack = pack
+        self._handed: set[tuple[int, int]] = set()
+        self._last_settled = 0
+        self._jobs: queue.Queue[tuple[int, int, SpeechMap] | None] = queue.Queue()
+        self._done: queue.Queue[tuple[tuple[int, int], list[_Piece] | BaseException]]
+        self._done = queue.Queue()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> _ChunkPool:
+        self._twin._lock.acquire()
+        self._engine._call_threads = self._engine._side_by_side_threads()
+        for context in (self._engine, self._twin):
+            worker = threading.Thread(
+                target=self._work, args=(context,), name="stt-chunks", daemon=True
+            )
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._engine._call_threads = self._engine.threads
+        self._twin._lock.release()
+
+    def _work(self, context: SpeechToText) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None or self._stop.is_set():
+                return
+            first, last, speech = job
+            try:
+                pieces = context._chunk_pieces(
+                    self._audio, first, last, speech, self._abort, self._language
+                )
+            except BaseException as exc:  # handed to the calling thread, raised there
+                self._stop.set()
+                self._done.put(((first, last), exc))
+                return
+            self._done.put(((first, last), pieces))
+
+    def _submit(self, chunk: tuple[int, int], speech: SpeechMap) -> None:
+        self._handed.add(chunk)
+        self._jobs.put((*chunk, speech))
+
+    def submit_settled(self, partial: SpeechMap, settled: int) -> None:
+        """Hand in the chunks of ``partial`` that can no longer change (see find_speech).
+
+        Every chunk but the last that ends well before ``settled``: a later utterance can
+        only add speech after it (a chunk's padding reaches twice _CHUNK_PAD_S back).
+        """
+        if settled - self._last_settled < self._limit * SAMPLE_RATE / 2:
+            return  # not worth chunking the map again yet
+        self._last_settled = settled
+        reach = 2 * round(_CHUNK_PAD_S / _FRAME_S) * _FRAME + _FRAME
+        for chunk in partial.chunks(self._limit, pack=self._pack)[:-1]:
+            if chunk[1] <= settled - reach and chunk not in self._handed:
+                self._submit(chunk, partial)
+
+    def results(
+        self,
+        chunks: list[tuple[int, int]],
+        speech: SpeechMap,
+        on_progress: Callable[[float], None] | None,
+    ) -> list[list[_Piece]]:
+        """The pieces of each of ``chunks`` (the file's own), decoding those not handed in yet.
+
+        Progress is reported from the calling thread, for the chunks done in order.
+        """
+        for chunk in chunks:
+            if chunk not in self._handed:
+                self._submit(chunk, speech)
+        stale = self._handed - set(chunks)
+        if stale:  # the rule in submit_settled failed; the work is wasted, not wrong
+            log.warning("%d chunks decoded early do not match the final speech map", len(stale))
+        done: dict[tuple[int, int], list[_Piece]] = {}
+        reported = 0
+        while len(done) < len(self._handed):
+            chunk, result = self._done.get()
+            if isinstance(result, BaseException):
+                raise result
+            done[chunk] = result
+            while reported < len(chunks) and chunks[reported] in done:
+                reported += 1
+                if on_progress:
+                    on_progress(chunks[reported - 1][1] / SAMPLE_RATE)
+        return [done[chunk] for chunk in chunks]
 
 
 class SpeechToText:
@@ -690,27 +847,7 @@ class SpeechToText:
         language = self.resolve_language(language)
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         duration = audio.size / SAMPLE_RATE
-        if gate_windows is not None:
-            speech = speech_map(audio, self.energy_floor_dbfs)
-            speech = SpeechMap(speech.voiced, speech.levels, speech.samples, tuple(gate_windows))
-        elif self.vad_filter:
-            speech = find_speech(audio, self.vad, self.energy_floor_dbfs)
-        else:
-            speech = everything_map(audio)
-        if speech.speech_seconds < _MIN_SPEECH_S:
-            log.debug("no speech in %.1f s of audio; not decoding", duration)
-            if on_progress:
-                on_progress(duration)
-            return Transcription(
-                (),
-                duration,
-                "en" if language == "auto" else language,
-                self.model_name,
-                0.0,
-                task="translate" if self.translate else "transcribe",
-            )
-
-        chunks = speech.chunks(self.chunk_s or _FULL_CHUNK_S, pack=not self.language_per_segment)
+        limit, pack = self.chunk_s or _FULL_CHUNK_S, not self.language_per_segment
         raw: list[_Piece] = []
         heard: dict[str, float] = {}  # language -> seconds of segments heard in it
 
@@ -722,14 +859,57 @@ class SpeechToText:
                         piece.end - piece.start, 0.01
                     )
 
-        with self._lock:
+        def known(language: str) -> bool:  # each chunk is decoded in the same language
+            return language != "auto" or self.language_per_segment
+
+        with contextlib.ExitStack() as stack:
+            pool: _ChunkPool | None = None
+            # A file whose language is known: its chunks are decoded on two contexts while
+            # the rest of it is still searched for speech.
+            early = (
+                gate_windows is None
+                and self.vad_filter
+                and known(language)
+                and self._side_by_side_threads() > 0
+            )
+            if early:
+                stack.enter_context(self._lock)
+                pool = stack.enter_context(_ChunkPool(self, audio, abort, language, limit, pack))
+            if gate_windows is not None:
+                speech = speech_map(audio, self.energy_floor_dbfs)
+                speech = SpeechMap(
+                    speech.voiced, speech.levels, speech.samples, tuple(gate_windows)
+                )
+            elif self.vad_filter:
+                on_partial = pool.submit_settled if pool is not None else None
+                speech = find_speech(audio, self.vad, self.energy_floor_dbfs, on_partial)
+            else:
+                speech = everything_map(audio)
+            if speech.speech_seconds < _MIN_SPEECH_S:
+                log.debug("no speech in %.1f s of audio; not decoding", duration)
+                if on_progress:
+                    on_progress(duration)
+                return Transcription(
+                    (),
+                    duration,
+                    "en" if language == "auto" else language,
+                    self.model_name,
+                    0.0,
+                    task="translate" if self.translate else "transcribe",
+                )
+
+            chunks = speech.chunks(limit, pack=pack)
+            if not early:
+                stack.enter_context(self._lock)
             index = 0
             while index < len(chunks):
-                settled = language != "auto" or self.language_per_segment
-                if settled and len(chunks) - index > 1 and self._side_by_side_threads():
-                    for pieces in self._side_by_side(
-                        audio, chunks[index:], speech, abort, language, on_progress
-                    ):
+                side_by_side = len(chunks) - index > 1 and self._side_by_side_threads() > 0
+                if pool is not None or (known(language) and side_by_side):
+                    if pool is None:
+                        pool = stack.enter_context(
+                            _ChunkPool(self, audio, abort, language, limit, pack)
+                        )
+                    for pieces in pool.results(chunks[index:], speech, on_progress):
                         collect(pieces)
                     break
                 first, last = chunks[index]
@@ -804,79 +984,6 @@ class SpeechToText:
         if self._twin is None:
             self._twin = SpeechToText(self.model_path, threads=self.threads // 2, **self._twin_args)
         return self._twin
-
-    def _side_by_side(
-        self,
-        audio: np.ndarray,
-        chunks: list[tuple[int, int]],
-        speech: SpeechMap,
-        abort: Callable[[], bool] | None,
-        language: str | None,
-        on_progress: Callable[[float], None] | None,
-    ) -> list[list[_Piece]]:
-        """Decode ``chunks`` on this context and the twin at once, half the threads each.
-
-        Each chunk is decoded exactly as it would be alone (its own window, no context carried
-        between chunks), so the text is the same; only the work is shared out. On two cores,
-        two contexts of one thread each decoded a 147 s file in about half the time one
-        context of two threads took: whisper.cpp's threads meet at a spinning barrier after
-        every operation, and the decoder's operations (one token at a time) are so small that
-        the waiting cost more than the second thread gave, several times more while other
-        programs kept the cores busy (docs/benchmarks.md, "A long file").
-
-        Progress is reported from the calling thread, for the chunks done in order.
-        """
-        import queue
-
-        threads = self._side_by_side_threads()
-        twin = self._twin_engine()
-        todo = iter(range(len(chunks)))
-        todo_lock = threading.Lock()
-        stop = threading.Event()
-        done: queue.Queue[tuple[int, list[_Piece] | BaseException]] = queue.Queue()
-
-        def work(engine: SpeechToText) -> None:
-            while not stop.is_set():
-                with todo_lock:
-                    index = next(todo, None)
-                if index is None:
-                    return
-                first, last = chunks[index]
-                try:
-                    done.put(
-                        (index, engine._chunk_pieces(audio, first, last, speech, abort, language))
-                    )
-                except BaseException as exc:  # handed to the calling thread, raised there
-                    done.put((index, exc))
-                    return
-
-        results: list[list[_Piece] | None] = [None] * len(chunks)
-        self._call_threads = threads
-        workers: list[threading.Thread] = []
-        try:
-            with twin._lock:
-                for engine in (self, twin):
-                    worker = threading.Thread(
-                        target=work, args=(engine,), name="stt-chunks", daemon=True
-                    )
-                    worker.start()
-                    workers.append(worker)
-                reported = 0
-                for _ in range(len(chunks)):
-                    index, result = done.get()
-                    if isinstance(result, BaseException):
-                        raise result
-                    results[index] = result
-                    while reported < len(chunks) and results[reported] is not None:
-                        reported += 1
-                        if on_progress:
-                            on_progress(chunks[reported - 1][1] / SAMPLE_RATE)
-        finally:
-            stop.set()
-            for worker in workers:
-                worker.join()
-            self._call_threads = self.threads
-        return [pieces or [] for pieces in results]
 
     def _decode_chunk(
         self,
