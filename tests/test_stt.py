@@ -383,3 +383,32 @@ def test_find_speech_hands_out_partial_maps_that_stay_true() -> None:
         assert settled < audio.size
         assert np.array_equal(voiced[: settled // 480], final.voiced[: settled // 480])
         assert voiced[: settled // 480].any() or settled < 16000
+
+
+def test_the_chunk_s_own_log_mel_spectrogram_decodes_as_whisper_cpp_s_does(
+    stt: SpeechToText,
+) -> None:
+    """Short windows get a log-mel spectrogram computed here (not whisper.cpp's, which
+    transforms 30 s of zeros with every chunk): same text, same times, same confidence."""
+    from voiced.speech.stt import log_mel, read_mel_filters
+
+    engine = SpeechToText(stt.model_path, model_name="tiny.en")
+    filters = read_mel_filters(stt.model_path)
+    assert filters.shape == (80, 201)
+    for i, sentence in enumerate(SHORT):
+        audio = np.concatenate(
+            [synthesize(sentence, seed=130 + i), noise(0.5, seed=140 + i), synthesize(SHORT[0])]
+        )
+        ctx = engine._short_ctx(audio.size / 16000)
+        mel = log_mel(audio, filters, audio.size // 160 + 3 + 2 * ctx)
+        assert mel.shape == (80, audio.size // 160 + 3 + 2 * ctx)
+        assert mel.max() == pytest.approx(mel[:, : audio.size // 160].max())
+        ours = engine._decode(audio, audio_ctx=ctx)
+        ours_logprobs = engine._segment_logprobs(len(ours))
+        assert engine._model.get_params()["duration_ms"] > 0  # whisper.cpp got no samples
+        engine._set_mel = lambda audio, ctx: (audio, 0)  # whisper.cpp's own spectrogram
+        theirs = engine._decode(audio, audio_ctx=ctx)
+        theirs_logprobs = engine._segment_logprobs(len(theirs))
+        del engine._set_mel
+        assert [(s.t0, s.t1, s.text) for s in ours] == [(s.t0, s.t1, s.text) for s in theirs]
+        assert ours_logprobs == pytest.approx(theirs_logprobs, abs=0.02)

@@ -344,6 +344,46 @@ def _max_tokens(duration: float) -> int:
     return int(duration * 2 * _MAX_WORDS_PER_S) + 16
 
 
+# whisper's log-mel spectrogram: 25 ms windows every 10 ms, 201 FFT bins.
+_N_FFT = 400
+_HOP = 160
+_HANN = (0.5 * (1.0 - np.cos(2.0 * np.pi * np.arange(_N_FFT) / _N_FFT))).astype(np.float32)
+
+
+def read_mel_filters(model_path: Path) -> np.ndarray:
+    """The mel filter bank a ggml whisper file carries: (n_mel, 201) float32."""
+    with model_path.open("rb") as f:
+        head = f.read(56)  # magic, 11 hyper-parameters, n_mel, n_fft
+        n_mel, n_fft = np.frombuffer(head[48:56], dtype="<i4")
+        data = np.frombuffer(f.read(4 * int(n_mel) * int(n_fft)), dtype="<f4")
+    if n_fft != _N_FFT // 2 + 1 or data.size != n_mel * n_fft:
+        raise SttError(f"{model_path}: unexpected mel filters ({n_mel} x {n_fft})")
+    return data.reshape(int(n_mel), int(n_fft))
+
+
+def log_mel(audio: np.ndarray, filters: np.ndarray, frames: int) -> np.ndarray:
+    """whisper.cpp's log-mel spectrogram of ``audio``: its first ``frames`` frames, (n_mel, frames).
+
+    As whisper_pcm_to_mel computes it (200 samples reflected at the start, zeros after the
+    end, log10 clamped to 8 below the peak, scaled by (x + 4) / 4), without the 30 s of
+    zeros it appends and transforms on every call; ``frames`` must reach past the audio.
+    """
+    n = audio.size
+    reflected = min(_N_FFT // 2, max(0, n - 1))
+    # Frames past these hold only zeros: log10(1e-10), as whisper.cpp fills them.
+    sounding = min(frames, (n + _N_FFT // 2) // _HOP + 1)
+    padded = np.zeros((sounding - 1) * _HOP + _N_FFT + _N_FFT // 2 + n, dtype=np.float32)
+    padded[_N_FFT // 2 - reflected : _N_FFT // 2] = audio[1 : 1 + reflected][::-1]
+    padded[_N_FFT // 2 : _N_FFT // 2 + n] = audio
+    windows = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:sounding]
+    spectrum = np.fft.rfft(windows * _HANN, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    mel = np.full((frames, filters.shape[0]), -10.0, dtype=np.float32)
+    mel[:sounding] = np.log10(np.maximum(power @ filters.T, 1e-10))
+    mel = (np.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
+    return np.ascontiguousarray(mel.T, dtype=np.float32)
+
+
 def _repeats(words: list[str], n: int = 4) -> bool:
     """True when some run of ``n`` words occurs twice: a decoder repeating itself."""
     seen: set[tuple[str, ...]] = set()
@@ -734,6 +774,7 @@ class SpeechToText:
         )
         self._twin: SpeechToText | None = None
         self._model = self._load()
+        self._mel_filters = read_mel_filters(self.model_path)
         if word_timestamps:
             self.flash_attention = False  # whisper.cpp turns it off for DTW alignment
 
@@ -1171,8 +1212,12 @@ class SpeechToText:
         """
         duration = audio.size / SAMPLE_RATE
         self._last_ctx = audio_ctx
+        media, duration_ms = audio, 0
+        if audio_ctx and not (self.max_segment_chars > 0 or self.word_timestamps):
+            media, duration_ms = self._set_mel(audio, audio_ctx)
         segments = self._model.transcribe(
-            audio,
+            media,
+            duration_ms=duration_ms,
             abort_callback=abort,
             language=language or self.language,
             translate=self.translate,
@@ -1202,6 +1247,26 @@ class SpeechToText:
         if abort is not None and abort():
             raise TranscriptionAborted("transcription aborted")
         return segments
+
+    def _set_mel(self, audio: np.ndarray, audio_ctx: int) -> tuple[np.ndarray, int]:
+        """Hand whisper.cpp the chunk's log-mel spectrogram, computed here for its window only.
+
+        whisper_full otherwise computes it for the audio plus 30 s of zeros, with a slow FFT,
+        on every call: 4-6 % of a long file's time went there. The spectrogram covers the
+        audio and two windows of padding (a decode that moves on inside the chunk reads one
+        window past where it is); ``duration_ms`` stops whisper.cpp at the audio's last
+        frame, where its own spectrogram would. Returns what to call whisper_full with: no
+        samples (it keeps this spectrogram) and that duration. Not with token timestamps,
+        which whisper.cpp weighs with the energy of the samples.
+        """
+        import _pywhispercpp as pw
+
+        frames = audio.size // _HOP + 3 + 2 * audio_ctx
+        mel = log_mel(audio, self._mel_filters, frames)
+        if pw.whisper_set_mel(self._model._ctx, mel, frames, mel.shape[0]) != 0:
+            raise SttError("whisper.cpp refused the log-mel spectrogram")
+        audio_frames = 1 + math.trunc((audio.size + _N_FFT // 2 - _N_FFT) / _HOP)
+        return np.zeros(0, dtype=np.float32), max(0, audio_frames) * 10
 
     def _segment_logprobs(self, n_segments: int) -> list[float]:
         import _pywhispercpp as pw
