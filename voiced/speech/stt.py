@@ -1173,7 +1173,7 @@ class SpeechToText:
         few MiB of it, the full one (the fallback of :meth:`_decode_chunk`) about 95 MiB more
         (tiny.en). Touched here, that memory is part of the baseline rather than a step in a
         long-running daemon's memory at its first fallback, and no utterance pays for setting
-        it up.
+        it up. With ``parallel_chunks`` the second context is loaded here too.
         """
         silence = np.zeros(SAMPLE_RATE, dtype=np.float32)
         with self._lock:
