@@ -24,7 +24,9 @@ def empty_store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "models")
 
 
-@pytest.mark.parametrize(("name", "ftype"), [("tiny.en", 1), ("tiny.en-q8_0", 2007)])
+@pytest.mark.parametrize(
+    ("name", "ftype"), [("tiny.en", 1), ("tiny.en-q8_0", 2007), ("tiny.en-q4_0", 2002)]
+)
 def test_converted_models_have_the_catalogued_checksum(
     empty_store: ModelStore, name: str, ftype: int
 ) -> None:
