@@ -361,6 +361,23 @@ def read_mel_filters(model_path: Path) -> np.ndarray:
     return data.reshape(int(n_mel), int(n_fft))
 
 
+def _filter_bands(filters: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each mel filter's nonzero FFT bins and their weights, padded to the widest (14 bins).
+
+    Applied by indexing rather than as a matrix product: numpy hands a product of this size
+    to OpenBLAS, whose threads spin on both cores while the two whisper contexts decode
+    (16 ms of CPU a chunk instead of 6 ms alone, far more under load).
+    """
+    width = max(1, int((filters != 0).sum(axis=1).max()))
+    bins = np.zeros((filters.shape[0], width), dtype=np.intp)
+    weights = np.zeros((filters.shape[0], width), dtype=np.float32)
+    for band, row in enumerate(filters):
+        nonzero = np.flatnonzero(row)
+        bins[band, : nonzero.size] = nonzero
+        weights[band, : nonzero.size] = row[nonzero]
+    return bins, weights
+
+
 def log_mel(audio: np.ndarray, filters: np.ndarray, frames: int) -> np.ndarray:
     """whisper.cpp's log-mel spectrogram of ``audio``: its first ``frames`` frames, (n_mel, frames).
 
@@ -378,8 +395,9 @@ def log_mel(audio: np.ndarray, filters: np.ndarray, frames: int) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:sounding]
     spectrum = np.fft.rfft(windows * _HANN, axis=1)
     power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+    bins, weights = _filter_bands(filters)
     mel = np.full((frames, filters.shape[0]), -10.0, dtype=np.float32)
-    mel[:sounding] = np.log10(np.maximum(power @ filters.T, 1e-10))
+    mel[:sounding] = np.log10(np.maximum((power[:, bins] * weights).sum(axis=2), 1e-10))
     mel = (np.maximum(mel, mel.max() - 8.0) + 4.0) / 4.0
     return np.ascontiguousarray(mel.T, dtype=np.float32)
 
