@@ -944,12 +944,18 @@ class Daemon:
                 if early is not None and matched is None:
                     early.abandoned.set()
                 early = None
+                end = clock.monotonic(last.end_s)
+                # The silence heard before the decision: the segmenter counts the audio it
+                # was fed, but a verdict applied between blocks comes later than that.
+                waited = last.endpoint_wait_ms
+                if last.reason != "max_length":
+                    waited = max(waited, _ms(decided, end) or 0)
                 utterance = Utterance(
                     audio=audio,
                     start=start,
-                    end=clock.monotonic(last.end_s),
+                    end=end,
                     endpoint_at=decided,
-                    endpoint_wait_ms=last.endpoint_wait_ms,
+                    endpoint_wait_ms=waited,
                     started_wall=wall_time(start),
                     early=matched,
                     speech_prob=_joined_prob(windows, first),
