@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.speech import noise, synthesize, wer
+from voiced.audio.speech_gate import SURE
 from voiced.speech.stt import (
     SpeechToText,
     _looks_wrong,
@@ -240,8 +241,27 @@ def test_the_speech_prob_of_a_span_comes_from_the_gate_windows_inside_it() -> No
     assert speech.speech_prob_between(0.0, 1.0) == pytest.approx(0.99)
     assert speech.speech_prob_between(1.2, 2.9) == pytest.approx(0.1)  # a segment over noise
     assert speech.speech_prob_between(9.9, 11.0) == pytest.approx(0.95)
-    assert speech.speech_prob_between(12.0, 14.0) is None  # not scored: unknown, kept
+    # Past where the second piece stopped, sure: speech.
+    assert speech.speech_prob_between(12.0, 14.0) == pytest.approx(SURE)
     assert SpeechMap(np.ones(5, bool), np.zeros(5)).speech_prob_between(0, 1) is None
+
+
+def test_a_span_late_in_an_utterance_the_gate_was_sure_of_is_speech() -> None:
+    """The gate stops scoring an utterance once sure of speech; a segment late in it must not
+    be judged by the cold first windows of the next utterance alone (real prompts back to
+    back lost whole sentences so)."""
+    from voiced.speech.stt import SpeechMap
+
+    sure = np.concatenate([np.full(3, 0.05), np.full(10, 0.99)])  # stopped at 0.42 s
+    cold_start = np.concatenate([np.full(6, 0.02), np.full(20, 0.9)])  # the next one, at 3 s
+    noise = np.full(40, 0.1)  # a third one over noise, at 5 s, right after it
+    voiced = np.zeros(300, bool)
+    voiced[: 7 * 1000 // 30] = True  # one run of speech frames: 0-7 s
+    speech = SpeechMap(
+        voiced, np.zeros(300), 9 * 16000, ((0, sure), (48000, cold_start), (80000, noise))
+    )
+    assert speech.speech_prob_between(2.0, 3.2) == pytest.approx(SURE)
+    assert speech.speech_prob_between(5.2, 6.0) == pytest.approx(0.1)  # vouched by none
 
 
 def test_max_segment_chars_splits_at_words_with_token_timestamps(stt: SpeechToText) -> None:

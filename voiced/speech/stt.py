@@ -152,15 +152,34 @@ class SpeechMap:
         """
         if not self.gate:
             return None
-        from voiced.audio.speech_gate import summarise
+        from voiced.audio.speech_gate import SURE, summarise
 
         lo, hi = start * SAMPLE_RATE, end * SAMPLE_RATE
         inside = []
-        for first, probs in self.gate:
+        vouched = False
+        starts = [first for first, _ in self.gate[1:]] + [self.samples]
+        for (first, probs), next_first in zip(self.gate, starts, strict=True):
+            probs = np.asarray(probs)
             middles = first + _GATE_WINDOW / 2 + _GATE_WINDOW * np.arange(len(probs))
-            inside.append(np.asarray(probs)[(middles >= lo) & (middles <= hi)])
+            inside.append(probs[(middles >= lo) & (middles <= hi)])
+            # A gate sure of speech stopped scoring: the rest of that utterance (up to the next
+            # piece) is speech too. Without this, a segment late in such an utterance was
+            # judged by the first, cold windows of the next one alone, and real speech was
+            # dropped.
+            scored_end = first + probs.size * _GATE_WINDOW
+            unscored_end = min(self._voiced_run_end(first), next_first)
+            if probs.size and summarise(probs) >= SURE and scored_end < unscored_end:
+                vouched = vouched or (lo < unscored_end and hi > scored_end)
         found = np.concatenate(inside) if inside else np.zeros(0)
-        return summarise(found) if found.size else None
+        prob = summarise(found) if found.size else None
+        return max(prob or 0.0, SURE) if vouched else prob
+
+    def _voiced_run_end(self, sample: int) -> int:
+        """The sample where the run of speech frames holding ``sample`` ends."""
+        frame = sample // _FRAME
+        while frame < self.voiced.size and self.voiced[frame]:
+            frame += 1
+        return frame * _FRAME
 
     @property
     def speech_seconds(self) -> float:
