@@ -392,3 +392,39 @@ def test_a_pause_the_speech_gate_hears_speech_in_keeps_the_longer_post_roll(
     # What the shorter post-roll would have kept loses the word's end.
     cut = noisy.audio[: noisy.audio.size - (full_ms - quick_ms) * 16]
     assert "dialed" not in listener_stt.transcribe(cut).text.lower()
+
+
+def test_a_pause_nobody_wants_is_not_checked_by_the_speech_gate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Talk that is not for the assistant (a TV, no wake word) costs no pause checks (about
+    25 ms of Silero each): such a pause keeps the longer post-roll."""
+    from voiced.audio import segmenter as segmenter_module
+
+    settings = VadSettings(end_of_turn="model")
+    audio = synthesize("What time is it right now?", seed=2, tail_s=1.0)
+    asked: list[tuple[float, float]] = []
+    checks: list[int] = []
+    scorer = segmenter_module.score_alone
+    monkeypatch.setattr(
+        segmenter_module, "score_alone", lambda a: checks.append(a.size) or scorer(a)
+    )
+    kept = []
+    for wanted in (True, False):
+        segmenter = Segmenter(
+            settings, report_pauses=True, judge_turns=True, gate=speech_gate(settings)
+        )
+
+        def pause_wanted(start: float, now: float, wanted: bool = wanted) -> bool:
+            asked.append((start, now))
+            return wanted
+
+        segmenter.pause_wanted = pause_wanted
+        events = [e for o in range(0, audio.size, 960) for e in segmenter.feed(audio[o : o + 960])]
+        (paused,) = [e for e in events if isinstance(e, SpeechPaused)]
+        kept.append(round((paused.audio_end_s - paused.audio_start_s) * 1000))
+        assert len(checks) == 1  # one check for the first; the second checked nothing
+    assert len(asked) == 2 and asked[0][0] < asked[0][1]
+    assert kept[1] - kept[0] == min(settings.post_roll_ms, settings.turn_pause_ms) - (
+        settings.turn_post_roll_ms
+    )

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -279,6 +279,11 @@ class Segmenter:
         self._paused = False  # a SpeechPaused was reported for the current utterance
         self._judging = False  # a TurnPause was reported for the current utterance
         self._tail_frames: int | None = None  # the post-roll decided for the current pause
+        # Asked (the utterance's audio start and the stream time, in s) before a pause's
+        # silence is checked with the speech gate (about 25 ms of one core): a listener that
+        # will ignore the utterance (no wake word) says no, and the pause keeps the longer
+        # post-roll. None: always check.
+        self.pause_wanted: Callable[[float, float], bool] | None = None
         self._unfinished = False  # the end-of-turn model heard this pause as unfinished
         # After a model-decided end: that utterance's frames and every frame since, until
         # vad.silence_ms after its speech; speech starting before then takes it back.
@@ -523,7 +528,7 @@ class Segmenter:
                 events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
         else:
             self._silent_run += 1
-            if self._silent_run == self._quick_frames:
+            if self._silent_run == self._quick_frames and self._pause_wanted():
                 self._tail_frames = self._quick_frames if self._quiet_tail() else None
         limit = self._max_silence_frames if self._unfinished else self._silence_frames
         if self._silent_run >= limit:
@@ -586,6 +591,12 @@ class Segmenter:
     def _post_roll(self) -> int:
         """The post-roll of the current pause, in frames."""
         return self._post_roll_frames if self._tail_frames is None else self._tail_frames
+
+    def _pause_wanted(self) -> bool:
+        assert self._utterance is not None
+        if self.pause_wanted is None:
+            return True
+        return self.pause_wanted(self._time(self._utterance[0].index), self.stream_time_s)
 
     def _quiet_tail(self) -> bool:
         """Whether the speech gate hears no speech in the pause so far (the silent frames

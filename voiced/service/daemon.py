@@ -883,12 +883,14 @@ class Daemon:
                 return None
             return job
 
-        def wanted(paused: TurnPause) -> bool:
+        def wanted(audio_start_s: float, audio_end_s: float) -> bool:
             """Whether the utterance can be for the assistant (otherwise its end does not
-            matter, and nobody pays for judging it)."""
-            if detector is None or ears_open(paused.audio_start_s):
+            matter, and nobody pays for judging it or for checking its pauses)."""
+            if detector is None or ears_open(audio_start_s):
                 return True
-            return detection_in(paused.audio_start_s, paused.audio_end_s) is not None
+            return detection_in(audio_start_s, audio_end_s) is not None
+
+        segmenter.pause_wanted = wanted
 
         def handle(events: list) -> None:
             nonlocal early
@@ -910,7 +912,11 @@ class Daemon:
                     early = None
                 if isinstance(event, SpeechPaused):
                     early = start_early(event)
-                if isinstance(event, TurnPause) and judge is not None and wanted(event):
+                if (
+                    isinstance(event, TurnPause)
+                    and judge is not None
+                    and wanted(event.audio_start_s, event.audio_end_s)
+                ):
                     judge.judge(event.index, event.audio_end_s, event.audio)
             # After any withdrawal above: whoever sees the window closed sees the withdrawal.
             rejoin = segmenter.rejoin_open
