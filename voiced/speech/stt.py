@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -146,9 +147,10 @@ class SpeechMap:
         """The gate's speech probability over ``start``-``end`` s; None where it never ran.
 
         The windows of every gate piece whose middle falls in the span, in order, summarised
-        as an utterance is (see :func:`voiced.audio.speech_gate.summarise`). A span with no
-        scored window is unknown (None): outside a file's speech regions (which the speech
-        map already rules out), or past the point where the gate stopped, sure of speech.
+        as an utterance is (see :func:`voiced.audio.speech_gate.summarise`). A span that
+        reaches past where a piece's gate stopped, sure of speech, is speech (at least
+        ``SURE``; see :attr:`_sure`). Otherwise a span with no scored window is unknown (None):
+        outside a file's speech regions, which the speech map already rules out.
         """
         if not self.gate:
             return None
@@ -156,23 +158,34 @@ class SpeechMap:
 
         lo, hi = start * SAMPLE_RATE, end * SAMPLE_RATE
         inside = []
-        vouched = False
-        starts = [first for first, _ in self.gate[1:]] + [self.samples]
-        for (first, probs), next_first in zip(self.gate, starts, strict=True):
-            probs = np.asarray(probs)
+        for first, probs in self.gate:
             middles = first + _GATE_WINDOW / 2 + _GATE_WINDOW * np.arange(len(probs))
-            inside.append(probs[(middles >= lo) & (middles <= hi)])
-            # A gate sure of speech stopped scoring: the rest of that utterance (up to the next
-            # piece) is speech too. Without this, a segment late in such an utterance was
-            # judged by the first, cold windows of the next one alone, and real speech was
-            # dropped.
-            scored_end = first + probs.size * _GATE_WINDOW
-            unscored_end = min(self._voiced_run_end(first), next_first)
-            if probs.size and summarise(probs) >= SURE and scored_end < unscored_end:
-                vouched = vouched or (lo < unscored_end and hi > scored_end)
+            inside.append(np.asarray(probs)[(middles >= lo) & (middles <= hi)])
+        vouched = any(
+            lo < unscored_end and hi > scored_end for scored_end, unscored_end in self._sure
+        )
         found = np.concatenate(inside) if inside else np.zeros(0)
         prob = summarise(found) if found.size else None
         return max(prob or 0.0, SURE) if vouched else prob
+
+    @functools.cached_property
+    def _sure(self) -> list[tuple[int, int]]:
+        """Where each gate piece stopped scoring, sure of speech, and where the rest of its
+        utterance (its run of speech frames, up to the next piece) ends; worked out once.
+
+        A segment late in such an utterance is speech: judged by the windows inside its span
+        alone, it was judged by the next utterance's first, cold windows, and real speech was
+        dropped."""
+        from voiced.audio.speech_gate import SURE, summarise
+
+        spans = []
+        starts = [first for first, _ in self.gate[1:]] + [self.samples]
+        for (first, probs), next_first in zip(self.gate, starts, strict=True):
+            scored_end = first + len(probs) * _GATE_WINDOW
+            unscored_end = min(self._voiced_run_end(first), next_first)
+            if len(probs) and scored_end < unscored_end and summarise(np.asarray(probs)) >= SURE:
+                spans.append((scored_end, unscored_end))
+        return spans
 
     def _voiced_run_end(self, sample: int) -> int:
         """The sample where the run of speech frames holding ``sample`` ends."""
