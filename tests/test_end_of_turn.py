@@ -7,6 +7,7 @@ whisper, Piper and the scripted Ollama server, one daemon for the module.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -273,8 +274,11 @@ def test_voiced_run_takes_back_a_turn_when_the_user_goes_on(
     assert 1 <= len(asked) <= 2, asked
     users = [[m["content"] for m in r["messages"] if m["role"] == "user"] for r in asked]
     assert len(users[-1]) == len(users[0]) and users[-1][:-1] == users[0][:-1], users
+    # Whisper may mishear the reply ("it is known in pairs"), so what was heard is compared
+    # with both replies rather than searched for one word.
     spoken = heard_speech(stt, heard).lower()
-    assert "never" not in spoken and "paris" in spoken, spoken
+    assert not {"should", "never", "hear"} & set(re.findall(r"[a-z]+", spoken)), spoken
+    assert wer(reply, spoken) < 0.5 < wer(withdrawn, spoken), spoken
     assert "withdrawn" in daemon.log()
 
 
