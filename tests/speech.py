@@ -1,4 +1,5 @@
-"""Speech for tests: Piper's joe voice with a realistic noise floor, and word error rate."""
+"""Speech for tests: Piper's joe voice with a realistic noise floor, word error rate, and what
+a recording of the speaker says."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ import functools
 import re
 import wave
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 
 from voiced.decode import resample
+
+if TYPE_CHECKING:
+    from voiced.speech.stt import SpeechToText
 
 
 @functools.cache
@@ -83,3 +88,10 @@ def wer(reference: str, hypothesis: str) -> float:
     if not hyp:
         return 1.0 if ref else 0.0
     return jiwer.wer(ref, hyp)
+
+
+def heard_speech(stt: SpeechToText, audio: np.ndarray) -> str:
+    """What whisper hears in a recording of the speaker (its loud part, with 0.1 s either side)."""
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert loud.size, "nothing was heard on the speaker"
+    return stt.transcribe(audio[max(0, loud[0] - 1600) : loud[-1] + 1600]).text

@@ -26,7 +26,7 @@ import pytest
 
 from tests import pulse as pulse_fixtures
 from tests.ollama_server import OllamaTestServer, Reply
-from tests.speech import synthesize, wer
+from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
 from voiced.transcripts import Journal
 
@@ -215,12 +215,6 @@ def paused_request_is_one_turn(daemon: DaemonHandle, pulse_server, audio: np.nda
     assert record["assistant"] == "It is ten past nine."
     new = daemon.log()[mark:]
     assert "acknowledging" not in new, new
-
-
-def heard_speech(stt, audio: np.ndarray) -> str:
-    loud = np.flatnonzero(np.abs(audio) > 0.01)
-    assert loud.size, "nothing was heard on the speaker"
-    return stt.transcribe(audio[max(0, loud[0] - 1600) : loud[-1] + 1600]).text
 
 
 # ----------------------------------------------------------------------------------- tests

@@ -30,9 +30,9 @@ import pytest
 
 from tests import pulse as pulse_fixtures
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
-from tests.speech import synthesize
+from tests.speech import heard_speech, synthesize
 from tests.store import seed_models
-from tests.test_daemon_e2e import DaemonHandle, _collect, heard_speech
+from tests.test_daemon_e2e import DaemonHandle, _collect
 
 pytestmark = pytest.mark.pulse
 pulse_server = pulse_fixtures.pulse_server

@@ -21,7 +21,7 @@ import pytest
 
 from tests import pulse as pulse_fixtures
 from tests.ollama_server import OllamaTestServer, Reply
-from tests.speech import synthesize, wer
+from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
 from voiced.transcripts import Journal
 
@@ -114,12 +114,6 @@ def processes(
     finally:
         pulse_fixtures.end_process(handle.run, grace_s=10)
         pulse_fixtures.end_process(serve, grace_s=10)
-
-
-def heard_speech(stt, audio: np.ndarray) -> str:  # type: ignore[no-untyped-def]
-    loud = np.flatnonzero(np.abs(audio) > 0.01)
-    assert loud.size, "nothing was heard on the speaker"
-    return stt.transcribe(audio[max(0, loud[0] - 1600) : loud[-1] + 1600]).text
 
 
 def test_a_turn_heard_and_spoken_by_the_server(

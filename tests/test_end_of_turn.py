@@ -22,9 +22,9 @@ import pytest
 from tests import pulse as pulse_fixtures
 from tests import recordings as rec
 from tests.ollama_server import OllamaTestServer, Reply
-from tests.speech import synthesize, wer
+from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
-from tests.test_daemon_e2e import DaemonHandle, _collect, heard_speech
+from tests.test_daemon_e2e import DaemonHandle, _collect
 from voiced.audio.end_of_turn import TurnModel
 from voiced.audio.segmenter import (
     Segmenter,
