@@ -12,27 +12,24 @@ from __future__ import annotations
 import difflib
 import logging
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests import daemon as daemon_fixtures
 from tests import pulse as pulse_fixtures
+from tests.daemon import DaemonHandle, voiced_run
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
-from voiced.transcripts import Journal
 
 log = logging.getLogger(__name__)
 pytestmark = pytest.mark.pulse
 pulse_server = pulse_fixtures.pulse_server
+ollama = daemon_fixtures.ollama
 
 FOLLOW_UP_S = 4.0
 WATCHDOG_USEC = 1_000_000
@@ -46,75 +43,6 @@ TIMING_KEYS = (
     "speech_end_to_first_audio_ms",
     "total_ms",
 )
-
-
-@dataclass
-class DaemonHandle:
-    proc: subprocess.Popen
-    home: Path
-    log_path: Path
-    ollama: OllamaTestServer
-    notifications: list[tuple[float, str]] = field(default_factory=list)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def records(self) -> list[dict]:
-        return list(Journal(self.home / "transcripts").records())
-
-    def conversation_requests(self) -> list[dict]:
-        """Chat requests that carry a conversation (not the warm-up load)."""
-        return [r for r in self.ollama.chat_requests if r.get("messages")]
-
-    def wait_for_records(self, count: int, timeout: float = 90.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            records = self.records()
-            if len(records) >= count:
-                return records
-            assert self.proc.poll() is None, self.log()[-3000:]
-            time.sleep(0.1)
-        raise AssertionError(f"no transcript record #{count}; log:\n{self.log()[-3000:]}")
-
-    def wait_for_log(self, text: str, after: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log()[after:]:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never logged; log:\n{self.log()[-3000:]}")
-
-    def messages(self, prefix: str) -> list[str]:
-        return [m for _, m in list(self.notifications) if m.startswith(prefix)]
-
-    def wait_until_idle(self, timeout: float = 60.0) -> None:
-        """Until the daemon's latest status is idle: no turn, nothing playing, and the
-        follow-up window of the last reply closed (speech now needs the wake phrase).
-
-        Call it after a turn's record: its statuses (thinking, speaking) were sent before the
-        record was written, so an idle from before the turn is never the latest."""
-        deadline = time.monotonic() + timeout
-        while self.messages("STATUS=")[-1:] != ["STATUS=idle"]:
-            assert self.proc.poll() is None, self.log()[-3000:]
-            assert time.monotonic() < deadline, f"never idle; log:\n{self.log()[-3000:]}"
-            time.sleep(0.02)
-
-
-def _collect(sock: socket.socket, sink: list[tuple[float, str]]) -> None:
-    while True:
-        try:
-            data = sock.recv(4096)
-        except OSError:
-            return
-        for line in data.decode().splitlines():
-            sink.append((time.monotonic(), line))
-
-
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[OllamaTestServer]:
-    server = OllamaTestServer().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -134,38 +62,10 @@ def daemon(
         # One whisper thread: on a busy shared CPU, spinning threads slow each other down.
         "stt:\n  threads: 1\n"
     )
-    sock_path = home / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    handle_log = home / "daemon.log"
-    env = {
-        **pulse_server.env,
-        "VOICED_HOME": str(home),
-        "NOTIFY_SOCKET": str(sock_path),
-        "WATCHDOG_USEC": str(WATCHDOG_USEC),
-    }
-    env.pop("VOICED_CONFIG", None)
-    env.pop("OLLAMA_HOST", None)
-    with open(handle_log, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-vv", "run"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = DaemonHandle(proc, home, handle_log, ollama)
-    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not handle.messages("READY=1"):
-        assert proc.poll() is None, handle.log()
-        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
-        time.sleep(0.05)
-    try:
+    with voiced_run(
+        pulse_server, ollama, home, env={"WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    ) as handle:
         yield handle
-    finally:
-        pulse_fixtures.end_process(proc, grace_s=10)
-        sock.close()
 
 
 # Everything the tests say, synthesised before the daemon starts: synthesis on a busy machine

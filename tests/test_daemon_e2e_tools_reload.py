@@ -17,10 +17,6 @@ The daemon runs without ``-v``: its log level comes from the config (``logging.l
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import daemon as daemon_fixtures
 from tests import pulse as pulse_fixtures
+from tests.daemon import DaemonHandle, voiced_run
 from tests.ollama_server import OllamaTestServer, Reply, ToolCall
 from tests.speech import heard_speech, synthesize
 from tests.store import seed_models
-from tests.test_daemon_e2e import DaemonHandle, _collect
 
 pytestmark = pytest.mark.pulse
 pulse_server = pulse_fixtures.pulse_server
+ollama = daemon_fixtures.ollama
 
 # Long enough for "Yes, go ahead." to be said and transcribed after the question, on a busy
 # 2-core machine (6 s was too short there once in 4 runs).
@@ -100,13 +98,6 @@ class Handle(DaemonHandle):
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Iterator[OllamaTestServer]:
-    server = OllamaTestServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def daemon(
     pulse_server, ollama: OllamaTestServer, whisper_store: Path, tmp_path_factory
 ) -> Iterator[Handle]:
@@ -122,39 +113,12 @@ def daemon(
     (files / "shopping.txt").write_text("eggs, milk and bread\n")
     config = home / "config.yaml"
     config.write_text(base_config(ollama, files))
-    sock_path = home / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    log_path = home / "daemon.log"
-    env = {
-        **pulse_server.env,
-        "HOME": str(user_home),
-        "VOICED_HOME": str(home),
-        "NOTIFY_SOCKET": str(sock_path),
-    }
-    env.pop("VOICED_CONFIG", None)
-    env.pop("OLLAMA_HOST", None)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "run"],  # no -v: logging.level decides
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = Handle(proc, home, log_path, ollama)
-    handle.config, handle.files = config, files
-    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not handle.messages("READY=1"):
-        assert proc.poll() is None, handle.log()
-        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
-        time.sleep(0.05)
-    try:
+    # No -v: logging.level decides.
+    with voiced_run(
+        pulse_server, ollama, home, options=[], env={"HOME": str(user_home)}, handle_type=Handle
+    ) as handle:
+        handle.config, handle.files = config, files
         yield handle
-    finally:
-        pulse_fixtures.end_process(proc, grace_s=10)
-        sock.close()
 
 
 def say(pulse_server, key: str) -> None:

@@ -10,10 +10,6 @@ what was heard; the wake word alone is acknowledged and opens the ears for the r
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import daemon as daemon_fixtures
 from tests import pulse as pulse_fixtures
+from tests.daemon import DaemonHandle, voiced_run
 from tests.ollama_server import OllamaTestServer, Reply
-from tests.speech import synthesize, wer
+from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
-from tests.test_daemon_e2e import (
-    DaemonHandle,
-    _collect,
-    heard_speech,
-    paused_request_is_one_turn,
-    phrase_pause_request,
-)
+from tests.test_daemon_e2e import paused_request_is_one_turn, phrase_pause_request
 
 pytestmark = pytest.mark.pulse
 pulse_server = pulse_fixtures.pulse_server
+ollama = daemon_fixtures.ollama
 
 FOLLOW_UP_S = 2.0
 
@@ -58,13 +51,6 @@ def say_into_mic(pulse_server, text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Iterator[OllamaTestServer]:
-    server = OllamaTestServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def daemon(
     pulse_server, ollama: OllamaTestServer, whisper_store: Path, tmp_path_factory
 ) -> Iterator[DaemonHandle]:
@@ -81,33 +67,8 @@ def daemon(
         "tools:\n  enabled: [time]\n"
         "stt:\n  threads: 1\n"
     )
-    sock_path = home / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    log_path = home / "daemon.log"
-    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
-    env.pop("VOICED_CONFIG", None)
-    env.pop("OLLAMA_HOST", None)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-v", "run"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = DaemonHandle(proc, home, log_path, ollama)
-    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not handle.messages("READY=1"):
-        assert proc.poll() is None, handle.log()
-        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
-        time.sleep(0.05)
-    try:
+    with voiced_run(pulse_server, ollama, home, options=["-v"]) as handle:
         yield handle
-    finally:
-        pulse_fixtures.end_process(proc, grace_s=10)
-        sock.close()
 
 
 def wait_until_speaking(daemon: DaemonHandle, seen: int) -> None:

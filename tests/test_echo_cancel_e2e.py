@@ -11,10 +11,6 @@ in issue 13.
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +19,10 @@ import numpy as np
 import pytest
 
 from tests import pulse as pulse_fixtures
+from tests.daemon import DaemonHandle, voiced_run
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.speech import synthesize
 from tests.store import seed_models
-from tests.test_daemon_e2e import DaemonHandle, _collect
 from voiced.audio import echo_cancel as ec
 
 pytestmark = pytest.mark.pulse
@@ -55,23 +51,6 @@ def daemon(pulse_server, whisper_store: Path, tmp_path_factory) -> Iterator[Daem
         "tools:\n  enabled: [time]\n"
         "stt:\n  threads: 1\n"
     )
-    sock_path = home / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
-    for name in ("VOICED_CONFIG", "OLLAMA_HOST", "PULSE_SOURCE", "PULSE_SINK"):
-        env.pop(name, None)
-    log_path = home / "daemon.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-vv", "run"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = DaemonHandle(proc, home, log_path, ollama)
-    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
     # The echo path: monitors can start at 33 %, so full volume makes the echo loud.
     for source in (f"{pulse_fixtures.SPEAKER_SINK}.monitor", pulse_fixtures.MIC_SOURCE):
         pulse_server.pactl("set-source-volume", source, "100%")
@@ -82,15 +61,11 @@ def daemon(pulse_server, whisper_store: Path, tmp_path_factory) -> Iterator[Daem
         "latency_msec=30",
     )
     try:
-        deadline = time.monotonic() + 120
-        while not handle.messages("READY=1"):
-            assert proc.poll() is None, handle.log()
-            assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
-            time.sleep(0.05)
-        yield handle
+        with voiced_run(
+            pulse_server, ollama, home, env={"PULSE_SOURCE": None, "PULSE_SINK": None}
+        ) as handle:
+            yield handle
     finally:
-        pulse_fixtures.end_process(proc, grace_s=10)
-        sock.close()
         ollama.stop()
         pulse_server.unload_module(loopback)
         ec.disable()

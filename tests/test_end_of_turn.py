@@ -8,9 +8,6 @@ whisper, Piper and the scripted Ollama server, one daemon for the module.
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import daemon as daemon_fixtures
 from tests import pulse as pulse_fixtures
 from tests import recordings as rec
+from tests.daemon import DaemonHandle, voiced_run
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.speech import heard_speech, synthesize, wer
 from tests.store import seed_models
-from tests.test_daemon_e2e import DaemonHandle, _collect
 from voiced.audio.end_of_turn import TurnModel
 from voiced.audio.segmenter import (
     Segmenter,
@@ -37,6 +35,7 @@ from voiced.audio.segmenter import (
 from voiced.config import VadSettings
 
 pulse_server = pulse_fixtures.pulse_server
+ollama = daemon_fixtures.ollama
 recordings = rec.recordings
 
 QUESTION = "Computer, what time is it?"
@@ -151,13 +150,6 @@ def test_without_the_model_the_daemon_ends_turns_on_silence(
 
 
 @pytest.fixture(scope="module")
-def ollama() -> Iterator[OllamaTestServer]:
-    server = OllamaTestServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def speech() -> dict[str, np.ndarray]:
     return {"question": synthesize(QUESTION, seed=1), "hesitation": hesitation()}
 
@@ -175,33 +167,8 @@ def daemon(
         "stt:\n  threads: 1\n"
         "vad:\n  end_of_turn: model\n"
     )
-    sock_path = home / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    log_path = home / "daemon.log"
-    env = {**pulse_server.env, "VOICED_HOME": str(home), "NOTIFY_SOCKET": str(sock_path)}
-    env.pop("VOICED_CONFIG", None)
-    env.pop("OLLAMA_HOST", None)
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "voiced", "-vv", "run"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = DaemonHandle(proc, home, log_path, ollama)
-    threading.Thread(target=_collect, args=(sock, handle.notifications), daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not handle.messages("READY=1"):
-        assert proc.poll() is None, handle.log()
-        assert time.monotonic() < deadline, f"no READY=1; log:\n{handle.log()}"
-        time.sleep(0.05)
-    try:
+    with voiced_run(pulse_server, ollama, home) as handle:
         yield handle
-    finally:
-        pulse_fixtures.end_process(proc, grace_s=10)
-        sock.close()
 
 
 @pytest.mark.pulse
