@@ -349,6 +349,17 @@ def test_a_file_s_chunks_decoded_side_by_side_give_the_same_result(stt: SpeechTo
     assert len(progress) >= 3
 
 
+def test_the_second_context_gets_every_option_of_the_first(stt: SpeechToText) -> None:
+    """The side-by-side context is built from ``_twin_args``, copied by hand from the
+    constructor's: an option added to one and not the other would decode half a file's
+    chunks differently."""
+    import inspect
+
+    own = set(inspect.signature(SpeechToText.__init__).parameters) - {"self"}
+    # The model file, its share of the threads, and no third context.
+    assert set(stt._twin_args) == own - {"model_path", "threads", "parallel_chunks"}
+
+
 def test_side_by_side_chunks_stop_when_aborted(stt: SpeechToText) -> None:
     from voiced.speech.stt import TranscriptionAborted
 
