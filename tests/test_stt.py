@@ -326,6 +326,56 @@ def test_the_full_window_fallback_adds_no_memory_after_the_warm_up(whisper_store
     assert grown_mib < 20, f"the first full-window decode after warm_up() added {grown_mib:.0f} MiB"
 
 
+_EXIT_DURING_A_DECODE = """
+import atexit, sys, threading
+from pathlib import Path
+
+in_flight = []
+# Registered before voiced's own hook, so it runs after it: just before the models are freed.
+atexit.register(lambda: print(f"whisper calls in flight: {len(in_flight)}", flush=True))
+
+from tests.speech import synthesize
+from voiced.config import SttSettings
+from voiced.speech.models import ModelStore
+from voiced.speech.stt import SpeechToText
+
+stt = SpeechToText.from_settings(SttSettings(threads=1), ModelStore(Path(sys.argv[1])))
+audio = synthesize("The quick brown fox jumps over the lazy dog near the river.", seed=3)
+whisper_call = stt._model.transcribe
+started = threading.Event()
+
+
+def counted(*args, **kwargs):
+    in_flight.append(1)
+    started.set()
+    try:
+        return whisper_call(*args, **kwargs)
+    finally:
+        in_flight.pop()
+
+
+stt._model.transcribe = counted
+threading.Thread(target=lambda: stt.transcribe(audio), daemon=True).start()
+started.wait(60)
+"""
+
+
+def test_a_process_ending_during_a_transcription_frees_no_model_in_use(
+    whisper_store: Path,
+) -> None:
+    """The main thread ends while another thread is in whisper_full: Python would free the
+    model under it (a segfault in about 1 of 5 such exits here). The exit waits for the
+    whisper call instead, and the transcription makes no more."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_DURING_A_DECODE, str(whisper_store)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1:] == ["whisper calls in flight: 0"], done
+
+
 def test_a_file_s_chunks_decoded_side_by_side_give_the_same_result(stt: SpeechToText) -> None:
     """``parallel_chunks`` (voiced transcribe) decodes chunks on two contexts at once.
 

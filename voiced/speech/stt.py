@@ -18,6 +18,7 @@ Whisper happily "hears" words in silence and noise ("Thank you.", "[BLANK_AUDIO]
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -26,6 +27,8 @@ import math
 import os
 import re
 import threading
+import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -733,6 +736,33 @@ class _ChunkPool:
         return [done[chunk] for chunk in chunks]
 
 
+# Every loaded engine, for the wait at exit (see _let_decodes_finish).
+_engines: weakref.WeakSet[SpeechToText] = weakref.WeakSet()
+_exiting = threading.Event()
+# How long the process waits at exit for a decode in flight on another thread: one whisper
+# call, as the rest of a transcription stops before its next call.
+EXIT_WAIT_S = 15.0
+
+
+def _let_decodes_finish() -> None:
+    """At exit, let whisper calls on other threads end before the models are freed.
+
+    Python frees a model while the interpreter shuts down, even while a daemon thread is in
+    whisper_full on it (a segfault), and a daemon thread whose abort callback wants the GIL
+    then is ended inside whisper's C++ code ("terminate called without an active
+    exception"). Transcriptions stop before their next whisper call from here on, and each
+    engine's lock, taken and kept, means none is in one.
+    """
+    _exiting.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for engine in list(_engines):
+        if not engine._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("exiting while %s is still transcribing", engine.model_name)
+
+
+atexit.register(_let_decodes_finish)
+
+
 class SpeechToText:
     """One whisper.cpp model, loaded once; :meth:`transcribe` is safe to call from any thread."""
 
@@ -824,6 +854,7 @@ class SpeechToText:
         )
         self._twin: SpeechToText | None = None
         self._model = self._load()
+        _engines.add(self)
         self._mel_filters = read_mel_filters(self.model_path)
         if word_timestamps:
             self.flash_attention = False  # whisper.cpp turns it off for DTW alignment
@@ -1260,6 +1291,8 @@ class SpeechToText:
         decodes of five candidates each, which made 6 s of noise cost 20 s) is off; a loop is
         caught by _looks_wrong instead.
         """
+        if _exiting.is_set():
+            raise TranscriptionAborted("the process is exiting")
         duration = audio.size / SAMPLE_RATE
         self._last_ctx = audio_ctx
         media, duration_ms = audio, 0
