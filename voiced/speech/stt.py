@@ -748,10 +748,10 @@ def _let_decodes_finish() -> None:
     """At exit, let whisper calls on other threads end before the models are freed.
 
     Python frees a model while the interpreter shuts down, even while a daemon thread is in
-    whisper_full on it (a segfault), and a daemon thread whose abort callback wants the GIL
-    then is ended inside whisper's C++ code ("terminate called without an active
-    exception"). Transcriptions stop before their next whisper call from here on, and each
-    engine's lock, taken and kept, means none is in one.
+    whisper_full on it: such exits segfaulted (about 1 in 5 here), and a test run once ended
+    in "terminate called without an active exception" with its main thread in whisper_free.
+    Transcriptions stop before their next whisper call from here on, and each engine's lock,
+    taken and kept, means none is in one.
     """
     _exiting.set()
     deadline = time.monotonic() + EXIT_WAIT_S
