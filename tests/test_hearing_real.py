@@ -30,6 +30,7 @@ import pytest
 
 from tests import pulse as pulse_fixtures
 from tests import recordings as rec
+from tests.daemon import voiced_run
 from tests.ollama_server import OllamaTestServer, Reply
 from tests.recordings.listen import listen_to, load_listen_stt
 from tests.speech import wer, write_wav
@@ -278,19 +279,13 @@ def heard_over_pulseaudio(
     text, audio = _room_scene(recordings)
     ollama = OllamaTestServer().start()
     ollama.default_reply = Reply(content=["Okay."])
-    folder = tmp_path_factory.mktemp("run_over_pulseaudio")
-    home = folder / "home"
-    home.mkdir()
+    home = tmp_path_factory.mktemp("run_over_pulseaudio")
     seed_models(home, whisper_store)
     # No wake phrase configured: every utterance `voiced run` hears is a request.
     (home / "config.yaml").write_text(
         f"llm:\n  host: {ollama.url}\nwake:\n  engine: text\n  phrases: []\n  follow_up_s: 0.0\n"
         "tools:\n  enabled: []\nstt:\n  threads: 1\n"
     )
-    log_path = folder / "run.log"
-    env = {**pulse_server.env, "VOICED_HOME": str(home)}
-    env.pop("VOICED_CONFIG", None)
-    env.pop("NOTIFY_SOCKET", None)
 
     def requests() -> list[str]:
         return [r["messages"][-1]["content"] for r in ollama.chat_requests if r.get("messages")]
@@ -298,44 +293,22 @@ def heard_over_pulseaudio(
     # The default model, already in the shared store (another name would be converted into
     # it, and every later test would find it installed).
     model = ModelStore(whisper_store).resolve_whisper(DEFAULT_STT_MODEL)
-    listen = Listen("-m", str(model))
+    listen = Listen("-m", str(model))  # loads while `voiced run` does
     try:
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "voiced", "-v", "run"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with voiced_run(pulse_server, ollama, home, options=["-v"]) as daemon:
             listen.wait_for_stderr("listening on")
-            deadline = time.monotonic() + 120
-            while "ready:" not in log_path.read_text(errors="replace"):
-                assert proc.poll() is None, log_path.read_text(errors="replace")
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-                time.sleep(0.1)
             pulse_server.play_into_mic(audio)
             # The endpoint of the last sound, whisper, a request if any.
             time.sleep(3.0)
             listen_rc, listen_lines = listen.stop()
             # The speech comes first in the scene: its request, if slow, still counts.
             deadline = time.monotonic() + 60
-            while not requests() and time.monotonic() < deadline and proc.poll() is None:
+            while not requests() and time.monotonic() < deadline and daemon.proc.poll() is None:
                 time.sleep(0.1)
-        finally:
-            pulse_fixtures.end_process(proc, grace_s=10)
     finally:
         listen.kill()
         ollama.stop()
-    yield Heard(
-        text,
-        listen_rc,
-        listen_lines,
-        "".join(listen.stderr),
-        requests(),
-        log_path.read_text(errors="replace"),
-    )
+    yield Heard(text, listen_rc, listen_lines, "".join(listen.stderr), requests(), daemon.log())
 
 
 @pytest.mark.pulse
