@@ -165,8 +165,8 @@ def test_turn_with_the_wake_phrase_then_a_follow_up(
     timings = record["timings"]
     assert set(TIMING_KEYS) <= set(timings)
     assert all(isinstance(timings[key], int) and timings[key] >= 0 for key in TIMING_KEYS)
-    # The end-of-turn model ends it after vad.turn_pause_ms (240); never past the 1500 ms limit.
-    assert 200 <= timings["endpoint_wait_ms"] <= 1600
+    # The end-of-turn model or vad.silence_ms ends it, after at least vad.turn_pause_ms (240).
+    assert record["endpoint"] in ("model", "silence") and timings["endpoint_wait_ms"] >= 240
     assert timings["stt_ready_ms"] <= timings["llm_first_token_ms"]
     assert timings["llm_first_token_ms"] <= timings["llm_first_sentence_ms"]
     assert timings["llm_first_sentence_ms"] <= timings["first_audio_ms"] <= timings["total_ms"]

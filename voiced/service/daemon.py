@@ -157,6 +157,8 @@ class Utterance:
     endpoint_at: float  # monotonic time of the segmenter's decision
     endpoint_wait_ms: int
     started_wall: dt.datetime
+    # What ended it: the end-of-turn model, silence, the length limit (the segmenter's reason).
+    endpoint: str | None = None
     stt_ms: int = 0  # transcription's own time
     stt_ready_ms: int = 0  # from the endpoint decision until the text was ready
     early: EarlyTranscript | None = None
@@ -963,6 +965,7 @@ class Daemon:
                     endpoint_at=decided,
                     endpoint_wait_ms=waited,
                     started_wall=wall_time(start),
+                    endpoint=last.reason,
                     early=matched,
                     speech_prob=_joined_prob(windows, first),
                     gate_windows=windows,
@@ -1257,6 +1260,7 @@ class Daemon:
             error=error,
             interrupted=interrupted,
             timings=timings,
+            endpoint=utterance.endpoint if utterance is not None else None,
             speech_prob=(
                 round(utterance.speech_prob, 3)
                 if utterance is not None and utterance.speech_prob is not None
