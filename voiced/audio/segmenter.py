@@ -440,9 +440,7 @@ class Segmenter:
         self._utterance_start = onset
         self._last_speech = self._utterance[-1].index
         self._silent_run = 0
-        self._paused = self._judging = False
-        self._tail_frames = None
-        self._unfinished = False
+        self._no_pause()
         self._continues = onset < self._continues_before
         self._gate_restart(self._utterance)
         return UtteranceStarted(
@@ -464,9 +462,7 @@ class Segmenter:
         self._utterance_start = self._rejoin_start
         self._last_speech = frames[-1].index
         self._silent_run = 0
-        self._paused = self._judging = False
-        self._tail_frames = None
-        self._unfinished = False
+        self._no_pause()
         self._continues = True
         self._gate_restart(frames)
         return UtteranceStarted(
@@ -521,11 +517,9 @@ class Segmenter:
         if frame.speech:
             self._last_speech = frame.index
             self._silent_run = 0
-            self._unfinished = False
-            self._tail_frames = None
             if self._paused or self._judging:
-                self._paused = self._judging = False
                 events.append(SpeechResumed(self._utterance_count, self._time(frame.index)))
+            self._no_pause()
         else:
             self._silent_run += 1
             if self._silent_run == self._quick_frames and self._pause_wanted():
@@ -534,9 +528,7 @@ class Segmenter:
         if self._silent_run >= limit:
             return [*events, self._end("silence")]
         if frame.index + 1 - self._utterance_start >= self._max_frames:
-            self._paused = self._judging = False
-            self._tail_frames = None
-            self._unfinished = False
+            self._no_pause()
             return [*events, *self._split()]
         # From here on the kept audio cannot change unless speech comes back. (After a split
         # the silence may already be longer than the post-roll: report the pause at once.)
@@ -549,6 +541,12 @@ class Segmenter:
         if self.model_turns and not self._judging and self._silent_run >= self._turn_pause_frames:
             events.extend(self._turn_pause())
         return events
+
+    def _no_pause(self) -> None:
+        """Forget the current pause: what was reported of it, its post-roll and verdict."""
+        self._paused = self._judging = False
+        self._tail_frames = None
+        self._unfinished = False
 
     def _pause(self) -> list[Event]:
         frames = self._utterance
@@ -660,9 +658,7 @@ class Segmenter:
         keep_until = kept[-1].index + 1
         leftover = [f for f in frames if f.index >= keep_until]
         self._utterance = None
-        self._paused = self._judging = False
-        self._tail_frames = None
-        self._unfinished = False
+        self._no_pause()
         for f in leftover[-self._history.maxlen :] if self._history.maxlen else []:
             self._history.append(f)
         index = self._utterance_count
